@@ -1,0 +1,64 @@
+"""Errors of the Colonies client, one type per way a call can end badly.
+
+    ColoniesError
+    ├── ColoniesUnreachable      no answer: connection refused/reset, timeouts (after retries)
+    └── ColoniesHTTPError        the server answered with an error status
+        ├── ColoniesServerError  5xx (retried first; may be transient)
+        └── ColoniesRejected     4xx: the server refused this request; retrying will not help
+            ├── BadRequest       400: malformed input; `message` is the server's text
+            ├── Forbidden        403: bad signature, not a member, or the process is no longer ours
+            └── NotFound         404: no such object (and "nothing to assign", handled in assign)
+
+Messages carry the server's own text, cut short; never keys or signatures.
+"""
+
+from __future__ import annotations
+
+_MAX_MESSAGE = 500
+
+
+class ColoniesError(Exception):
+    """Base of every Colonies client error."""
+
+
+class ColoniesUnreachable(ColoniesError):
+    def __init__(self, url: str, attempts: int, elapsed: float, cause: BaseException | str) -> None:
+        self.url, self.attempts, self.elapsed = url, attempts, elapsed
+        super().__init__(
+            f"Colonies server at {url} is unreachable after {attempts} attempt(s) over {elapsed:.1f}s: "
+            f"{cause if isinstance(cause, str) else type(cause).__name__ + ': ' + str(cause)}"
+        )
+
+
+class ColoniesHTTPError(ColoniesError):
+    def __init__(self, status: int, message: str, msgtype: str) -> None:
+        self.status, self.message, self.msgtype = status, message[:_MAX_MESSAGE], msgtype
+        super().__init__(f"{msgtype}: HTTP {status}: {self.message}")
+
+
+class ColoniesServerError(ColoniesHTTPError):
+    pass
+
+
+class ColoniesRejected(ColoniesHTTPError):
+    pass
+
+
+class BadRequest(ColoniesRejected):
+    pass
+
+
+class Forbidden(ColoniesRejected):
+    pass
+
+
+class NotFound(ColoniesRejected):
+    pass
+
+
+def error_for(status: int, message: str, msgtype: str) -> ColoniesHTTPError:
+    """The typed error for an HTTP status the server answered with."""
+    if status >= 500:
+        return ColoniesServerError(status, message, msgtype)
+    kind = {400: BadRequest, 403: Forbidden, 404: NotFound}.get(status, ColoniesRejected)
+    return kind(status, message, msgtype)

@@ -1,0 +1,3 @@
+"""The real test stack: PostgreSQL, a Colonies server and a Kubernetes control plane
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), built once from
+the Go module proxy into a versioned cache and started on free loopback ports."""

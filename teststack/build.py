@@ -1,0 +1,153 @@
+"""Builds every binary of the stack once, from the Go module proxy, into the versioned cache.
+
+A step whose binaries are all present is skipped, so a warm run costs nothing. Kubernetes and
+etcd cannot be `go install`ed (their go.mod files carry replace directives), so each gets a
+throw-away wrapper module generated here: it requires the release and points every staging
+module at its published version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
+
+from teststack import progress, versions as v
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    produces: tuple[str, ...]
+    run: Callable[[Path, Path, dict[str, str]], None]  # (bin dir, work dir, env)
+
+
+def _go_env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CGO_ENABLED="0", GOFLAGS="-trimpath", GOTOOLCHAIN=env.get("GOTOOLCHAIN", "local"))
+    env.pop("GOBIN", None)
+    return env
+
+
+def _log(work: Path) -> Path:
+    return work / "build.log"
+
+
+def _go_install(pkg: str, out_name: str, ldflags: str = "-s -w") -> Callable[[Path, Path, dict[str, str]], None]:
+    def run(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+        gobin = work / f"gobin-{out_name}"
+        gobin.mkdir(parents=True, exist_ok=True)
+        progress.run_logged(["go", "install", "-ldflags", ldflags, pkg], label=f"go install {pkg}",
+                            log=_log(work), env=env | {"GOBIN": str(gobin)})
+        built = gobin / pkg.rsplit("/", 1)[-1].split("@")[0]
+        shutil.move(str(built), bin_dir / out_name)
+    return run
+
+
+def _wrapper_build(name: str, tools: list[str], outputs: str, ldflags: str = "-s -w", tags: str = "",
+                   replaces: Callable[[dict[str, str]], list[str]] | None = None):
+    """Build `tools` (pkg@version) through a throw-away module that requires them as tools.
+
+    Needed where `go install pkg@v` refuses: a go.mod with replace directives (Kubernetes,
+    etcd), or a module whose version list the proxy will not serve (colonies: `go install`
+    asks for it to look up deprecations, and gets 403).
+    """
+    def run(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+        mod = work / f"{name}-wrapper"
+        shutil.rmtree(mod, ignore_errors=True)
+        mod.mkdir(parents=True)
+        log = _log(work)
+        progress.run_logged(["go", "mod", "init", f"local/{name}bins"], label=f"{name} wrapper", log=log, env=env, cwd=mod)
+        if replaces:
+            progress.run_logged(["go", "mod", "edit", *replaces(env)], label=f"{name} replaces", log=log, env=env, cwd=mod)
+        progress.run_logged(["go", "get", "-tool", *tools], label=f"{name} module downloads", log=log, env=env, cwd=mod)
+        pkgs = [t.split("@")[0] for t in tools]
+        argv = ["go", "build", "-ldflags", ldflags, "-o", outputs, *pkgs]
+        if tags:
+            argv[2:2] = [f"-tags={tags}"]
+        progress.run_logged(argv, label=f"{name} compile", log=log, env=env, cwd=mod)
+    return run
+
+
+def _colonies(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+    # the main package is ./cmd, so `go build -o <dir>/` would name the binary `cmd`
+    _wrapper_build("colonies", [f"github.com/colonyos/colonies/cmd@{v.COLONIES}"], str(bin_dir / "colonies"),
+                   f"-s -w -X main.BuildVersion={v.COLONIES}")(bin_dir, work, env)
+
+
+def _etcd(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+    _wrapper_build("etcd", [f"go.etcd.io/etcd/server/v3@{v.ETCD}"], str(bin_dir / "etcd"))(bin_dir, work, env)
+
+
+def _staging_replaces(env: dict[str, str]) -> list[str]:
+    """k8s.io/kubernetes' own go.mod names its staging modules; read it outside any module."""
+    with tempfile.TemporaryDirectory() as empty:
+        info = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{v.KUBERNETES}"],
+                              cwd=empty, env=env, check=True, capture_output=True, text=True)
+    gomod = Path(json.loads(info.stdout)["GoMod"]).read_text()
+    staging = re.findall(r"^\s*(k8s\.io/\S+)\s+=>\s+\./staging/", gomod, flags=re.M)
+    if not staging:
+        raise RuntimeError("found no staging replaces in k8s.io/kubernetes go.mod")
+    return [f"-replace={m}={m}@{v.KUBERNETES_STAGING}" for m in staging]
+
+
+def _kubernetes(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+    minor = v.KUBERNETES.split(".")[1]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    ld = ["-s", "-w"]  # version stamps: helm and kubectl compare them with the server's /version
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        ld += [f"-X {pkg}.gitVersion={v.KUBERNETES}", f"-X {pkg}.gitMajor=1", f"-X {pkg}.gitMinor={minor}",
+               f"-X {pkg}.gitTreeState=clean", f"-X {pkg}.buildDate={stamp}"]
+    cmds = [f"k8s.io/kubernetes/cmd/{c}@{v.KUBERNETES}"
+            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")]
+    _wrapper_build("k8s", cmds, str(bin_dir) + "/", " ".join(ld), tags="selinux,notest",
+                   replaces=_staging_replaces)(bin_dir, work, env)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("colonies server", ("colonies",), _colonies),
+    Step("kwok", ("kwok",), _go_install(f"sigs.k8s.io/kwok/cmd/kwok@{v.KWOK}", "kwok")),
+    Step("helm", ("helm",), _go_install(f"helm.sh/helm/v3/cmd/helm@{v.HELM}", "helm",
+                                        f"-s -w -X helm.sh/helm/v3/internal/version.version={v.HELM}")),
+    Step("etcd", ("etcd",), _etcd),
+    Step("kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"), _kubernetes),
+)
+
+
+def missing() -> list[str]:
+    return [b for b in v.BINARIES if not v.binary(b).exists()]
+
+
+def ensure_built() -> Path:
+    """Build whatever is missing; return the directory that holds every binary."""
+    bin_dir = v.bin_dir()
+    if not missing():
+        return bin_dir
+    if shutil.which("go") is None:
+        raise RuntimeError("Go is needed to build the test stack (go install from the module proxy)")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    work = v.cache_root() / "build"
+    work.mkdir(parents=True, exist_ok=True)
+    env = _go_env(work)
+    todo = [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
+    progress.say(f"building {len(todo)} of {len(STEPS)} components into {bin_dir} "
+                 f"(first time only; full log: {_log(work)})")
+    for i, step in enumerate(todo, 1):
+        began = time.monotonic()
+        progress.say(f"[build {i}/{len(todo)}] {step.name} ...")
+        step.run(bin_dir, work, env)
+        progress.say(f"[build {i}/{len(todo)}] {step.name} done in {int(time.monotonic() - began)}s")
+    if missing():
+        raise RuntimeError(f"build finished but these binaries are missing: {missing()}")
+    return bin_dir
+
+
+if __name__ == "__main__":
+    ensure_built()

@@ -1,0 +1,34 @@
+"""Pinned versions of everything the stack builds, and where the build cache lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+KUBERNETES: Final = "v1.37.2"
+KUBERNETES_STAGING: Final = "v0.37.2"  # k8s.io/* staging modules of the same release
+ETCD: Final = "v3.6.16"
+KWOK: Final = "v0.8.0"
+HELM: Final = "v3.22.0"
+COLONIES: Final = "v1.9.12"
+
+BINARIES: Final = (
+    "colonies", "etcd", "kube-apiserver", "kube-controller-manager",
+    "kube-scheduler", "kubectl", "kwok", "helm",
+)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "colonies-operator"
+
+
+def bin_dir() -> Path:
+    """One directory per combination of versions, so a version bump never reuses stale binaries."""
+    tag = "-".join((KUBERNETES, ETCD, KWOK, HELM, COLONIES))
+    return cache_root() / f"bin-{tag}"
+
+
+def binary(name: str) -> Path:
+    return bin_dir() / name
