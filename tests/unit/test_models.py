@@ -40,3 +40,12 @@ def test_unknown_fields_and_states_do_not_break_parsing():
     process = Process.from_json({"processid": "p", "state": 99, "somethingnew": {"x": 1}})
     assert process.state is ProcessState.WAITING and process.spec.funcname == ""
     assert parse_time("garbage") is None
+
+
+def test_junk_where_objects_or_numbers_belong_parses_to_defaults_and_keeps_the_raw_spec():
+    process = Process.from_json({"processid": "p", "state": "x", "spec": {
+        "conditions": "not an object", "kwargs": ["x"], "env": 3, "maxexectime": "soon"}})
+    assert process.spec.conditions.nodes == 0 and process.spec.kwargs == {} and process.spec.maxexectime == 0
+    assert process.spec.raw["conditions"] == "not an object"
+    spec = FunctionSpec.from_json({"conditions": {"gpu": "many", "nodes": "two"}})
+    assert spec.conditions.gpu.count == 0 and spec.conditions.nodes == 0

@@ -72,6 +72,18 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else []
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: Any) -> int:
+    """An int field, or 0 for anything the server would not have stored as one."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 @dataclass(frozen=True)
 class Gpu:
     name: str = ""
@@ -81,9 +93,9 @@ class Gpu:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> Gpu:
-        d = d or {}
+        d = _map(d)
         return cls(name=str(d.get("name") or ""), mem=str(d.get("mem") or ""),
-                   count=int(d.get("count") or 0), nodecount=int(d.get("nodecount") or 0))
+                   count=_int(d.get("count")), nodecount=_int(d.get("nodecount")))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "mem": self.mem, "count": self.count, "nodecount": self.nodecount}
@@ -115,21 +127,21 @@ class Conditions:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> Conditions:
-        d = d or {}
+        d = _map(d)
         return cls(
             colonyname=str(d.get("colonyname") or ""),
             executortype=str(d.get("executortype") or ""),
             executornames=tuple(str(n) for n in _list(d.get("executornames"))),
             locationname=str(d.get("locationname") or ""),
             dependencies=tuple(str(n) for n in _list(d.get("dependencies"))),
-            nodes=int(d.get("nodes") or 0),
-            processes=int(d.get("processes") or 0),
-            processespernode=int(d.get("processespernode") or 0),
+            nodes=_int(d.get("nodes")),
+            processes=_int(d.get("processes")),
+            processespernode=_int(d.get("processespernode")),
             cpu=str(d.get("cpu") or ""),
             mem=str(d.get("mem") or ""),
             storage=str(d.get("storage") or ""),
             gpu=Gpu.from_json(d.get("gpu")),
-            walltime=int(d.get("walltime") or 0),
+            walltime=_int(d.get("walltime")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +176,7 @@ class FunctionSpec:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> FunctionSpec:
-        d = d or {}
+        d = _map(d)
         kwargs = d.get("kwargs")
         env = d.get("env")
         return cls(
@@ -174,10 +186,10 @@ class FunctionSpec:
             kwargs=dict(kwargs) if isinstance(kwargs, Mapping) else {},
             env={str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else {},
             conditions=Conditions.from_json(d.get("conditions")),
-            priority=int(d.get("priority") or 0),
-            maxwaittime=int(d.get("maxwaittime") or 0),
-            maxexectime=int(d.get("maxexectime") or 0),
-            maxretries=int(d.get("maxretries") or 0),
+            priority=_int(d.get("priority")),
+            maxwaittime=_int(d.get("maxwaittime")),
+            maxexectime=_int(d.get("maxexectime")),
+            maxretries=_int(d.get("maxretries")),
             label=str(d.get("label") or ""),
             raw=dict(d),
         )
@@ -216,7 +228,7 @@ class Process:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Process:
         try:
-            state = ProcessState(int(d.get("state", 0)))
+            state = ProcessState(_int(d.get("state")))
         except ValueError:
             state = ProcessState.WAITING
         return cls(
@@ -227,7 +239,7 @@ class Process:
             initiatorname=str(d.get("initiatorname") or ""),
             assignedexecutorid=str(d.get("assignedexecutorid") or ""),
             isassigned=bool(d.get("isassigned")),
-            retries=int(d.get("retries") or 0),
+            retries=_int(d.get("retries")),
             errors=tuple(str(e) for e in _list(d.get("errors"))),
             output=tuple(_list(d.get("out"))),
             input=tuple(_list(d.get("in"))),
@@ -255,7 +267,7 @@ class Executor:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Executor:
         try:
-            state = ExecutorState(int(d.get("state", 0)))
+            state = ExecutorState(_int(d.get("state")))
         except ValueError:
             state = ExecutorState.PENDING
         return cls(
@@ -276,7 +288,7 @@ class LogEntry:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> LogEntry:
         return cls(processid=str(d.get("processid") or ""), message=str(d.get("message") or ""),
-                   timestamp=int(d.get("timestamp") or 0), executorname=str(d.get("executorname") or ""))
+                   timestamp=_int(d.get("timestamp")), executorname=str(d.get("executorname") or ""))
 
 
 @dataclass(frozen=True)
@@ -289,7 +301,7 @@ class ProcessGraph:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProcessGraph:
         try:
-            state = ProcessState(int(d.get("state", 0)))
+            state = ProcessState(_int(d.get("state")))
         except ValueError:
             state = ProcessState.WAITING
         return cls(processgraphid=str(d.get("processgraphid") or ""),

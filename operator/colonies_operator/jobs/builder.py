@@ -1,0 +1,244 @@
+"""A `RunSpec` → the `batch/v1` Job dict that runs it, and what such a Job requests.
+
+`build_job` is a pure function: the same run and settings always give the same dict,
+and in particular the same name (`job_name`), so creating it twice is harmless — a 409
+AlreadyExists means "already created: adopt it". Our labels and annotations are the
+operator's only record of which process a Job belongs to; the executor's jobTemplate
+overlay is merged as data (dicts and lists, never text) and can add to them but never
+replace them.
+
+The Job leaves retries to Colonies (`backoffLimit: 0`), is bounded by the process's
+walltime (`activeDeadlineSeconds`), and runs with restricted security defaults that
+still let ordinary root images such as busybox or ubuntu start.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from colonies_operator.jobs import quantity, spec
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "colonies-operator"
+EXECUTOR_LABEL: Final = "colonyos.io/executor"
+COLONY_LABEL: Final = "colonyos.io/colony"
+PROCESS_LABEL: Final = "colonyos.io/process"  # the first 20 hex of the process id
+ATTEMPT_LABEL: Final = "colonyos.io/attempt"
+PROCESS_ID_ANNOTATION: Final = "colonyos.io/process-id"  # the full id: label values stop at 63
+EXECUTOR_ID_ANNOTATION: Final = "colonyos.io/executor-id"
+
+JOB_NAME_PREFIX: Final = "colony-"
+SHORT_ID_LENGTH: Final = 20  # 80 bits of the process id: unique enough, and fits in a name
+
+# The jobTemplate keys an executor may set, and the Python type each must have.
+OVERLAY_KEYS: Final[Mapping[str, type]] = {
+    "nodeSelector": dict, "tolerations": list, "serviceAccountName": str, "imagePullSecrets": list,
+    "labels": dict, "annotations": dict, "priorityClassName": str,
+    "securityContext": dict,  # merged into the pod's securityContext (e.g. runAsNonRoot)
+    "containerSecurityContext": dict,  # merged into every container's securityContext
+}
+
+_SHORT_ID: Final = re.compile(rf"[0-9a-f]{{{SHORT_ID_LENGTH}}}")
+_NOT_LABEL_CHARS: Final = re.compile(r"[^-A-Za-z0-9_.]+")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the executor (its ColonyExecutor resource) contributes to every Job it creates."""
+
+    namespace: str
+    executor_name: str
+    executor_id: str
+    colony_name: str
+    gpu_resource_name: str = "nvidia.com/gpu"  # the extended resource a GPU is requested as
+    gpu_node_label: str = "accelerator"  # the node label conditions.gpu.name selects on
+    ttl_seconds_after_finished: int | None = 300  # None: finished Jobs stay until deleted
+    job_template: Mapping[str, Any] = field(default_factory=dict)  # overlay, keys in OVERLAY_KEYS
+
+    def __post_init__(self) -> None:
+        # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
+        for key, value in self.job_template.items():
+            expected = OVERLAY_KEYS.get(key)
+            if expected is None:
+                raise ValueError(f"jobTemplate.{key} is not supported (supported: {', '.join(OVERLAY_KEYS)})")
+            if not isinstance(value, expected):
+                raise ValueError(f"jobTemplate.{key} must be a {expected.__name__}, got {type(value).__name__}")
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value: unchanged when it already is one; otherwise cleaned
+    and suffixed with a hash of the original, so different names do not end up alike."""
+    if spec.is_label_value(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    cleaned = _NOT_LABEL_CHARS.sub("-", text)[:52].strip("-_.")
+    return f"{cleaned}-{digest}" if cleaned else digest
+
+
+def short_id(process_id: str) -> str:
+    """The first 20 hex of a process id: the process label value and part of the Job name."""
+    short = process_id[:SHORT_ID_LENGTH]
+    if not _SHORT_ID.fullmatch(short):
+        raise ValueError(f"not a Colonies process id: {process_id!r}")
+    return short
+
+
+def job_name(process_id: str, attempt: int) -> str:
+    """`colony-<first 20 hex>-<attempt>`: one name per attempt of a process, always the same."""
+    if attempt < 0:
+        raise ValueError(f"attempt must not be negative, got {attempt}")
+    return f"{JOB_NAME_PREFIX}{short_id(process_id)}-{attempt}"
+
+
+def executor_selector(settings: JobSettings) -> str:
+    """The label selector of every Job (and pod) this executor created."""
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{EXECUTOR_LABEL}={label_value(settings.executor_name)}"
+
+
+def _metadata(run: spec.RunSpec, settings: JobSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations): the overlay's first, ours over them."""
+    labels = {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        EXECUTOR_LABEL: label_value(settings.executor_name),
+        COLONY_LABEL: label_value(settings.colony_name),
+        PROCESS_LABEL: short_id(run.process_id),
+        ATTEMPT_LABEL: str(run.attempt),
+    }
+    annotations = {PROCESS_ID_ANNOTATION: run.process_id, EXECUTOR_ID_ANNOTATION: settings.executor_id}
+    overlay = settings.job_template
+    return {**overlay.get("labels", {}), **labels}, {**overlay.get("annotations", {}), **annotations}
+
+
+def _merged(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overlay` merged in: nested dicts merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resources(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
+    """Requests equal limits (Guaranteed QoS when both are set): what is accounted for
+    against the executor's capacity is what the container can use."""
+    amounts: dict[str, str] = {}
+    if run.cpu_millis:
+        amounts["cpu"] = quantity.format_cpu(run.cpu_millis)
+    if run.memory_bytes:
+        amounts["memory"] = quantity.format_memory(run.memory_bytes)
+    if run.gpu_count > 0:
+        amounts[settings.gpu_resource_name] = str(run.gpu_count)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
+    security = _merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                       settings.job_template.get("containerSecurityContext", {}))
+    names = ["main"] if run.processes_per_node == 1 else [f"main-{i}" for i in range(run.processes_per_node)]
+    containers = []
+    for name in names:
+        container: dict[str, Any] = {"name": name, "image": run.image, "command": list(run.command)}
+        if run.args:
+            container["args"] = list(run.args)
+        container["env"] = [{"name": k, "value": v} for k, v in run.env]
+        if resources := _resources(run, settings):
+            container["resources"] = resources
+        # On failure the last log lines become the termination message, so a diagnosis
+        # has them even when the logs could not be shipped.
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+        container["securityContext"] = copy.deepcopy(security)
+        containers.append(container)
+    return containers
+
+
+def _pull_secrets(secrets: list[Any]) -> list[dict[str, Any]]:
+    """imagePullSecrets given as names or as Kubernetes' `{name: ...}` objects."""
+    return [{"name": s} if isinstance(s, str) else copy.deepcopy(s) for s in secrets]
+
+
+def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
+    overlay = settings.job_template
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",  # a failed container fails the attempt; Colonies retries
+        "enableServiceLinks": False,  # no env var per Service of the namespace in user code
+        "securityContext": _merged({"seccompProfile": {"type": "RuntimeDefault"}},
+                                   overlay.get("securityContext", {})),
+        "containers": _containers(run, settings),
+    }
+    if "serviceAccountName" in overlay:
+        pod["serviceAccountName"] = overlay["serviceAccountName"]
+    else:
+        pod["automountServiceAccountToken"] = False  # user code gets no API credentials
+    node_selector = dict(overlay.get("nodeSelector", {}))
+    if run.gpu_count > 0 and run.gpu_name:
+        # The process's GPU choice wins over an overlay selector on the same label: a
+        # mismatch then shows as Unschedulable instead of silently running elsewhere.
+        node_selector[settings.gpu_node_label] = run.gpu_name
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    for key in ("tolerations", "priorityClassName"):
+        if overlay.get(key):
+            pod[key] = copy.deepcopy(overlay[key])
+    if overlay.get("imagePullSecrets"):
+        pod["imagePullSecrets"] = _pull_secrets(overlay["imagePullSecrets"])
+    return pod
+
+
+def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
+    """The complete `batch/v1` Job for one attempt of one process."""
+    labels, annotations = _metadata(run, settings)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,  # Colonies owns retries: a failed attempt is reported, not repeated
+        "parallelism": run.nodes,
+        "completions": run.nodes,
+    }
+    if run.nodes > 1:
+        job_spec["completionMode"] = "Indexed"  # each node's pod gets JOB_COMPLETION_INDEX
+    if run.deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = run.deadline_seconds
+    if settings.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    # Labels go on the pods too: the operator watches pods by these labels.
+    job_spec["template"] = {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": _pod_spec(run, settings),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(run.process_id, run.attempt), "namespace": settings.namespace,
+                     "labels": labels, "annotations": annotations},
+        "spec": job_spec,
+    }
+
+
+def _pod_requests(pod_spec: Mapping[str, Any], gpu_resource_name: str) -> tuple[int, int, int]:
+    """A pod's effective requests, by Kubernetes' rule: the larger of the sum over its
+    containers and the largest init container; a missing request defaults to the limit."""
+    def amounts(container: Mapping[str, Any]) -> tuple[int, int, int]:
+        resources = container.get("resources") or {}
+        given = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        return (quantity.parse_cpu(given.get("cpu", 0)), quantity.parse_memory(given.get("memory", 0)),
+                int(given.get(gpu_resource_name, 0)))
+
+    main = [amounts(c) for c in pod_spec.get("containers") or []]
+    init = [amounts(c) for c in pod_spec.get("initContainers") or []]
+    cpu, memory, gpus = (max(sum(a[i] for a in main), max((a[i] for a in init), default=0)) for i in range(3))
+    return cpu, memory, gpus
+
+
+def job_request_totals(job: Mapping[str, Any], gpu_resource_name: str = "nvidia.com/gpu") -> tuple[int, int, int]:
+    """(cpu millicores, memory bytes, GPUs) requested by all pods of `job` running at once
+    (parallelism × one pod's requests): what it takes from the executor's capacity."""
+    job_spec = job.get("spec") or {}
+    parallelism = job_spec.get("parallelism", 1)
+    pod_spec = (job_spec.get("template") or {}).get("spec") or {}
+    cpu, memory, gpus = _pod_requests(pod_spec, gpu_resource_name)
+    return cpu * parallelism, memory * parallelism, gpus * parallelism

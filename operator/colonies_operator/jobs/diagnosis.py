@@ -1,0 +1,299 @@
+"""What happened to a Job: its outcome, why it failed (as data), and the process output.
+
+All functions read plain Job and pod dicts as the apiserver returns them and make no
+calls. `diagnose` is a chain of small `_check_*` functions, first match wins; the order
+matters, because one event shows up in several places (a pod killed for the walltime or
+evicted also has containers that exited non-zero, which are not the program's fault).
+
+`Reason` values are a contract: they start every error message sent to Colonies
+(`ExitCode(3): ...`) and label metrics and Events, so they are never renamed. Two
+guarantees the runtime relies on: whenever `job_outcome` is FAILED, `diagnose` returns a
+`Diagnosis`; and a pod that is merely pending within its grace period is never one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Final
+
+from colonies_operator.jobs import quantity, statuses
+
+_MAX_ARG: Final = 300  # a reason's argument (an API message) is cut to this many characters
+# ErrImagePull messages that no amount of waiting will fix (containerd and CRI-O wording).
+_IMAGE_MISSING: Final = ("not found", "manifest unknown", "repository does not exist")
+_CANNOT_RUN: Final = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+# Terminated reasons of a container whose process never started (containerd, docker).
+_NEVER_STARTED: Final = ("StartError", "ContainerCannotRun")
+_NOT_SCHEDULED: Final = ("PodScheduled", "False", "Unschedulable")  # (type, status, reason)
+
+
+class Reason(str, Enum):
+    """Why an attempt failed. The values are a stable contract: never rename them."""
+
+    EXIT_CODE = "ExitCode"  # the program exited non-zero
+    OOM_KILLED = "OOMKilled"  # the program used more memory than its limit
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    INVALID_IMAGE = "InvalidImage"
+    UNSCHEDULABLE = "Unschedulable"  # no node could take the pod within the grace period
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # ran past its walltime
+    EVICTED = "Evicted"
+    PREEMPTED = "Preempted"
+    NODE_LOST = "NodeLost"
+    CREATE_FAILED = "CreateFailed"  # the apiserver refused the Job (quota, admission, validation)
+    CONTAINER_CANNOT_RUN = "ContainerCannotRun"
+    UNKNOWN = "Unknown"
+
+
+class Outcome(Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One failure, explained. `summary` is `Reason(argument)`; `infrastructure` is true
+    when the cluster, not the funcspec or the program, caused it (evictions, lost nodes)."""
+
+    reason: Reason
+    summary: str
+    detail: str
+    hint: str
+    infrastructure: bool
+
+    def error_message(self, log_tail: Sequence[str] = ()) -> str:
+        """The text a Colonies user reads: summary, detail, hint, then the last log lines."""
+        text = f"{self.summary}: {self.detail}"
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        if log_tail:
+            text += "\nlast log lines:\n" + "\n".join(log_tail)
+        return text
+
+
+def _make(reason: Reason, argument: str, detail: str, hint: str = "", infrastructure: bool = False) -> Diagnosis:
+    argument = " ".join(argument.split())  # API messages may span lines; a summary does not
+    if len(argument) > _MAX_ARG:
+        argument = argument[:_MAX_ARG - 3] + "..."
+    summary = f"{reason.value}({argument})" if argument else reason.value
+    return Diagnosis(reason, summary, detail, hint, infrastructure)
+
+
+def create_failed(api_message: str) -> Diagnosis:
+    """The diagnosis when the apiserver refuses to create the Job."""
+    quota = "exceeded quota" in api_message
+    hint = ("the namespace's ResourceQuota is full; the process may run once other Jobs finish" if quota
+            else "the executor's jobTemplate or the funcspec produced a Job the cluster does not accept")
+    return _make(Reason.CREATE_FAILED, api_message, "the Job could not be created", hint, infrastructure=quota)
+
+
+# --- the checks, in the order diagnose applies them ---------------------------------------------
+
+def _check_deadline(job: Mapping[str, Any]) -> Diagnosis | None:
+    """The Job ran past activeDeadlineSeconds; its pods were then killed, so this comes
+    before exit codes (which would read 143 or 137)."""
+    cond = statuses.true_condition(job, "Failed", "FailureTarget")
+    if not cond or cond.get("reason") != "DeadlineExceeded":
+        return None
+    seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    return _make(Reason.DEADLINE_EXCEEDED, f"walltime {seconds}s",
+                 f"the job ran longer than its walltime of {seconds}s and was stopped",
+                 "raise conditions.walltime (or maxexectime when walltime is not set), "
+                 "or make the program finish sooner")
+
+
+# DisruptionTarget condition reasons (set before the pod is deleted) → our reasons.
+_DISRUPTIONS: Final = {
+    "PreemptionByScheduler": Reason.PREEMPTED,
+    "PreemptionByKubeScheduler": Reason.PREEMPTED,  # the name before Kubernetes 1.27
+    "EvictionByEvictionAPI": Reason.EVICTED,
+    "TerminationByKubelet": Reason.EVICTED,  # node pressure or node shutdown
+    "DeletionByTaintManager": Reason.NODE_LOST,  # the node went NotReady/unreachable
+    "DeletionByPodGC": Reason.NODE_LOST,  # the node object is gone
+}
+_POD_REASONS: Final = {"Evicted": Reason.EVICTED, "Preempting": Reason.PREEMPTED, "NodeLost": Reason.NODE_LOST}
+_DISRUPTION_HINTS: Final = {
+    Reason.EVICTED: "the cluster evicted the pod (node pressure or a drain); running it again may succeed, "
+                    "and requests that match real use (conditions.cpu, conditions.mem) make this less likely",
+    Reason.PREEMPTED: "a higher-priority pod needed the node; running it again may succeed, "
+                      "or give the executor's jobTemplate a priorityClassName",
+    Reason.NODE_LOST: "the node running the pod became unreachable or was removed; running it again may succeed",
+    Reason.UNKNOWN: "the cluster stopped the pod; running it again may succeed",
+}
+
+
+def _check_disruption(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
+    """The cluster stopped a pod (eviction, preemption, lost node): infrastructure, and
+    it must beat the exit codes of the containers it killed."""
+    for pod in statuses.ordered_pods(pods):
+        status = statuses.status(pod)
+        cond = statuses.true_condition(pod, "DisruptionTarget")
+        if status.get("reason") in _POD_REASONS:
+            reason, message = _POD_REASONS[status["reason"]], str(status.get("message", ""))
+        elif cond:
+            reason, message = _DISRUPTIONS.get(cond.get("reason"), Reason.UNKNOWN), str(cond.get("message", ""))
+        else:
+            continue
+        node = (pod.get("spec") or {}).get("nodeName")
+        name = statuses.metadata(pod).get("name", "")
+        detail = f"pod {name} was stopped by the cluster" + (f" on node {node}" if node else "")
+        return _make(reason, message, detail, _DISRUPTION_HINTS[reason], infrastructure=True)
+    return None
+
+
+def _check_terminated(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
+    """A container ended non-zero: OOM first (it also has exit code 137), then a
+    container that never started, then the plain exit code."""
+    failed = [(statuses.describe_container(pod, name), statuses.container_spec(pod, name), t)
+              for pod, name, t in statuses.container_states(pods, "terminated") if t.get("exitCode", 0) != 0]
+    for where, container, t in failed:
+        if t.get("reason") == "OOMKilled":
+            limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+            try:
+                shown = quantity.format_memory(quantity.parse_memory(limit)) if limit is not None else "unknown"
+            except quantity.QuantityError:
+                shown = str(limit)
+            return _make(Reason.OOM_KILLED, f"limit {shown}",
+                         f"{where} was killed for using more memory than its limit",
+                         f"raise conditions.mem (now {shown} per container) or make the program use less memory")
+    for where, _, t in failed:
+        code, message = t.get("exitCode"), str(t.get("message", "")).strip()
+        if t.get("reason") in _NEVER_STARTED:
+            return _make(Reason.CONTAINER_CANNOT_RUN, message, f"{where} could not be started",
+                         "check kwargs.cmd / kwargs.command: the program must exist in the image")
+        try:
+            killed = f" (killed by {signal.Signals(code - 128).name})" if code > 128 else ""
+        except (TypeError, ValueError):
+            killed = ""
+        return _make(Reason.EXIT_CODE, str(code), f"{where} exited with code {code}{killed}")
+    return None
+
+
+def _check_waiting(pods: Sequence[Mapping[str, Any]], now: datetime, grace: float) -> Diagnosis | None:
+    """A container that cannot start: at once when waiting cannot help (a bad image
+    name, an image that does not exist), otherwise once the grace period has passed."""
+    for pod, name, waiting in statuses.container_states(pods, "waiting"):
+        reason, message = waiting.get("reason"), str(waiting.get("message", ""))
+        where = statuses.describe_container(pod, name)
+        image = str(statuses.container_spec(pod, name).get("image", "")) or "?"
+        created = statuses.metadata(pod).get("creationTimestamp")
+        overdue = statuses.seconds_overdue(created, now, grace) is not None
+        if reason == "InvalidImageName":
+            return _make(Reason.INVALID_IMAGE, image, f"{where}: {message}",
+                         "kwargs.docker-image must be a valid image reference, e.g. 'ubuntu:24.04' "
+                         "(lowercase repository, optional :tag or @digest)")
+        # Since Kubernetes 1.30 the ImagePullBackOff message carries the pull error too.
+        missing = any(text in message.lower() for text in _IMAGE_MISSING)
+        if reason in ("ErrImagePull", "ImagePullBackOff") and (missing or overdue):
+            return _make(Reason.IMAGE_PULL_FAILED, f"{image}: {message}",
+                         f"{where} could not pull image {image}",
+                         "check kwargs.docker-image (name and tag), that the registry is reachable, and that "
+                         "private images have pull credentials (the executor's jobTemplate.imagePullSecrets)")
+        if reason in _CANNOT_RUN and overdue:
+            hint = ("the executor requires non-root images: use an image whose USER is a numeric non-root id"
+                    if "runAsNonRoot" in message else "")
+            return _make(Reason.CONTAINER_CANNOT_RUN, message, f"{where} could not be started ({reason})", hint)
+    return None
+
+
+def _unschedulable_hint(message: str) -> str:
+    # Substrings of the scheduler's "0/3 nodes are available: ..." summary.
+    if "Insufficient" in message:
+        return ("no node has enough free resources for the pod: ask for less per container (conditions.cpu, "
+                "conditions.mem, conditions.gpu.count) or fewer processespernode")
+    if "node affinity/selector" in message:
+        return ("no node matches the pod's node selector: check conditions.gpu.name against the nodes' GPU label "
+                "and the executor's jobTemplate.nodeSelector")
+    if "untolerated taint" in message:
+        return "the nodes have taints the pod does not tolerate: add tolerations to the executor's jobTemplate"
+    return ""
+
+
+def _check_unschedulable(pods: Sequence[Mapping[str, Any]], now: datetime, grace: float) -> Diagnosis | None:
+    """The scheduler has found no node for longer than the grace period."""
+    for pod in statuses.ordered_pods(pods):
+        for cond in statuses.status(pod).get("conditions") or []:
+            if (cond.get("type"), cond.get("status"), cond.get("reason")) != _NOT_SCHEDULED:
+                continue
+            since = cond.get("lastTransitionTime") or statuses.metadata(pod).get("creationTimestamp")
+            waited = statuses.seconds_overdue(since, now, grace)
+            if waited is not None:
+                message = str(cond.get("message", ""))
+                return _make(Reason.UNSCHEDULABLE, message, f"no node could take the pod for {int(waited)}s",
+                             _unschedulable_hint(message))
+    return None
+
+
+def _check_failed(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
+    """The last resort, so that a failed Job always has a diagnosis: a pod the kubelet
+    refused (OutOfcpu, NodeAffinity, ...), or the Job's own failure condition."""
+    for pod in statuses.ordered_pods(pods):
+        status = statuses.status(pod)
+        if statuses.phase(pod) == "Failed" and status.get("reason"):
+            return _make(Reason.UNKNOWN, f"{status['reason']}: {status.get('message', '')}",
+                         f"the node refused or stopped pod {statuses.metadata(pod).get('name', '')}",
+                         "running it again may succeed", infrastructure=True)
+    cond = statuses.true_condition(job, "Failed", "FailureTarget")
+    if cond or any(statuses.phase(p) == "Failed" for p in pods):
+        cond = cond or {}
+        argument = ": ".join(str(cond[k]) for k in ("reason", "message") if cond.get(k))
+        return _make(Reason.UNKNOWN, argument, "the Job failed and no container failure explains it")
+    return None
+
+
+# --- public entry points ---------------------------------------------------------------------------
+
+def job_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outcome:
+    """The Job's terminal conditions decide (the *Target ones come first, in 1.31+). A
+    failed pod is final too: with backoffLimit 0 the Job controller will fail the Job."""
+    if statuses.true_condition(job, "Failed", "FailureTarget"):
+        return Outcome.FAILED
+    if statuses.true_condition(job, "Complete", "SuccessCriteriaMet"):
+        return Outcome.SUCCEEDED
+    if any(statuses.phase(pod) == "Failed" for pod in pods):
+        return Outcome.FAILED
+    return Outcome.RUNNING
+
+
+def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
+             now: datetime, pending_grace_seconds: float) -> Diagnosis | None:
+    """Why this Job failed or will not run, or None while nothing is known to be wrong."""
+    return (_check_deadline(job)
+            or _check_disruption(pods)
+            or _check_terminated(pods)
+            or _check_waiting(pods, now, pending_grace_seconds)
+            or _check_unschedulable(pods, now, pending_grace_seconds)
+            or _check_failed(job, pods))
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # Python reads NaN/Infinity, Colonies' Go server would not
+
+
+def _as_output(message: str) -> list[Any]:
+    try:
+        value = json.loads(message, parse_constant=_not_json)
+    except (ValueError, RecursionError):  # a termination message may be up to 4 KiB of "[[[["
+        return [message.strip()]
+    return value if isinstance(value, list) else [value]
+
+
+def termination_output(pods: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The process output: the termination messages of the first succeeded pod's
+    containers, in container order. JSON is taken as data (a list as the list, any other
+    value as one element), other text as one string; no message gives []."""
+    for pod in statuses.ordered_pods(pods):
+        if statuses.phase(pod) != "Succeeded":
+            continue
+        output: list[Any] = []
+        for status in statuses.container_statuses(pod):
+            message = ((status.get("state") or {}).get("terminated") or {}).get("message")
+            if isinstance(message, str) and message.strip():
+                output.extend(_as_output(message))
+        return output
+    return []

@@ -1,0 +1,291 @@
+"""A Colonies process's funcspec, parsed and validated into a `RunSpec`.
+
+This is the border between what a user wrote and what the operator runs. `parse_process`
+reads the funcspec as the server holds it (`FunctionSpec.raw`, the JSON dict, so that a
+wrong type is seen rather than coerced away) and either returns a frozen `RunSpec` or
+raises `SpecError`, whose `.field` is the dotted path of the offending field
+(`kwargs.docker-image`, `kwargs.args[1]`, `conditions.cpu`) and whose message says what
+was wrong and what is expected. Nothing else escapes for any input: on `SpecError` the
+process is failed with that message and no Job is created.
+
+The accepted funcspec is the one the ColonyOS kube executor accepts (`funcname:
+"execute"`, `kwargs` `docker-image`, `cmd`, `args`, `init-cmd`), so existing funcspecs
+keep working, plus a shell-free form (`kwargs.command` + `kwargs.args`). Per-process
+limits come from a `SpecPolicy` the executor's configuration provides.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from colonies_operator.colonies.models import Process
+from colonies_operator.jobs import quantity
+
+SUPPORTED_FUNCNAME: Final = "execute"
+PROCESS_ID_ENV: Final = "COLONIES_PROCESS_ID"
+PROCESS_ID_PLACEHOLDER: Final = "{processid}"
+SHELL: Final = ("/bin/sh", "-c")
+
+_PROCESS_ID: Final = re.compile(r"[0-9a-f]{64}")
+# Kubernetes' classic rule for env names (still valid under the relaxed rule of 1.34+).
+_ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+# A label value, at most 63 characters: the GPU name becomes a nodeSelector value.
+_LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_JSON_TYPES: Final = {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object"}
+
+
+class SpecError(ValueError):
+    """A funcspec this executor will not run. `field` is the dotted path of the culprit;
+    the message names it too, so `str(err)` alone is what the user reads."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"invalid funcspec: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SpecPolicy:
+    """What one executor allows a process to ask for.
+
+    The cpu, memory and GPU caps apply per container, as `conditions` are per container
+    (a process uses nodes × processespernode × each); `None` means no cap.
+    """
+
+    allowed_images: tuple[str, ...] = ()  # fnmatch patterns, or prefixes ending in "/"; empty: any
+    max_cpu_millis: int | None = None
+    max_memory_bytes: int | None = None
+    max_gpus: int | None = None
+    max_nodes: int = 16
+    max_processes_per_node: int = 16
+    default_cpu_millis: int | None = None  # used when conditions.cpu is unset ("0m")
+    default_memory_bytes: int | None = None  # used when conditions.mem is unset ("0Mi")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to build the Job of one attempt of one process, already valid."""
+
+    process_id: str
+    attempt: int  # the process's retries count: a re-queued process gets a new Job
+    image: str
+    command: tuple[str, ...]  # the container's command (entrypoint override)
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # COLONIES_PROCESS_ID first, then spec.env in order
+    cpu_millis: int | None  # per container, requests = limits; None: no cpu resources
+    memory_bytes: int | None  # per container, requests = limits; None: no memory resources
+    gpu_count: int  # per container
+    gpu_name: str  # a node label value; "" means any GPU node
+    nodes: int  # pods (Indexed Job when > 1)
+    processes_per_node: int  # containers per pod
+    deadline_seconds: int | None  # Job activeDeadlineSeconds
+
+
+def is_label_value(text: str) -> bool:
+    """Whether `text` is a valid Kubernetes label value (also what a nodeSelector takes)."""
+    return bool(_LABEL_VALUE.fullmatch(text))
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{_JSON_TYPES.get(type(value), type(value).__name__)} ({text})"
+
+
+def _object(value: Any, field: str, expected: str) -> Mapping[str, Any]:
+    """An optional JSON object; null reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(field, f"{field} must be an object ({expected}), got {_got(value)}")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(field, f"{field} must be a string, got {_got(value)}")
+    return value
+
+
+def _strings(value: Any, field: str) -> tuple[str, ...]:
+    """An optional list of strings; null reads as empty."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError(field, f"{field} must be a list of strings, got {_got(value)}")
+    return tuple(_string(item, f"{field}[{i}]") for i, item in enumerate(value))
+
+
+def _integer(value: Any, field: str) -> int:
+    """An optional JSON integer; null reads as 0. Bools and floats are refused, as the
+    server's Go types would refuse them."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(field, f"{field} must be an integer, got {_got(value)}")
+    return value
+
+
+def _count(value: Any, field: str, cap: int | None, unit: str) -> int:
+    number = _integer(value, field)
+    if number < 0:
+        raise SpecError(field, f"{field} must not be negative, got {number}")
+    if cap is not None and number > cap:
+        raise SpecError(field, f"{field} {number} is over this executor's limit of {cap} {unit}")
+    return number
+
+
+def _quantity(value: Any, field: str, policy_cap: int | None, default: int | None,
+              parse: Callable[[Any], int], show: Callable[[int], str]) -> int | None:
+    """A cpu or memory condition: 0 or empty means unset, which gives the policy default."""
+    try:
+        amount = 0 if value is None or value == "" else parse(value)
+    except quantity.QuantityError as err:
+        raise SpecError(field, f"{field}: {err}") from None
+    if amount == 0:
+        return default
+    if policy_cap is not None and amount > policy_cap:
+        raise SpecError(field, f"{field} {show(amount)} is over this executor's limit of "
+                               f"{show(policy_cap)} per container")
+    return amount
+
+
+def image_allowed(image: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `image` matches one of `patterns` (fnmatch, or a prefix ending in "/")."""
+    if not patterns:
+        return True
+    return any(fnmatch.fnmatchcase(image, p) or (p.endswith("/") and image.startswith(p))
+               for p in patterns)
+
+
+def _image(kwargs: Mapping[str, Any], policy: SpecPolicy) -> str:
+    field = "kwargs.docker-image"
+    if kwargs.get("docker-image") is None:
+        raise SpecError(field, f"{field} is missing: expected the container image to run, e.g. 'ubuntu:24.04'")
+    image = _string(kwargs["docker-image"], field)
+    if not image or any(c.isspace() for c in image):
+        raise SpecError(field, f"{field} {image!r} is not an image reference: expected e.g. 'ubuntu:24.04'")
+    if not image_allowed(image, policy.allowed_images):
+        raise SpecError(field, f"image {image!r} is not allowed by this executor "
+                               f"(allowed: {', '.join(policy.allowed_images)})")
+    return image
+
+
+def _shell_command(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kube executor's form: `init-cmd; cmd arg1 arg2` run by /bin/sh -c.
+
+    Arguments are joined with single spaces and no quoting, exactly as the kube executor
+    does: existing funcspecs rely on the shell seeing them (pipes, globs, variables).
+    """
+    cmd = _string(kwargs["cmd"], "kwargs.cmd")
+    script = " ".join((cmd, *_strings(kwargs.get("args"), "kwargs.args")))
+    if not script.strip():
+        raise SpecError("kwargs.cmd", "kwargs.cmd is empty: expected the command to run, e.g. 'echo'")
+    init = kwargs.get("init-cmd")
+    # A trailing ";" in init-cmd would make "init;; cmd", a shell syntax error.
+    init = _string(init, "kwargs.init-cmd").rstrip().rstrip(";") if init is not None else ""
+    return (*SHELL, f"{init}; {script}" if init.strip() else script)
+
+
+def _command(kwargs: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(container command, container args) from either form, before substitution."""
+    has_cmd, has_command = kwargs.get("cmd") is not None, kwargs.get("command") is not None
+    if has_cmd and has_command:
+        raise SpecError("kwargs.command", "kwargs.cmd and kwargs.command are mutually exclusive: "
+                                          "give cmd (run by /bin/sh -c) or command (run as is)")
+    if has_cmd:
+        return _shell_command(kwargs), ()
+    if not has_command:
+        raise SpecError("kwargs.cmd", "kwargs.cmd is missing: expected the command to run as a string "
+                                      "(or kwargs.command as a list of strings)")
+    if kwargs.get("init-cmd") is not None:
+        raise SpecError("kwargs.init-cmd", "kwargs.init-cmd needs kwargs.cmd: "
+                                           "the shell-free kwargs.command form runs no shell")
+    command = _strings(kwargs["command"], "kwargs.command")
+    if not command:
+        raise SpecError("kwargs.command", "kwargs.command is empty: expected the program and its arguments")
+    return command, _strings(kwargs.get("args"), "kwargs.args")
+
+
+def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
+    pairs = [(PROCESS_ID_ENV, process_id)]
+    for name, text in _object(value, "env", "environment variable names to string values").items():
+        field = f"env.{str(name)[:64]}"
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise SpecError(field, f"{field} is not a valid environment variable name: expected letters, "
+                                   "digits, '_', '-' and '.', not starting with a digit")
+        if name == PROCESS_ID_ENV:
+            raise SpecError(field, f"{field} is set by the executor to the process id and cannot be overridden")
+        pairs.append((name, _string(text, field)))
+    return tuple(pairs)
+
+
+def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy) -> tuple[int, str]:
+    gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name")
+    count = _count(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
+    name = "" if gpu.get("name") is None else _string(gpu["name"], "conditions.gpu.name")
+    # The name only matters (as a nodeSelector value) when GPUs are asked for, as in the
+    # kube executor; an odd name on a cpu-only process is left alone.
+    if count and not is_label_value(name):
+        raise SpecError("conditions.gpu.name", f"conditions.gpu.name {name!r} is not a valid node label value: "
+                                               "expected up to 63 letters, digits, '-', '_' or '.'")
+    return count, name
+
+
+def _deadline(spec: Mapping[str, Any], conditions: Mapping[str, Any]) -> int | None:
+    """walltime bounds the Job; without it maxexectime does (the server only unassigns)."""
+    walltime = _integer(conditions.get("walltime"), "conditions.walltime")
+    maxexectime = _integer(spec.get("maxexectime"), "maxexectime")
+    return walltime if walltime > 0 else maxexectime if maxexectime > 0 else None
+
+
+def _substitute(parts: tuple[str, ...], process_id: str) -> tuple[str, ...]:
+    return tuple(part.replace(PROCESS_ID_PLACEHOLDER, process_id) for part in parts)
+
+
+def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
+    """The validated `RunSpec` of `process`, or `SpecError` naming the first bad field."""
+    process_id = process.processid
+    if not isinstance(process_id, str) or not _PROCESS_ID.fullmatch(process_id):
+        raise SpecError("processid", f"processid {process_id!r} is not a 64-character hex process id")
+    spec = _object(process.spec.raw, "spec", "a function spec")
+    funcname = spec.get("funcname")
+    if funcname != SUPPORTED_FUNCNAME:
+        what = "funcname is missing" if funcname is None else f"unsupported funcname {funcname!r}"
+        raise SpecError("funcname", f"{what}: this executor runs only {SUPPORTED_FUNCNAME!r}")
+    if spec.get("kwargs") is None:
+        raise SpecError("kwargs", "kwargs is missing: expected an object with docker-image and cmd")
+    kwargs = _object(spec["kwargs"], "kwargs", "docker-image, cmd, args")
+    image = _image(kwargs, policy)
+    command, args = _command(kwargs)
+    env = _env(spec.get("env"), process_id)
+    conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
+    cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
+                    policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
+    memory = _quantity(conditions.get("mem"), "conditions.mem", policy.max_memory_bytes,
+                       policy.default_memory_bytes, quantity.parse_memory, quantity.format_memory)
+    gpu_count, gpu_name = _gpu(conditions, policy)
+    nodes = _count(conditions.get("nodes"), "conditions.nodes", policy.max_nodes, "nodes")
+    per_node = _count(conditions.get("processespernode"), "conditions.processespernode",
+                      policy.max_processes_per_node, "processes per node")
+    return RunSpec(
+        process_id=process_id,
+        attempt=process.retries,
+        image=image,
+        command=_substitute(command, process_id),
+        args=_substitute(args, process_id),
+        env=env,
+        cpu_millis=cpu,
+        memory_bytes=memory,
+        gpu_count=gpu_count,
+        gpu_name=gpu_name,
+        nodes=nodes or 1,  # 0 is what the server stores when the user left it out
+        processes_per_node=per_node or 1,
+        deadline_seconds=_deadline(spec, conditions),
+    )

@@ -1,0 +1,222 @@
+"""The few Kubernetes calls the runtime makes, on kubernetes_asyncio, with plain dicts.
+
+Responses are read raw (`_preload_content=False`) and parsed as JSON: the generated model
+classes cost far more CPU than the data is worth at thousands of Jobs. Every request goes
+through one counter (verb, resource, code), so tests can assert how many calls a process
+costs and metrics can export them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.api_client import ApiClient
+
+
+class KubeError(Exception):
+    """The apiserver refused a request; `status` is the HTTP code, `reason` its Status reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status, self.reason, self.message = status, reason, message
+        super().__init__(f"HTTP {status} {reason}: {message}")
+
+    @classmethod
+    def from_body(cls, status: int, body: bytes) -> KubeError:
+        try:
+            data = json.loads(body)
+            return cls(status, str(data.get("reason") or ""), str(data.get("message") or "")[:1000])
+        except ValueError:
+            return cls(status, "", body[:500].decode(errors="replace"))
+
+
+class Conflict(KubeError):
+    pass
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Gone(KubeError):
+    """410: the resourceVersion a watch asked for is too old; list again."""
+
+
+def _error(status: int, body: bytes) -> KubeError:
+    err = KubeError.from_body(status, body)
+    kind = {404: NotFound, 409: Conflict, 410: Gone}.get(status, KubeError)
+    return kind(err.status, err.reason, err.message)
+
+
+_RESOURCE = re.compile(r"/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/[^/]+)?/([a-z]+)(?:/[^/?]+)?(?:/([a-z]+))?")
+
+
+@dataclass
+class RequestCounter:
+    """Counts requests by (verb, resource, code); `watch` and `log` streams are their own verbs."""
+
+    counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+
+    def record(self, method: str, url: str, status: int) -> None:
+        path = url.split("://", 1)[-1]
+        path = path[path.find("/"):]
+        m = _RESOURCE.search(path)
+        resource = (m.group(1) + (f"/{m.group(2)}" if m.group(2) else "")) if m else "other"
+        verb = method.lower()
+        if "watch=true" in url.lower():
+            verb = "watch"
+        elif resource.endswith("/log"):
+            verb = "log"
+        self.counts[(verb, resource, status)] += 1
+
+    def total(self, *, exclude_verbs: tuple[str, ...] = ("watch", "log")) -> int:
+        return sum(n for (verb, _, _), n in self.counts.items() if verb not in exclude_verbs)
+
+    def snapshot(self) -> Counter[tuple[str, str, int]]:
+        return Counter(self.counts)
+
+
+class KubeApi:
+    """Jobs, Pods, logs and Events in the namespaces the operator serves."""
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self.api_client = api_client
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.counter = RequestCounter()
+        rest = api_client.rest_client
+        original = rest.request
+        counter = self.counter
+
+        async def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            response = await original(method, url, *args, **kwargs)
+            counter.record(method, url if not kwargs.get("query_params") else url + "?" + "&".join(
+                f"{k}={v}" for k, v in kwargs["query_params"]), getattr(response, "status", 0))
+            return response
+
+        rest.request = counted
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
+        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                await config.load_kube_config(client_configuration=configuration)
+        else:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        configuration.connection_pool_maxsize = 200  # one pool: many log streams, one watch, creates
+        return cls(ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    async def _json(self, call: Any) -> dict[str, Any]:
+        response = await call
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise _error(response.status, body)
+        return json.loads(body) if body else {}
+
+    # --- Jobs ------------------------------------------------------------------------------
+
+    async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._json(self.batch.create_namespaced_job(namespace, job, _preload_content=False))
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except NotFound:
+            return None
+
+    async def delete_job(self, namespace: str, name: str, *, propagation: str = "Foreground") -> bool:
+        """Delete a Job and (foreground) its pods first; False when it was already gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        try:
+            await self._json(self.batch.delete_namespaced_job(name, namespace, body=body, _preload_content=False))
+            return True
+        except NotFound:
+            return False
+
+    async def annotate_job(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        patch = {"metadata": {"annotations": dict(annotations)}}
+        return await self._json(self.batch.patch_namespaced_job(
+            name, namespace, patch, _preload_content=False,
+            _content_type="application/merge-patch+json"))
+
+    async def list_jobs(self, namespace: str, selector: str) -> dict[str, Any]:
+        return await self._json(self.batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False))
+
+    async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
+        return await self._json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
+
+    # --- streams ---------------------------------------------------------------------------
+
+    async def watch(
+        self, kind: str, namespace: str, selector: str, resource_version: str, *, timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Raw watch events ({"type", "object"}) of Jobs or Pods until the server ends the stream.
+
+        Raises Gone when `resource_version` is too old: the caller must list again.
+        """
+        method = self.batch.list_namespaced_job if kind == "Job" else self.core.list_namespaced_pod
+        response = await method(
+            namespace, label_selector=selector, watch=True, resource_version=resource_version,
+            allow_watch_bookmarks=True, timeout_seconds=timeout_seconds, _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30),
+        )
+        try:
+            if not 200 <= response.status < 300:
+                raise _error(response.status, await response.read())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object", {})
+                    raise _error(int(status.get("code") or 500), json.dumps(status).encode())
+                yield event
+        finally:
+            response.release()
+
+    async def pod_log(
+        self, namespace: str, pod: str, container: str, *, follow: bool, since_time: str | None = None,
+        read_timeout: float = 300,
+    ) -> AsyncIterator[bytes]:
+        """Raw log lines (with RFC 3339 timestamps) of one container; follow streams may never end."""
+        # The generated client lacks `sinceTime`, which exact resumption needs; call the path directly.
+        query: list[tuple[str, Any]] = [("container", container), ("follow", str(follow).lower()), ("timestamps", "true")]
+        if since_time:
+            query.append(("sinceTime", since_time))
+        response = await self.api_client.call_api(
+            "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET", {"namespace": namespace, "name": pod}, query,
+            {"Accept": "text/plain"}, auth_settings=["BearerToken"], _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
+        )
+        try:
+            if not 200 <= response.status < 300:
+                raise _error(response.status, await response.read())
+            while True:
+                line = await response.content.readline()
+                if not line:
+                    return
+                yield line
+        finally:
+            response.release()
+
+    # --- Events ----------------------------------------------------------------------------
+
+    async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        await self._json(self.core.create_namespaced_event(namespace, event, _preload_content=False))

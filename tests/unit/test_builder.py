@@ -1,0 +1,210 @@
+"""RunSpec → Job dict: compared against whole expected dicts, so every field is deliberate."""
+
+import copy
+
+import pytest
+
+from colonies_operator.colonies.models import Process
+from colonies_operator.jobs import builder, spec
+from colonies_operator.jobs.builder import JobSettings
+
+PID = "0123456789abcdef" * 4
+SHORT = "0123456789abcdef0123"
+MI = 1024**2
+SETTINGS = JobSettings(namespace="colonies", executor_name="kube", executor_id="e" * 64, colony_name="dev")
+LABELS = {
+    "app.kubernetes.io/managed-by": "colonies-operator",
+    "colonyos.io/executor": "kube",
+    "colonyos.io/colony": "dev",
+    "colonyos.io/process": SHORT,
+    "colonyos.io/attempt": "0",
+}
+ANNOTATIONS = {"colonyos.io/process-id": PID, "colonyos.io/executor-id": "e" * 64}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def run_of(kwargs=None, conditions=None, retries=0, **spec_fields) -> spec.RunSpec:
+    raw = {"funcname": "execute",
+           "kwargs": kwargs or {"docker-image": "ubuntu:20.04", "cmd": "echo", "args": ["hello", "world"]},
+           "conditions": conditions or {}, "maxexectime": -1, **spec_fields}
+    process = Process.from_json({"processid": PID, "state": 1, "retries": retries, "spec": raw})
+    return spec.parse_process(process, spec.SpecPolicy())
+
+
+def test_hello_world_becomes_this_job():
+    assert builder.build_job(run_of(), SETTINGS) == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"colony-{SHORT}-0", "namespace": "colonies",
+                     "labels": LABELS, "annotations": ANNOTATIONS},
+        "spec": {
+            "backoffLimit": 0,
+            "parallelism": 1,
+            "completions": 1,
+            "ttlSecondsAfterFinished": 300,
+            "template": {
+                "metadata": {"labels": LABELS, "annotations": ANNOTATIONS},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "automountServiceAccountToken": False,
+                    "containers": [{
+                        "name": "main",
+                        "image": "ubuntu:20.04",
+                        "command": ["/bin/sh", "-c", "echo hello world"],
+                        "env": [{"name": "COLONIES_PROCESS_ID", "value": PID}],
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": CONTAINER_SECURITY,
+                    }],
+                },
+            },
+        },
+    }
+
+
+def test_cpu_memory_and_a_named_gpu_become_equal_requests_and_limits_and_a_node_selector():
+    settings = JobSettings(namespace="colonies", executor_name="kube", executor_id="e" * 64, colony_name="dev",
+                           gpu_resource_name="amd.com/gpu", gpu_node_label="gpu.example.com/model")
+    job = builder.build_job(run_of(conditions={"cpu": "500m", "mem": "1Gi", "gpu": {"count": 1, "name": "a100"}}),
+                            settings)
+    pod = job["spec"]["template"]["spec"]
+    amounts = {"cpu": "500m", "memory": "1024Mi", "amd.com/gpu": "1"}
+    assert pod["containers"][0]["resources"] == {"requests": amounts, "limits": amounts}
+    assert pod["nodeSelector"] == {"gpu.example.com/model": "a100"}
+
+
+def test_the_gpu_resource_defaults_to_nvidia_and_an_unnamed_gpu_selects_no_node():
+    pod = builder.build_job(run_of(conditions={"gpu": {"count": 2}}), SETTINGS)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
+    assert "nodeSelector" not in pod
+
+
+def test_several_nodes_and_processes_make_an_indexed_job_with_numbered_containers():
+    job = builder.build_job(run_of(conditions={"nodes": 2, "processespernode": 2, "cpu": "250m"}), SETTINGS)
+    assert {k: job["spec"][k] for k in ("completionMode", "parallelism", "completions")} == {
+        "completionMode": "Indexed", "parallelism": 2, "completions": 2}
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["main-0", "main-1"]
+    assert all(c["command"] == ["/bin/sh", "-c", "echo hello world"] for c in containers)
+    assert all(c["resources"]["limits"] == {"cpu": "250m"} for c in containers)
+
+
+def test_init_cmd_process_id_and_env_reach_the_container():
+    run = run_of(kwargs={"docker-image": "python:3.12", "init-cmd": "mkdir -p /out/{processid}",
+                         "cmd": "python3", "args": ["/src/{processid}/main.py"]},
+                 env={"MODE": "fast", "LEVEL": "3"})
+    container = builder.build_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c", f"mkdir -p /out/{PID}; python3 /src/{PID}/main.py"]
+    assert container["env"] == [{"name": "COLONIES_PROCESS_ID", "value": PID},
+                                {"name": "MODE", "value": "fast"}, {"name": "LEVEL", "value": "3"}]
+
+
+def test_the_shell_free_form_sets_command_and_args():
+    run = run_of(kwargs={"docker-image": "busybox", "command": ["echo"], "args": ["{processid}"]})
+    container = builder.build_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert (container["command"], container["args"]) == (["echo"], [PID])
+
+
+@pytest.mark.parametrize("conditions, maxexectime, deadline", [
+    ({"walltime": 600}, 100, 600), ({}, 100, 100), ({}, -1, None),
+])
+def test_the_walltime_becomes_the_active_deadline(conditions, maxexectime, deadline):
+    job = builder.build_job(run_of(conditions=conditions, maxexectime=maxexectime), SETTINGS)
+    assert job["spec"].get("activeDeadlineSeconds") == deadline
+
+
+def test_no_ttl_leaves_finished_jobs_in_place():
+    settings = JobSettings(namespace="n", executor_name="kube", executor_id="e", colony_name="dev",
+                           ttl_seconds_after_finished=None)
+    assert "ttlSecondsAfterFinished" not in builder.build_job(run_of(), settings)["spec"]
+
+
+def test_the_job_template_overlay_is_merged_and_cannot_replace_our_labels():
+    overlay = {
+        "nodeSelector": {"pool": "batch", "accelerator": "v100"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "labels": {"team": "ml", "colonyos.io/process": "fake", "app.kubernetes.io/managed-by": "me"},
+        "annotations": {"owner": "ml-team", "colonyos.io/process-id": "fake"},
+        "serviceAccountName": "runner",
+        "imagePullSecrets": ["regcred", {"name": "other"}],
+        "priorityClassName": "batch-low",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+        "containerSecurityContext": {"readOnlyRootFilesystem": True, "capabilities": {"add": ["NET_BIND_SERVICE"]}},
+    }
+    settings = JobSettings(namespace="colonies", executor_name="kube", executor_id="e" * 64, colony_name="dev",
+                           job_template=overlay)
+    before = copy.deepcopy(overlay)
+    job = builder.build_job(run_of(conditions={"gpu": {"count": 1, "name": "a100"}}), settings)
+    template = job["spec"]["template"]
+    pod = template["spec"]
+    assert job["metadata"]["labels"] == template["metadata"]["labels"] == {"team": "ml", **LABELS}
+    assert job["metadata"]["annotations"] == {"owner": "ml-team", **ANNOTATIONS}
+    assert pod["nodeSelector"] == {"pool": "batch", "accelerator": "a100"}  # the process's GPU wins
+    assert pod["tolerations"] == overlay["tolerations"]
+    assert pod["serviceAccountName"] == "runner" and "automountServiceAccountToken" not in pod
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True,
+                                      "runAsUser": 1000}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        "readOnlyRootFilesystem": True}
+    pod["tolerations"].append({"key": "x"})
+    pod["containers"][0]["securityContext"]["capabilities"]["add"].append("SYS_ADMIN")
+    assert overlay == before  # the job shares no mutable data with the settings
+
+
+@pytest.mark.parametrize("overlay, words", [
+    ({"nodeSelectors": {}}, "jobTemplate.nodeSelectors is not supported"),
+    ({"tolerations": {"key": "x"}}, "jobTemplate.tolerations must be a list"),
+    ({"serviceAccountName": 5}, "jobTemplate.serviceAccountName must be a str"),
+])
+def test_a_job_template_with_unknown_keys_or_wrong_types_is_refused(overlay, words):
+    with pytest.raises(ValueError, match=words):
+        JobSettings(namespace="n", executor_name="kube", executor_id="e", colony_name="dev", job_template=overlay)
+
+
+def test_names_are_deterministic_per_process_and_attempt():
+    assert builder.job_name(PID, 0) == f"colony-{SHORT}-0"
+    assert builder.build_job(run_of(), SETTINGS) == builder.build_job(run_of(), SETTINGS)
+    second = builder.build_job(run_of(retries=1), SETTINGS)
+    assert second["metadata"]["name"] == f"colony-{SHORT}-1"
+    assert second["metadata"]["labels"]["colonyos.io/attempt"] == "1"
+
+
+@pytest.mark.parametrize("process_id, attempt", [("p1", 0), ("X" * 64, 0), (PID, -1)])
+def test_a_name_needs_a_hex_process_id_and_a_non_negative_attempt(process_id, attempt):
+    with pytest.raises(ValueError):
+        builder.job_name(process_id, attempt)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("kube", "kube"), ("dev-colony_1.a", "dev-colony_1.a"),
+    ("my executor", "my-executor-e5e89b88a9"), ("é", "4a99557e40"), ("x" * 64, "x" * 52 + "-7ce100971f"),
+])
+def test_names_that_are_not_label_values_are_cleaned_and_hashed(text, value):
+    assert builder.label_value(text) == value and len(value) <= 63
+
+
+def test_the_executor_selector_matches_the_labels_of_its_jobs():
+    assert builder.executor_selector(SETTINGS) == "app.kubernetes.io/managed-by=colonies-operator,colonyos.io/executor=kube"
+
+
+@pytest.mark.parametrize("conditions, totals", [
+    ({}, (0, 0, 0)),
+    ({"cpu": "500m", "mem": "1Gi"}, (500, 1024 * MI, 0)),
+    ({"cpu": "500m", "mem": "1Gi", "gpu": {"count": 1}, "nodes": 2, "processespernode": 3},
+     (3000, 6 * 1024 * MI, 6)),
+])
+def test_request_totals_count_every_container_of_every_parallel_pod(conditions, totals):
+    assert builder.job_request_totals(builder.build_job(run_of(conditions=conditions), SETTINGS)) == totals
+
+
+def test_request_totals_follow_kubernetes_rules_for_limits_and_init_containers():
+    job = {"spec": {"parallelism": 2, "template": {"spec": {
+        "initContainers": [{"resources": {"requests": {"cpu": "2", "memory": "64Mi"}}}],
+        "containers": [{"resources": {"limits": {"cpu": "500m", "memory": "256Mi", "example.com/gpu": 1}}},
+                       {"resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "128Mi"}}}],
+    }}}}
+    assert builder.job_request_totals(job, gpu_resource_name="example.com/gpu") == (4000, 768 * MI, 2)

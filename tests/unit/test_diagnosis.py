@@ -1,0 +1,328 @@
+"""Job and pod status → outcome, diagnosis and output, on status dicts shaped like real
+Kubernetes 1.37 output (containerd runtime)."""
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from colonies_operator.jobs import diagnosis
+from colonies_operator.jobs.diagnosis import Outcome, Reason
+
+JOB_NAME = "colony-0123456789abcdef0123-0"
+CREATED = datetime(2026, 5, 4, 10, 0, 0, tzinfo=timezone.utc)
+GRACE = 120.0
+
+
+def ts(seconds: float = 0) -> str:
+    return (CREATED + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cond(type_, status="True", reason=None, message=None, at=0) -> dict:
+    c = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": ts(at)}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    return c
+
+
+def job(*conditions, deadline=None, **status) -> dict:
+    spec = {"backoffLimit": 0, "completions": 1, "parallelism": 1, "completionMode": "NonIndexed",
+            "template": {"spec": {"containers": [{"name": "main", "image": "ubuntu:20.04"}]}}}
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    body = {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": JOB_NAME, "namespace": "colonies", "creationTimestamp": ts()}, "spec": spec,
+            "status": {"startTime": ts(), "active": 1, "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {}, **status}}
+    if conditions:
+        body["status"]["conditions"] = list(conditions)
+    return body
+
+
+def terminated(code, reason="Error", message=None) -> dict:
+    t = {"exitCode": code, "reason": reason, "startedAt": ts(2), "finishedAt": ts(9),
+         "containerID": "containerd://4f1c0e5d9b"}
+    if message is not None:
+        t["message"] = message
+    return {"terminated": t}
+
+
+def waiting(reason, message) -> dict:
+    return {"waiting": {"reason": reason, "message": message}}
+
+
+RUNNING = {"running": {"startedAt": ts(2)}}
+
+
+def pod(phase="Running", states=(("main", RUNNING),), conditions=None, index=None, memory="256Mi",
+        image="ubuntu:20.04", reason=None, message=None, suffix="x7k2p") -> dict:
+    annotations = {"colonyos.io/process-id": "0123456789abcdef" * 4}
+    if index is not None:
+        annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+    body = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{JOB_NAME}-{suffix}", "namespace": "colonies", "creationTimestamp": ts(),
+                     "labels": {"batch.kubernetes.io/job-name": JOB_NAME, "colonyos.io/attempt": "0"},
+                     "annotations": annotations},
+        "spec": {"restartPolicy": "Never", "nodeName": "kwok-node-1",
+                 "containers": [{"name": name, "image": image,
+                                 "resources": {"limits": {"cpu": "500m", "memory": memory},
+                                               "requests": {"cpu": "500m", "memory": memory}}}
+                                for name, _ in states]},
+        "status": {"phase": phase, "hostIP": "10.0.0.7", "podIP": "10.244.1.9", "qosClass": "Guaranteed",
+                   "startTime": ts(1),
+                   "conditions": conditions if conditions is not None else [
+                       cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"),
+                       cond("ContainersReady"), cond("PodScheduled")],
+                   # The API lists container statuses sorted by name, not in spec order.
+                   "containerStatuses": sorted(
+                       ({"name": name, "image": f"docker.io/library/{image}", "imageID": "", "ready": False,
+                         "restartCount": 0, "started": "running" in state, "state": state, "lastState": {}}
+                        for name, state in states), key=lambda s: s["name"])},
+    }
+    if reason:
+        body["status"]["reason"] = reason
+    if message:
+        body["status"]["message"] = message
+    return body
+
+
+PENDING_CONDITIONS = [cond("PodReadyToStartContainers"), cond("Initialized"),
+                      cond("Ready", "False", "ContainersNotReady", "containers with unready status: [main]"),
+                      cond("ContainersReady", "False", "ContainersNotReady", "containers with unready status: [main]"),
+                      cond("PodScheduled")]
+TOO_LONG = "Job was active longer than specified deadline"
+BACKOFF_LIMIT = [cond("FailureTarget", reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"),
+                 cond("Failed", reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")]
+NOT_FOUND = ('rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/nosuch:latest": '
+             'failed to resolve reference "docker.io/library/nosuch:latest": docker.io/library/nosuch:latest: not found')
+DENIED = ('failed to pull and unpack image "docker.io/acme/private:1": failed to resolve reference '
+          '"docker.io/acme/private:1": pull access denied, repository does not exist or may require authorization: '
+          'server message: insufficient_scope: authorization failed')
+TIMEOUT = ('Back-off pulling image "registry.example.com/app:1": ErrImagePull: failed to pull and unpack image '
+           '"registry.example.com/app:1": failed to do request: Head "https://registry.example.com/v2/app/manifests/1": '
+           'dial tcp 10.1.2.3:443: i/o timeout')
+EXEC_NOT_FOUND = ('failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create '
+                  'failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown')
+NON_ROOT = f'container has runAsNonRoot and image will run as root (pod: "{JOB_NAME}-x7k2p_colonies(6a1f)", container: main)'
+NO_GPU = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+          "3 No preemption victims found for incoming pod.")
+NO_MATCH = ("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are "
+            "available: 3 Preemption is not helpful for scheduling.")
+LOW_MEMORY = ("The node was low on resource: memory. Threshold quantity: 100Mi, available: 88Mi. Container main was "
+              "using 1200Mi, request is 256Mi, has larger consumption of memory. ")
+
+REJECTED = "Pod was rejected: Node didn't have enough resource: cpu, requested: 4000, used: 500, capacity: 4000"
+
+
+def unschedulable(message) -> list:
+    return [cond("PodScheduled", "False", "Unschedulable", message, at=1)]
+
+
+def evicted_by(disruption, why, **pod_status) -> dict:
+    return pod("Failed", (("main", terminated(137, "ContainerStatusUnknown")),),
+               [cond("DisruptionTarget", reason=disruption, message=why, at=30), cond("Ready", "False"),
+                cond("PodScheduled")], **pod_status)
+
+
+# (case, job, pods, seconds since the pod was created, reason, summary, infrastructure)
+CASES = [
+    ("exit code", job(*BACKOFF_LIMIT), [pod("Failed", (("main", terminated(3)),))], 10,
+     Reason.EXIT_CODE, "ExitCode(3)", False),
+    ("exit code before the Job controller noticed", job(), [pod("Failed", (("main", terminated(1)),))], 10,
+     Reason.EXIT_CODE, "ExitCode(1)", False),
+    ("oom", job(*BACKOFF_LIMIT), [pod("Failed", (("main", terminated(137, "OOMKilled")),))], 10,
+     Reason.OOM_KILLED, "OOMKilled(limit 256Mi)", False),
+    ("oom in a later container beats an exit code", job(),
+     [pod("Failed", (("main-0", terminated(1)), ("main-1", terminated(137, "OOMKilled"))), memory="1Gi")], 10,
+     Reason.OOM_KILLED, "OOMKilled(limit 1024Mi)", False),
+    ("never started", job(*BACKOFF_LIMIT),
+     [pod("Failed", (("main", terminated(128, "StartError", EXEC_NOT_FOUND)),))], 10,
+     Reason.CONTAINER_CANNOT_RUN, f"ContainerCannotRun({EXEC_NOT_FOUND})", False),
+    ("walltime", job(cond("FailureTarget", reason="DeadlineExceeded", message=TOO_LONG),
+                     cond("Failed", reason="DeadlineExceeded", message=TOO_LONG), deadline=60),
+     [pod("Failed", (("main", terminated(143)),))], 70, Reason.DEADLINE_EXCEEDED, "DeadlineExceeded(walltime 60s)", False),
+    ("image not found", job(), [pod("Pending", (("main", waiting("ErrImagePull", NOT_FOUND)),), PENDING_CONDITIONS,
+                                    image="nosuch:latest")], 5,
+     Reason.IMAGE_PULL_FAILED, f"ImagePullFailed(nosuch:latest: {NOT_FOUND})", False),
+    ("image denied", job(), [pod("Pending", (("main", waiting("ErrImagePull", DENIED)),), PENDING_CONDITIONS,
+                                 image="acme/private:1")], 5,
+     Reason.IMAGE_PULL_FAILED, f"ImagePullFailed(acme/private:1: {DENIED})", False),
+    ("pull keeps failing", job(), [pod("Pending", (("main", waiting("ImagePullBackOff", TIMEOUT)),), PENDING_CONDITIONS,
+                                       image="registry.example.com/app:1")], 130,
+     Reason.IMAGE_PULL_FAILED, f"ImagePullFailed(registry.example.com/app:1: {TIMEOUT})", False),
+    ("invalid image", job(), [pod("Pending", (("main", waiting(
+        "InvalidImageName", 'Failed to apply default image tag "Ubuntu:20.04": couldn\'t parse image name '
+        '"Ubuntu:20.04": invalid reference format: repository name must be lowercase')),), PENDING_CONDITIONS,
+        image="Ubuntu:20.04")], 3, Reason.INVALID_IMAGE, "InvalidImage(Ubuntu:20.04)", False),
+    ("runs as root", job(), [pod("Pending", (("main", waiting("CreateContainerConfigError", NON_ROOT)),),
+                                PENDING_CONDITIONS)], 125,
+     Reason.CONTAINER_CANNOT_RUN, f"ContainerCannotRun({NON_ROOT})", False),
+    ("no gpu", job(), [pod("Pending", (), unschedulable(NO_GPU))], 200,
+     Reason.UNSCHEDULABLE, f"Unschedulable({NO_GPU})", False),
+    ("no matching node", job(), [pod("Pending", (), unschedulable(NO_MATCH))], 200,
+     Reason.UNSCHEDULABLE, f"Unschedulable({NO_MATCH})", False),
+    ("evicted by the kubelet", job(*BACKOFF_LIMIT),
+     [evicted_by("TerminationByKubelet", LOW_MEMORY, reason="Evicted", message=LOW_MEMORY)], 40,
+     Reason.EVICTED, f"Evicted({LOW_MEMORY.strip()})", True),
+    ("drained", job(*BACKOFF_LIMIT), [evicted_by("EvictionByEvictionAPI", "Eviction API: evicting")], 40,
+     Reason.EVICTED, "Evicted(Eviction API: evicting)", True),
+    ("preempted", job(*BACKOFF_LIMIT),
+     [evicted_by("PreemptionByScheduler", "default-scheduler: preempting to accommodate a higher priority pod")], 40,
+     Reason.PREEMPTED, "Preempted(default-scheduler: preempting to accommodate a higher priority pod)", True),
+    ("node not ready", job(*BACKOFF_LIMIT),
+     [evicted_by("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint")], 40,
+     Reason.NODE_LOST, "NodeLost(Taint manager: deleting due to NoExecute taint)", True),
+    ("node deleted", job(*BACKOFF_LIMIT), [evicted_by("DeletionByPodGC", "PodGC: node no longer exists")], 40,
+     Reason.NODE_LOST, "NodeLost(PodGC: node no longer exists)", True),
+    ("refused by the kubelet", job(*BACKOFF_LIMIT),
+     [pod("Failed", (), [cond("PodScheduled")], reason="OutOfcpu", message=REJECTED)], 5,
+     Reason.UNKNOWN, f"Unknown(OutOfcpu: {REJECTED})", True),
+    ("failed with its pods gone", job(*BACKOFF_LIMIT), [], 300,
+     Reason.UNKNOWN, "Unknown(BackoffLimitExceeded: Job has reached the specified backoff limit)", False),
+]
+
+
+@pytest.mark.parametrize("case, job_, pods, seconds, reason, summary, infrastructure", CASES, ids=[c[0] for c in CASES])
+def test_each_failure_gets_its_reason_and_summary(case, job_, pods, seconds, reason, summary, infrastructure):
+    found = diagnosis.diagnose(job_, pods, now=CREATED + timedelta(seconds=seconds), pending_grace_seconds=GRACE)
+    assert found is not None
+    assert (found.reason, found.summary, found.infrastructure) == (reason, summary, infrastructure)
+    assert found.detail and found.error_message().startswith(f"{summary}: {found.detail}")
+
+
+@pytest.mark.parametrize("case, job_, pods, seconds, reason, summary, infrastructure", CASES, ids=[c[0] for c in CASES])
+def test_a_failed_outcome_always_has_a_diagnosis(case, job_, pods, seconds, reason, summary, infrastructure):
+    if diagnosis.job_outcome(job_, pods) is Outcome.FAILED:
+        assert diagnosis.diagnose(job_, pods, now=CREATED, pending_grace_seconds=1e9) is not None
+
+
+@pytest.mark.parametrize("case, pods, seconds", [
+    ("running", [pod()], 10_000),
+    ("just created, no status yet", [pod("Pending", (), [])], 1),
+    ("waiting to be scheduled within the grace period", [pod("Pending", (), unschedulable(NO_GPU))], 100),
+    ("pulling", [pod("Pending", (("main", waiting("ContainerCreating", "")),), PENDING_CONDITIONS)], 10_000),
+    ("pull retrying within the grace period", [pod("Pending", (("main", waiting("ImagePullBackOff", TIMEOUT)),),
+                                                   PENDING_CONDITIONS)], 60),
+    ("config error within the grace period", [pod("Pending", (("main", waiting("CreateContainerConfigError", NON_ROOT)),),
+                                                  PENDING_CONDITIONS)], 60),
+    ("succeeded", [pod("Succeeded", (("main", terminated(0, "Completed")),))], 10),
+    ("one process done, one running", [pod("Running", (("main-0", terminated(0, "Completed")), ("main-1", RUNNING)))], 10),
+    ("no pods yet", [], 10_000),
+])
+def test_nothing_is_diagnosed_while_things_are_still_fine(case, pods, seconds):
+    assert diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=seconds), pending_grace_seconds=GRACE) is None
+
+
+def test_the_error_message_carries_the_detail_and_the_log_tail():
+    found = diagnosis.diagnose(job(), [pod("Failed", (("main", terminated(3)),))], now=CREATED, pending_grace_seconds=GRACE)
+    assert found.error_message(["line 1", "line 2"]) == (
+        "ExitCode(3): container main exited with code 3\nlast log lines:\nline 1\nline 2")
+
+
+def test_an_oom_message_names_the_limit_and_hints_at_conditions_mem():
+    found = diagnosis.diagnose(job(), [pod("Failed", (("main", terminated(137, "OOMKilled")),))],
+                               now=CREATED, pending_grace_seconds=GRACE)
+    assert found.error_message().startswith(
+        "OOMKilled(limit 256Mi): container main was killed for using more memory than its limit\nhint: ")
+    assert "conditions.mem" in found.hint
+
+
+def test_the_first_failing_container_in_spec_order_is_reported_with_its_signal():
+    pods = [pod("Failed", (("main-0", terminated(143)), ("main-1", terminated(2))))]
+    found = diagnosis.diagnose(job(), pods, now=CREATED, pending_grace_seconds=GRACE)
+    assert found.detail == "container main-0 exited with code 143 (killed by SIGTERM)"
+
+
+def test_in_a_multi_node_job_the_failing_node_is_named():
+    pods = [pod("Running", index=1, suffix="b"), pod("Failed", (("main", terminated(4)),), index=0, suffix="a")]
+    pods[0]["status"]["phase"] = "Failed"
+    pods[0]["status"]["containerStatuses"][0]["state"] = terminated(9)
+    found = diagnosis.diagnose(job(), pods, now=CREATED, pending_grace_seconds=GRACE)
+    assert found.detail == "container main of node 0 exited with code 4"
+
+
+@pytest.mark.parametrize("message, words", [(NO_GPU, "conditions.gpu.count"), (NO_MATCH, "conditions.gpu.name"),
+                                            ("0/1 nodes are available: 1 node(s) had untolerated taint "
+                                             "{dedicated: gpu}.", "tolerations")])
+def test_unschedulable_hints_follow_the_scheduler_message(message, words):
+    found = diagnosis.diagnose(job(), [pod("Pending", (), unschedulable(message))],
+                               now=CREATED + timedelta(seconds=500), pending_grace_seconds=GRACE)
+    assert words in found.hint and found.detail == "no node could take the pod for 499s"
+
+
+def test_a_naive_now_is_taken_as_utc():
+    pods = [pod("Pending", (), unschedulable(NO_GPU))]
+    naive = (CREATED + timedelta(seconds=500)).replace(tzinfo=None)
+    assert diagnosis.diagnose(job(), pods, now=naive, pending_grace_seconds=GRACE).reason is Reason.UNSCHEDULABLE
+
+
+def test_create_failed_tells_a_full_quota_from_a_refused_job():
+    quota = diagnosis.create_failed(f'jobs.batch "{JOB_NAME}" is forbidden: exceeded quota: compute, requested: '
+                                    "requests.cpu=2, used: requests.cpu=3, limited: requests.cpu=4")
+    invalid = diagnosis.create_failed(
+        f'Job.batch "{JOB_NAME}" is invalid: spec.template.spec.containers[0].image: Required value')
+    assert quota.reason is invalid.reason is Reason.CREATE_FAILED
+    assert quota.summary.startswith("CreateFailed(jobs.batch") and quota.infrastructure
+    assert not invalid.infrastructure
+
+
+def test_long_api_messages_are_cut_in_the_summary():
+    found = diagnosis.create_failed("x" * 1000)
+    assert len(found.summary) < 320 and found.summary.endswith("...)")
+
+
+def test_reason_values_are_the_documented_contract():
+    assert [r.value for r in Reason] == [
+        "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
+        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown"]
+    assert Reason.OOM_KILLED == "OOMKilled"
+
+
+def test_a_diagnosis_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        diagnosis.create_failed("x").summary = "y"
+
+
+@pytest.mark.parametrize("job_, pods, outcome", [
+    (job(), [], Outcome.RUNNING),
+    (job(), [pod()], Outcome.RUNNING),
+    (job(cond("Suspended", reason="JobSuspended")), [], Outcome.RUNNING),
+    (job(cond("SuccessCriteriaMet", reason="CompletionsReached")), [pod("Succeeded")], Outcome.SUCCEEDED),
+    (job(cond("SuccessCriteriaMet", reason="CompletionsReached"), cond("Complete", reason="CompletionsReached")), [],
+     Outcome.SUCCEEDED),
+    (job(BACKOFF_LIMIT[0]), [], Outcome.FAILED),
+    (job(*BACKOFF_LIMIT), [], Outcome.FAILED),
+    (job(cond("Failed", "False")), [], Outcome.RUNNING),
+    (job(), [pod("Failed", (("main", terminated(1)),))], Outcome.FAILED),  # backoffLimit 0: the Job will fail
+])
+def test_the_outcome_follows_the_job_conditions(job_, pods, outcome):
+    assert diagnosis.job_outcome(job_, pods) is outcome
+
+
+def succeeded(*messages, index=None, suffix="x7k2p") -> dict:
+    states = tuple((f"main-{i}" if len(messages) > 1 else "main", terminated(0, "Completed", m))
+                   for i, m in enumerate(messages))
+    return pod("Succeeded", states, index=index, suffix=suffix)
+
+
+@pytest.mark.parametrize("pods, output", [
+    ([succeeded('[1, "two", {"three": 3}]')], [1, "two", {"three": 3}]),
+    ([succeeded('{"accuracy": 0.93}\n')], [{"accuracy": 0.93}]),
+    ([succeeded("42")], [42]),
+    ([succeeded('"done"')], ["done"]),
+    ([succeeded("hello world\n")], ["hello world"]),
+    ([succeeded(None)], []),
+    ([succeeded("  \n")], []),
+    ([succeeded("NaN")], ["NaN"]),  # not JSON for Colonies' Go server, so kept as text
+    ([succeeded("[" * 3000)], ["[" * 3000]),
+    ([succeeded('["a"]', "b", None)], ["a", "b"]),
+    ([succeeded("second", index=1, suffix="b"), succeeded("first", index=0, suffix="a")], ["first"]),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),)), succeeded("ok", suffix="z")], ["ok"]),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),))], []),
+    ([], []),
+])
+def test_the_output_is_the_termination_message_as_json_or_text(pods, output):
+    assert diagnosis.termination_output(pods) == output

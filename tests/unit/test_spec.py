@@ -1,0 +1,271 @@
+"""Funcspec → RunSpec: the kube executor's funcspecs run unchanged, and every bad input is
+refused with a SpecError that names the field."""
+
+import copy
+import random
+
+import pytest
+
+from colonies_operator.colonies.models import FunctionSpec, Process, ProcessState
+from colonies_operator.jobs import builder, spec
+from colonies_operator.jobs.spec import RunSpec, SpecError, SpecPolicy
+
+PID = "0123456789abcdef" * 4
+MI = 1024**2
+DELETE = object()
+HELLO = {
+    "funcname": "execute",
+    "kwargs": {"docker-image": "ubuntu:20.04", "cmd": "echo", "args": ["hello", "world"]},
+    "conditions": {"executortype": "container-executor", "nodes": 1, "processespernode": 1,
+                   "mem": "1024Mi", "cpu": "500m", "walltime": 200, "gpu": {"count": 0}},
+    "env": {}, "maxwaittime": -1, "maxexectime": 100, "maxretries": 3,
+}
+
+
+def funcspec(**changes) -> dict:
+    """HELLO with dotted paths (`kwargs__args` for kwargs.args) set, or removed with DELETE."""
+    raw = copy.deepcopy(HELLO)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        target = raw
+        for key in parents:
+            target = target.setdefault(key, {})
+            if not isinstance(target, dict):  # an earlier change replaced the parent
+                break
+        else:
+            if value is DELETE:
+                target.pop(leaf, None)
+            else:
+                target[leaf] = value
+    return raw
+
+
+def process(raw: dict, retries: int = 0) -> Process:
+    """A process as the client builds it from the server's JSON."""
+    return Process.from_json({"processid": PID, "state": 1, "retries": retries, "spec": raw})
+
+
+def unparsed(raw) -> Process:
+    """A process whose spec the tolerant model could not even read (only `raw` is kept)."""
+    return Process(processid=PID, state=ProcessState.RUNNING, spec=FunctionSpec(raw=raw))
+
+
+def parse(raw: dict, **policy) -> RunSpec:
+    return spec.parse_process(process(raw), SpecPolicy(**policy))
+
+
+def test_the_kube_executor_hello_world_becomes_a_shell_command():
+    assert parse(HELLO) == RunSpec(
+        process_id=PID, attempt=0, image="ubuntu:20.04",
+        command=("/bin/sh", "-c", "echo hello world"), args=(),
+        env=(("COLONIES_PROCESS_ID", PID),),
+        cpu_millis=500, memory_bytes=1024 * MI, gpu_count=0, gpu_name="",
+        nodes=1, processes_per_node=1, deadline_seconds=200,
+    )
+
+
+@pytest.mark.parametrize("kwargs, command", [
+    ({"cmd": "echo", "args": ["a", "b"], "init-cmd": "cd /tmp"}, "cd /tmp; echo a b"),
+    ({"cmd": "echo", "args": [], "init-cmd": "apt-get update;  "}, "apt-get update; echo"),
+    ({"cmd": "ls -l | wc -l"}, "ls -l | wc -l"),
+    ({"cmd": "echo", "args": ["$HOME", "*.txt", "a b"]}, "echo $HOME *.txt a b"),  # shell semantics kept
+    ({"cmd": "python3", "args": ["/cfs/src/{processid}/main.py", "--id={processid}"],
+      "init-cmd": "mkdir -p /out/{processid}"},
+     f"mkdir -p /out/{PID}; python3 /cfs/src/{PID}/main.py --id={PID}"),
+    ({"cmd": "", "args": ["echo", "hi"]}, " echo hi"),
+    ({"cmd": "echo", "args": None, "init-cmd": None}, "echo"),
+])
+def test_cmd_args_and_init_cmd_join_like_the_kube_executor(kwargs, command):
+    run = parse(funcspec(kwargs={"docker-image": "busybox", **kwargs}))
+    assert run.command == ("/bin/sh", "-c", command) and run.args == ()
+
+
+def test_the_shell_free_form_passes_command_and_args_unchanged():
+    run = parse(funcspec(kwargs={"docker-image": "busybox", "command": ["printf", "%s\\n"],
+                                 "args": ["a b", "{processid}", "$HOME"]}))
+    assert run.command == ("printf", "%s\\n") and run.args == ("a b", PID, "$HOME")
+
+
+def test_env_starts_with_the_process_id_and_keeps_the_users_order():
+    run = parse(funcspec(env={"B": "2", "A": "1", "my.var-x": ""}))
+    assert run.env == (("COLONIES_PROCESS_ID", PID), ("B", "2"), ("A", "1"), ("my.var-x", ""))
+
+
+def test_the_attempt_is_the_processes_retry_count():
+    assert spec.parse_process(process(HELLO, retries=2), SpecPolicy()).attempt == 2
+
+
+@pytest.mark.parametrize("conditions, expected", [
+    ({"cpu": "0m", "mem": "0Mi"}, (None, None)),  # what the server stores when the user gave none
+    ({"cpu": "", "mem": ""}, (None, None)),
+    ({}, (None, None)),
+    ({"cpu": "2", "mem": "1Gi"}, (2000, 1024 * MI)),  # raw values, as a test or another path gives them
+    ({"cpu": "1.5", "mem": "1G"}, (1500, 10**9)),
+])
+def test_cpu_and_memory_are_parsed_and_zero_means_unset(conditions, expected):
+    run = parse(funcspec(conditions=conditions))
+    assert (run.cpu_millis, run.memory_bytes) == expected
+
+
+def test_unset_cpu_and_memory_take_the_policy_defaults():
+    run = parse(funcspec(conditions={"cpu": "0m", "mem": "0Mi"}), default_cpu_millis=250, default_memory_bytes=64 * MI)
+    assert (run.cpu_millis, run.memory_bytes) == (250, 64 * MI)
+
+
+@pytest.mark.parametrize("conditions, expected", [
+    ({"nodes": 0, "processespernode": 0}, (1, 1)),
+    ({}, (1, 1)),
+    ({"nodes": 3, "processespernode": 2}, (3, 2)),
+])
+def test_nodes_and_processes_per_node_default_to_one(conditions, expected):
+    run = parse(funcspec(conditions=conditions))
+    assert (run.nodes, run.processes_per_node) == expected
+
+
+@pytest.mark.parametrize("walltime, maxexectime, deadline", [
+    (200, 100, 200), (0, 100, 100), (-1, 60, 60), (0, -1, None), (0, 0, None), (DELETE, DELETE, None),
+])
+def test_the_deadline_is_the_walltime_else_the_maxexectime(walltime, maxexectime, deadline):
+    assert parse(funcspec(conditions__walltime=walltime, maxexectime=maxexectime)).deadline_seconds == deadline
+
+
+def test_a_gpu_request_keeps_its_count_and_name():
+    run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "11Gi"}))
+    assert (run.gpu_count, run.gpu_name) == (1, "nvidia-gtx-2080ti")
+
+
+def test_a_gpu_name_without_a_count_is_not_checked():
+    assert parse(funcspec(conditions__gpu={"count": 0, "name": "any thing"})).gpu_count == 0
+
+
+@pytest.mark.parametrize("image, patterns, allowed", [
+    ("ubuntu:20.04", (), True),
+    ("ubuntu:20.04", ("ubuntu:*",), True),
+    ("ghcr.io/acme/tool:1", ("ghcr.io/acme/",), True),
+    ("ghcr.io/acme/tool:1", ("ghcr.io/acme/*",), True),
+    ("ghcr.io/acmeevil/tool:1", ("ghcr.io/acme/",), False),
+    ("docker.io/library/busybox", ("ubuntu:*", "docker.io/library/*"), True),
+    ("Ubuntu:20.04", ("ubuntu:*",), False),
+    ("evil.io/ubuntu:20.04", ("ubuntu:*",), False),
+])
+def test_images_are_matched_against_the_allowed_patterns(image, patterns, allowed):
+    assert spec.image_allowed(image, patterns) is allowed
+
+
+# (funcspec, policy, field, words the message must contain)
+BAD = [
+    (funcspec(kwargs={"cmd": "echo"}), {}, "kwargs.docker-image", "is missing"),
+    (funcspec(kwargs={"docker-image": "", "cmd": "echo"}), {}, "kwargs.docker-image", "not an image reference"),
+    (funcspec(kwargs={"docker-image": 42, "cmd": "echo"}), {}, "kwargs.docker-image", "must be a string, got int (42)"),
+    (funcspec(kwargs={"docker-image": "ubuntu 20.04", "cmd": "echo"}), {}, "kwargs.docker-image", "not an image"),
+    (funcspec(kwargs__args=["hello", 42]), {}, "kwargs.args[1]", "kwargs.args[1] must be a string, got int (42)"),
+    (funcspec(kwargs__args="hello world"), {}, "kwargs.args", "must be a list of strings"),
+    (funcspec(kwargs__cmd=DELETE), {}, "kwargs.cmd", "kwargs.cmd is missing"),
+    (funcspec(kwargs__cmd=["echo"]), {}, "kwargs.cmd", "must be a string, got list"),
+    (funcspec(kwargs__cmd="  ", kwargs__args=[]), {}, "kwargs.cmd", "is empty"),
+    (funcspec(kwargs__command=["echo"]), {}, "kwargs.command", "mutually exclusive"),
+    (funcspec(kwargs={"docker-image": "busybox", "command": []}), {}, "kwargs.command", "is empty"),
+    (funcspec(kwargs={"docker-image": "busybox", "command": ["ls", 1]}), {}, "kwargs.command[1]", "must be a string"),
+    (funcspec(kwargs={"docker-image": "busybox", "command": "ls"}), {}, "kwargs.command", "list of strings"),
+    (funcspec(kwargs={"docker-image": "busybox", "command": ["ls"], "init-cmd": "cd /"}), {},
+     "kwargs.init-cmd", "needs kwargs.cmd"),
+    (funcspec(**{"kwargs": {"docker-image": "busybox", "cmd": "ls", "init-cmd": 5}}), {}, "kwargs.init-cmd", "string"),
+    (funcspec(conditions__cpu="abc"), {}, "conditions.cpu", "expected millicores"),
+    (funcspec(conditions__mem="1GB"), {}, "conditions.mem", "Kubernetes suffix"),
+    (funcspec(conditions__mem="-1Mi"), {}, "conditions.mem", "invalid memory quantity"),
+    (funcspec(funcname="foo"), {}, "funcname", "unsupported funcname 'foo': this executor runs only 'execute'"),
+    (funcspec(funcname="sync"), {}, "funcname", "runs only 'execute'"),
+    (funcspec(funcname=DELETE), {}, "funcname", "funcname is missing"),
+    (HELLO, {"allowed_images": ("ghcr.io/acme/", "busybox:*")}, "kwargs.docker-image",
+     "image 'ubuntu:20.04' is not allowed by this executor (allowed: ghcr.io/acme/, busybox:*)"),
+    (funcspec(conditions__cpu="4"), {"max_cpu_millis": 2000}, "conditions.cpu",
+     "4000m is over this executor's limit of 2000m"),
+    (funcspec(conditions__mem="8Gi"), {"max_memory_bytes": 4096 * MI}, "conditions.mem", "limit of 4096Mi"),
+    (funcspec(conditions__gpu={"count": 2}), {"max_gpus": 1}, "conditions.gpu.count", "limit of 1 GPUs"),
+    (funcspec(conditions__gpu={"count": 1}), {"max_gpus": 0}, "conditions.gpu.count", "limit of 0"),
+    (funcspec(conditions__gpu={"count": -1}), {}, "conditions.gpu.count", "must not be negative, got -1"),
+    (funcspec(conditions__gpu={"count": 1, "name": "A100 80GB"}), {}, "conditions.gpu.name", "label value"),
+    (funcspec(conditions__gpu={"count": 1, "name": 7}), {}, "conditions.gpu.name", "must be a string"),
+    (funcspec(conditions__nodes=17), {}, "conditions.nodes", "17 is over this executor's limit of 16 nodes"),
+    (funcspec(conditions__nodes=-1), {}, "conditions.nodes", "must not be negative"),
+    (funcspec(conditions__processespernode=5), {"max_processes_per_node": 4}, "conditions.processespernode", "limit of 4"),
+    (funcspec(conditions__walltime="200"), {}, "conditions.walltime", "must be an integer, got string ('200')"),
+    (funcspec(kwargs="ubuntu echo"), {}, "kwargs", "kwargs must be an object"),
+    (funcspec(kwargs=["ubuntu", "echo"]), {}, "kwargs", "kwargs must be an object"),
+    (funcspec(kwargs=DELETE), {}, "kwargs", "kwargs is missing"),
+    (funcspec(env=["A=1"]), {}, "env", "env must be an object"),
+    (funcspec(env={"A": 1}), {}, "env.A", "env.A must be a string, got int (1)"),
+    (funcspec(env={"1A": "x"}), {}, "env.1A", "not a valid environment variable name"),
+    (funcspec(env={"A=B": "x"}), {}, "env.A=B", "not a valid environment variable name"),
+    (funcspec(env={"COLONIES_PROCESS_ID": "x"}), {}, "env.COLONIES_PROCESS_ID", "cannot be overridden"),
+]
+
+
+@pytest.mark.parametrize("raw, policy, field, words", BAD)
+def test_every_bad_input_names_its_field(raw, policy, field, words):
+    with pytest.raises(SpecError) as err:
+        parse(raw, **policy)
+    assert err.value.field == field
+    assert str(err.value).startswith("invalid funcspec: ")
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("raw, field", [
+    (funcspec(conditions__nodes="two"), "conditions.nodes"),
+    (funcspec(maxexectime="x"), "maxexectime"),
+    (funcspec(conditions__gpu={"count": True}), "conditions.gpu.count"),
+    (funcspec(conditions__gpu=[1]), "conditions.gpu"),
+    (funcspec(conditions="big"), "conditions"),
+    ("not a spec", "spec"),
+])
+def test_types_the_model_cannot_read_are_still_named(raw, field):
+    with pytest.raises(SpecError) as err:
+        spec.parse_process(unparsed(raw), SpecPolicy())
+    assert err.value.field == field
+
+
+def test_a_process_id_that_is_not_hex_is_refused():
+    bad = Process.from_json({"processid": "p1", "state": 1, "spec": HELLO})
+    with pytest.raises(SpecError) as err:
+        spec.parse_process(bad, SpecPolicy())
+    assert err.value.field == "processid"
+
+
+def test_a_spec_error_is_a_value_error_with_its_message_apart():
+    err = SpecError("kwargs.cmd", "kwargs.cmd is missing")
+    assert isinstance(err, ValueError) and err.message == "kwargs.cmd is missing"
+    assert str(err) == "invalid funcspec: kwargs.cmd is missing"
+
+
+def _junk(rng: random.Random, depth: int = 0):
+    leaves = [None, True, False, 0, -1, 7, 2**70, 0.5, float("nan"), "", "x", "{processid}", "500m", "1GB",
+              "ubuntu:20.04", "a" * 300, "é\x00", b"bytes", ("tuple",)]
+    if depth < 3 and rng.random() < 0.4:
+        if rng.random() < 0.5:
+            return [_junk(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+        keys = ["cmd", "args", "docker-image", "init-cmd", "command", "count", "name", "cpu", "mem", 1, None, "A"]
+        return {rng.choice(keys): _junk(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    return rng.choice(leaves)
+
+
+def test_random_junk_never_raises_anything_but_a_spec_error():
+    rng = random.Random(20260504)
+    paths = ["funcname", "kwargs", "kwargs__docker-image", "kwargs__cmd", "kwargs__args", "kwargs__init-cmd",
+             "kwargs__command", "env", "conditions", "conditions__cpu", "conditions__mem", "conditions__gpu",
+             "conditions__gpu__count", "conditions__gpu__name", "conditions__nodes", "conditions__processespernode",
+             "conditions__walltime", "maxexectime"]
+    settings = builder.JobSettings(namespace="ns", executor_name="kube", executor_id="e", colony_name="dev")
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(2000):
+        raw = funcspec(**{rng.choice(paths): _junk(rng) for _ in range(rng.randint(1, 3))})
+        if rng.random() < 0.1:
+            raw = _junk(rng)
+        try:
+            run = spec.parse_process(unparsed(raw), SpecPolicy(max_cpu_millis=4000, max_gpus=2))
+        except SpecError as err:
+            assert err.field and str(err).startswith("invalid funcspec: ")
+            outcomes["refused"] += 1
+        else:
+            builder.build_job(run, settings)  # whatever parses must also build
+            outcomes["ok"] += 1
+    assert outcomes["ok"] > 50 and outcomes["refused"] > 500
