@@ -111,9 +111,32 @@ def _kubernetes(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
                    replaces=_staging_replaces)(bin_dir, work, env)
 
 
+KWOK_CRDS: tuple[str, ...] = ("kwok.x-k8s.io_logs.yaml", "kwok.x-k8s.io_clusterlogs.yaml")
+
+
+def _kwok_crds(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+    """Copy kwok's Logs/ClusterLogs CRDs next to the binaries.
+
+    kwok only watches these kinds (`--enable-crds`), it never installs them; the stack applies
+    them from here so a cluster can get per-pod log rules at run time.
+    """
+    modcache = subprocess.run(["go", "env", "GOMODCACHE"], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    src = Path(modcache) / f"sigs.k8s.io/kwok@{v.KWOK}/kustomize/crd/bases"
+    if not all((src / f).exists() for f in KWOK_CRDS):
+        with tempfile.TemporaryDirectory() as empty:  # outside any module: no go.mod needed
+            progress.run_logged(["go", "mod", "download", f"sigs.k8s.io/kwok@{v.KWOK}"],
+                                label="kwok module download", log=_log(work), env=env, cwd=Path(empty))
+    dest = bin_dir / "kwok-crds"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in KWOK_CRDS:
+        shutil.copyfile(src / f, dest / f)
+
+
 STEPS: tuple[Step, ...] = (
     Step("colonies server", ("colonies",), _colonies),
     Step("kwok", ("kwok",), _go_install(f"sigs.k8s.io/kwok/cmd/kwok@{v.KWOK}", "kwok")),
+    Step("kwok crds", tuple(f"kwok-crds/{f}" for f in KWOK_CRDS), _kwok_crds),
     Step("helm", ("helm",), _go_install(f"helm.sh/helm/v3/cmd/helm@{v.HELM}", "helm",
                                         f"-s -w -X helm.sh/helm/v3/internal/version.version={v.HELM}")),
     Step("etcd", ("etcd",), _etcd),
@@ -122,13 +145,16 @@ STEPS: tuple[Step, ...] = (
 
 
 def missing() -> list[str]:
-    return [b for b in v.BINARIES if not v.binary(b).exists()]
+    """Everything the cache lacks: binaries, then other step products (e.g. kwok-crds/...)."""
+    products = list(v.BINARIES) + [p for s in STEPS for p in s.produces if p not in v.BINARIES]
+    return [p for p in products if not (v.bin_dir() / p).exists()]
 
 
 def ensure_built() -> Path:
     """Build whatever is missing; return the directory that holds every binary."""
     bin_dir = v.bin_dir()
-    if not missing():
+    todo = [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
+    if not todo:
         return bin_dir
     if shutil.which("go") is None:
         raise RuntimeError("Go is needed to build the test stack (go install from the module proxy)")
@@ -136,7 +162,6 @@ def ensure_built() -> Path:
     work = v.cache_root() / "build"
     work.mkdir(parents=True, exist_ok=True)
     env = _go_env(work)
-    todo = [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
     progress.say(f"building {len(todo)} of {len(STEPS)} components into {bin_dir} "
                  f"(first time only; full log: {_log(work)})")
     for i, step in enumerate(todo, 1):

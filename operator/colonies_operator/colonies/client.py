@@ -183,7 +183,7 @@ class Connection:
         import aiohttp  # kopf and kubernetes_asyncio already bring it; httpx speaks no WebSocket
 
         body = envelope(msgtype, {**fields, "timeout": timeout}, key).decode()
-        ssl: Any = None
+        ssl: Any = True
         if self.address.tls and self.address.verify is False:
             ssl = False
         elif self.address.tls and isinstance(self.address.verify, str):

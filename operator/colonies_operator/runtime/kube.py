@@ -83,6 +83,36 @@ class RequestCounter:
         return Counter(self.counts)
 
 
+class LineSplitter:
+    """Bytes in chunks → lines without their newline; a line over `max_line` bytes comes
+    out in pieces cut at UTF-8 character boundaries, so memory per stream stays bounded."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        lines = []
+        while True:
+            newline = self._buffer.find(b"\n")
+            if 0 <= newline <= self.max_line:
+                lines.append(bytes(self._buffer[:newline]))
+                del self._buffer[:newline + 1]
+            elif len(self._buffer) > self.max_line:
+                cut = self.max_line
+                while cut > self.max_line - 3 and (self._buffer[cut] & 0xC0) == 0x80:
+                    cut -= 1  # do not split a multi-byte character
+                lines.append(bytes(self._buffer[:cut]))
+                del self._buffer[:cut]
+            else:
+                return lines
+
+    def finish(self) -> list[bytes]:
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return [rest] if rest else []
+
+
 class KubeApi:
     """Jobs, Pods, logs and Events in the namespaces the operator serves."""
 
@@ -193,9 +223,13 @@ class KubeApi:
 
     async def pod_log(
         self, namespace: str, pod: str, container: str, *, follow: bool, since_time: str | None = None,
-        read_timeout: float = 300,
+        read_timeout: float = 300, max_line: int = 64 * 1024,
     ) -> AsyncIterator[bytes]:
-        """Raw log lines (with RFC 3339 timestamps) of one container; follow streams may never end."""
+        """Log lines (with RFC 3339 timestamps, without newline) of one container.
+
+        A line longer than `max_line` bytes comes out in pieces (cut at UTF-8 boundaries);
+        only the first piece carries the timestamp. Follow streams may never end by themselves.
+        """
         # The generated client lacks `sinceTime`, which exact resumption needs; call the path directly.
         query: list[tuple[str, Any]] = [("container", container), ("follow", str(follow).lower()), ("timestamps", "true")]
         if since_time:
@@ -208,10 +242,11 @@ class KubeApi:
         try:
             if not 200 <= response.status < 300:
                 raise _error(response.status, await response.read())
-            while True:
-                line = await response.content.readline()
-                if not line:
-                    return
+            splitter = LineSplitter(max_line)
+            async for chunk in response.content.iter_any():
+                for line in splitter.feed(chunk):
+                    yield line
+            for line in splitter.finish():
                 yield line
         finally:
             response.release()
@@ -220,3 +255,24 @@ class KubeApi:
 
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         await self._json(self.core.create_namespaced_event(namespace, event, _preload_content=False))
+
+    # --- Secrets and our own resource --------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, base64-decoded; None when it does not exist."""
+        import base64
+
+        try:
+            secret = await self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+        except NotFound:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._json(self.core.create_namespaced_secret(namespace, secret, _preload_content=False))
+
+    async def patch_executor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        api = client.CustomObjectsApi(self.api_client)
+        await self._json(api.patch_namespaced_custom_object_status(
+            "colonyos.io", "v1alpha1", namespace, "colonyexecutors", name, {"status": dict(status)},
+            _preload_content=False, _content_type="application/merge-patch+json"))

@@ -1,0 +1,204 @@
+"""Configuration: the operator's own settings, and each ColonyExecutor's spec parsed into a
+frozen `ExecutorConfig`.
+
+Parsing happens once, here; the runtime receives plain values and never looks anything
+up. A spec that cannot be used raises `ConfigError(field, message)`, which the kopf edge
+turns into a Ready=False condition and a Warning Event instead of a crash loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from colonies_operator.colonies.client import ServerAddress
+from colonies_operator.jobs import builder, quantity
+from colonies_operator.jobs.spec import SpecPolicy
+from colonies_operator.runtime.capacity import Resources
+
+
+class ConfigError(ValueError):
+    def __init__(self, field_: str, message: str) -> None:
+        super().__init__(f"spec.{field_}: {message}")
+        self.field = field_
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Operator-wide settings: flags, else environment, else these defaults."""
+
+    namespaces: tuple[str, ...] = ()          # empty: the namespace the operator runs in
+    all_namespaces: bool = False
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    standalone: bool = True                  # no kopf peering: one replica (Deployment strategy Recreate)
+    # Defaults for what a ColonyExecutor leaves out, named as in ColonyOS' own tools.
+    server_host: str = ""
+    server_port: int = 50080
+    server_tls: bool = False
+    colony_name: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> OperatorSettings:
+        namespaces = tuple(n for n in (env.get("COLONIES_OPERATOR_NAMESPACES") or "").split(",") if n.strip())
+        values: dict[str, Any] = {
+            "namespaces": namespaces,
+            "all_namespaces": _truthy(env.get("COLONIES_OPERATOR_ALL_NAMESPACES")),
+            "liveness_endpoint": env.get("COLONIES_OPERATOR_LIVENESS", cls.liveness_endpoint),
+            "server_host": env.get("COLONIES_SERVER_HOST", ""),
+            "server_port": int(env.get("COLONIES_SERVER_PORT") or 50080),
+            "server_tls": _truthy(env.get("COLONIES_TLS")),
+            "colony_name": env.get("COLONIES_COLONY_NAME", ""),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    batch_bytes: int = 65536       # one addlogmsg carries at most this many bytes
+    flush_seconds: float = 1.0     # and waits at most this long for more lines
+    max_bytes: int = 100 * 2**20   # per process; then one truncation line
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    namespace: str
+    resource_name: str
+    server: ServerAddress
+    colony_name: str
+    executor_name: str
+    executor_type: str
+    colony_key: SecretRef
+    executor_key: SecretRef | None         # None: generated into a Secret the operator owns
+    budget: Resources
+    policy: SpecPolicy
+    gpu_resource_name: str = "nvidia.com/gpu"
+    gpu_node_label: str = "accelerator"
+    ttl_seconds_after_finished: int | None = 300
+    job_template: Mapping[str, Any] = field(default_factory=dict)
+    logs: LogSettings = LogSettings()
+    pending_grace_seconds: float = 300.0
+    assign_timeout_seconds: int = 20
+    paused: bool = False
+    location_name: str = ""
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+    ca_secret: SecretRef | None = None
+
+    @property
+    def generated_key_secret(self) -> str:
+        return f"{self.resource_name}-executor-key"
+
+    def job_settings(self, executor_id: str) -> builder.JobSettings:
+        return builder.JobSettings(
+            namespace=self.namespace, executor_name=self.executor_name, executor_id=executor_id,
+            colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
+            gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
+            job_template=self.job_template,
+        )
+
+
+def _quantity(spec: Mapping[str, Any], path: str, parse: Any, default: Any = None) -> int | None:
+    section, _, key = path.rpartition(".")
+    value = (spec.get(section) or {}).get(key, default) if section else spec.get(key, default)
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except (quantity.QuantityError, ValueError) as exc:
+        raise ConfigError(path, str(exc)) from None
+
+
+def _secret_ref(value: Any, path: str, default_key: str) -> SecretRef | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value.get("name"):
+        raise ConfigError(path, "must name a Secret: {name: <secret>, key: <key>}")
+    return SecretRef(str(value["name"]), str(value.get("key") or default_key))
+
+
+def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The CRD's jobTemplate → the builder's overlay keys (the CRD spells a few differently)."""
+    overlay = {k: v for k, v in template.items()
+               if k in {"labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName",
+                        "imagePullSecrets", "priorityClassName"}}
+    if template.get("runAsNonRoot") is not None:
+        overlay["securityContext"] = {"runAsNonRoot": bool(template["runAsNonRoot"])}
+    return overlay
+
+
+def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings: OperatorSettings) -> ExecutorConfig:
+    """A ColonyExecutor's spec (with the CRD's defaults applied) → ExecutorConfig, or ConfigError."""
+    server = spec.get("server") or {}
+    host = server.get("host") or settings.server_host
+    if not host:
+        raise ConfigError("server.host", "no Colonies server: set spec.server.host or COLONIES_SERVER_HOST")
+    colony = spec.get("colonyName") or settings.colony_name
+    if not colony:
+        raise ConfigError("colonyName", "no colony: set spec.colonyName or COLONIES_COLONY_NAME")
+    colony_key = _secret_ref(spec.get("colonyKeySecretRef"), "colonyKeySecretRef", "colonyPrvKey")
+    if colony_key is None:
+        raise ConfigError("colonyKeySecretRef", "is required: the Secret holding the colony's private key")
+    tls = bool(server.get("tls", settings.server_tls))
+    verify: bool | str = not server.get("insecureSkipVerify", False)
+    capacity = spec.get("capacity") or {}
+    limits = spec.get("limits") or {}
+    defaults = spec.get("defaults") or {}
+    gpu = spec.get("gpu") or {}
+    template = spec.get("jobTemplate") or {}
+    logs = spec.get("logs") or {}
+    budget = Resources(
+        cpu_millis=_quantity(spec, "capacity.cpu", quantity.parse_cpu, "4") or 0,
+        memory_bytes=_quantity(spec, "capacity.memory", quantity.parse_memory, "8Gi") or 0,
+        gpus=int(capacity.get("gpu") or 0),
+        jobs=int(capacity.get("maxConcurrentJobs") or 100),
+    )
+    policy = SpecPolicy(
+        allowed_images=tuple(str(p) for p in spec.get("allowedImages") or ()),
+        max_cpu_millis=_quantity(spec, "limits.cpu", quantity.parse_cpu),
+        max_memory_bytes=_quantity(spec, "limits.memory", quantity.parse_memory),
+        max_gpus=int(limits["gpu"]) if limits.get("gpu") is not None else None,
+        max_nodes=int(limits.get("nodes") or 16),
+        max_processes_per_node=int(limits.get("processesPerNode") or 16),
+        default_cpu_millis=_quantity(spec, "defaults.cpu", quantity.parse_cpu),
+        default_memory_bytes=_quantity(spec, "defaults.memory", quantity.parse_memory),
+    )
+    try:
+        builder.JobSettings(namespace=namespace, executor_name="x", executor_id="", colony_name=colony,
+                            job_template=_overlay(template))
+    except ValueError as exc:
+        raise ConfigError("jobTemplate", str(exc)) from None
+    executor_name = spec.get("executorName") or name
+    return ExecutorConfig(
+        namespace=namespace, resource_name=name,
+        server=ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify),
+        colony_name=str(colony), executor_name=str(executor_name),
+        executor_type=str(spec.get("executorType") or "container-executor"),
+        colony_key=colony_key,
+        executor_key=_secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey"),
+        budget=budget, policy=policy,
+        gpu_resource_name=str(gpu.get("resourceName") or "nvidia.com/gpu"),
+        gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
+        ttl_seconds_after_finished=template.get("ttlSecondsAfterFinished", 300),
+        job_template=_overlay(template),
+        logs=LogSettings(batch_bytes=int(logs.get("batchBytes") or 65536),
+                         flush_seconds=float(logs.get("flushSeconds") or 1.0),
+                         max_bytes=int(logs.get("maxBytes", 100 * 2**20))),
+        pending_grace_seconds=float(spec.get("pendingGraceSeconds") or 300),
+        assign_timeout_seconds=int(spec.get("assignTimeoutSeconds") or 20),
+        paused=bool(spec.get("paused", False)),
+        location_name=str(spec.get("locationName") or ""),
+        capabilities=dict(spec.get("capabilities") or {}),
+        ca_secret=_secret_ref(server.get("caSecretRef"), "server.caSecretRef", "ca.crt"),
+    )

@@ -1,0 +1,284 @@
+"""`ExecutorRuntime`: one ColonyExecutor's life — register with Colonies, adopt Jobs left
+by an earlier run, then assign processes while capacity allows and supervise each.
+
+Plain asyncio: the kopf edge constructs it with a parsed config and keys and awaits
+`run()`; tests drive it the same way without kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from colonies_operator.colonies import errors
+from colonies_operator.colonies.client import ColoniesClient, Connection
+from colonies_operator.colonies.crypto import Key
+from colonies_operator.colonies.models import ExecutorState, Process, ProcessState
+from colonies_operator.config import ExecutorConfig
+from colonies_operator.jobs import builder, spec
+from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.kube import KubeApi
+from colonies_operator.runtime.supervisor import (
+    REPORTED_ANNOTATION, Context, End, ExecutorStats, Supervisor, report,
+)
+from colonies_operator.runtime.watch import JobWatch
+
+log = logging.getLogger(__name__)
+
+FUNCTION_NAME = "execute"
+HEARTBEAT_SECONDS = 300  # assign at least this often: Colonies deletes executors silent for 600 s
+MIB = 2**20
+
+
+@dataclass
+class Health:
+    registered: bool = False
+    colonies_ok: bool = True
+    problem: str = ""
+    last_assign_time: float | None = None  # wall clock of the last assign answer
+    last_loop_time: float = 0.0            # monotonic; the liveness check reads this
+
+
+def request_of(job: dict) -> Resources:
+    cpu, mem, gpus = builder.job_request_totals(job)
+    return Resources(cpu, mem, gpus, 1)
+
+
+class ExecutorRuntime:
+    def __init__(
+        self, config: ExecutorConfig, *, connection: Connection, colony_key: Key, executor_key: Key,
+        kube: KubeApi, watch: JobWatch, on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.owner = connection.client(colony_key)
+        self.me: ColoniesClient = connection.client(executor_key)
+        self.kube = kube
+        self.watch = watch
+        self.capacity = Capacity(config.budget)
+        self.stats = ExecutorStats()
+        self.health = Health()
+        self._on_change = on_change
+        self._config_changed = asyncio.Event()
+        self._supervisors: dict[str, asyncio.Task[End]] = {}
+        self.job_settings = config.job_settings(self.me.id)
+
+    @property
+    def executor_id(self) -> str:
+        return self.me.id
+
+    def _context(self) -> Context:
+        return Context(colonies=self.me, kube=self.kube, watch=self.watch, capacity=self.capacity,
+                       job_settings=self.job_settings, logs=self.config.logs,
+                       pending_grace_seconds=self.config.pending_grace_seconds, stats=self.stats,
+                       on_change=self._changed)
+
+    def _changed(self) -> None:
+        self.stats.in_flight = len(self._supervisors)
+        self._on_change()
+
+    async def update_config(self, config: ExecutorConfig) -> None:
+        """Apply a changed spec: budget, pause and limits take effect at the next assign."""
+        self.config = config
+        self.job_settings = config.job_settings(self.me.id)
+        await self.capacity.set_budget(config.budget)
+        self._config_changed.set()
+
+    # --- registration ------------------------------------------------------------------------
+
+    async def register(self) -> None:
+        """Idempotent: an executor already registered under this name with our id is kept."""
+        c = self.config
+        try:
+            existing = await self.me.get_executor(c.colony_name, c.executor_name)
+            current = existing.executorid == self.me.id
+        except errors.ColoniesRejected:  # "not a member": not registered (or removed as stale)
+            existing, current = None, False
+        if not current:
+            try:
+                await self._add_executor()
+            except errors.BadRequest as exc:
+                if "already exists" not in exc.message:
+                    raise
+                log.info("executor name %s held by another id; replacing it", c.executor_name)
+                await self.owner.remove_executor(c.colony_name, c.executor_name)
+                await self._add_executor()
+        if existing is None or not current or existing.state is not ExecutorState.APPROVED:
+            await self.owner.approve_executor(c.colony_name, c.executor_name)
+        functions = await self.me.get_functions(c.colony_name, c.executor_name)
+        if not any(f.get("funcname") == FUNCTION_NAME for f in functions):
+            await self.me.add_function(c.colony_name, c.executor_name, FUNCTION_NAME, c.executor_type)
+        self.health.registered = True
+
+    async def _add_executor(self) -> None:
+        c = self.config
+        await self.owner.add_executor(
+            c.colony_name, self.me.id, c.executor_name, c.executor_type, location=c.location_name,
+            hardware=c.capabilities.get("hardware") or (), software=c.capabilities.get("software") or ())
+
+    async def unregister(self) -> None:
+        await self.owner.remove_executor(self.config.colony_name, self.config.executor_name)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register, adopt, then assign until cancelled. Supervisors outlive nothing: they are
+        cancelled with the runtime, and their Jobs wait for adoption by the next run."""
+        try:
+            await self.register()
+            await self.watch.start()
+            await self.adopt()
+            await self._assign_loop()
+        finally:
+            tasks = list(self._supervisors.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _assign_loop(self) -> None:
+        delay = 1.0
+        while True:
+            self.health.last_loop_time = time.monotonic()
+            if self.config.paused:
+                self._config_changed.clear()
+                try:
+                    await asyncio.wait_for(self._config_changed.wait(), HEARTBEAT_SECONDS / 2)
+                except TimeoutError:
+                    await self._heartbeat()
+                continue
+            try:
+                await asyncio.wait_for(self.capacity.wait_for_room(), HEARTBEAT_SECONDS / 2)
+                process = await self._assign(self.capacity.free)
+            except TimeoutError:
+                process = await self._heartbeat()
+            except (errors.ColoniesUnreachable, errors.ColoniesServerError) as exc:
+                self._set_problem(f"Colonies unreachable: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except errors.Forbidden as exc:
+                self._set_problem(f"Colonies refused assign ({exc.message}); registering again")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                await self._try_register()
+                continue
+            delay = 1.0
+            if process is not None:
+                await self.admit(process)
+
+    async def _assign(self, free: Resources) -> Process | None:
+        process = await self.me.assign(
+            self.config.colony_name, self.config.assign_timeout_seconds,
+            available_cpu=f"{max(free.cpu_millis, 0)}m", available_mem=f"{max(free.memory_bytes, 0) // MIB}Mi")
+        self.health.last_assign_time = time.time()
+        if not self.health.colonies_ok:
+            self.health.colonies_ok, self.health.problem = True, ""
+            self._on_change()
+        return process
+
+    async def _heartbeat(self) -> Process | None:
+        """A zero-capacity assign keeps the executor alive in Colonies while it is full."""
+        try:
+            return await self.me.assign(self.config.colony_name, -1, available_cpu="0m", available_mem="0Mi")
+        except errors.ColoniesError as exc:
+            self._set_problem(f"heartbeat assign failed: {exc}")
+            return None
+
+    async def _try_register(self) -> None:
+        try:
+            await self.register()
+        except errors.ColoniesError as exc:
+            self._set_problem(f"registering with Colonies failed: {exc}")
+
+    def _set_problem(self, problem: str) -> None:
+        log.warning("%s/%s: %s", self.config.namespace, self.config.resource_name, problem)
+        changed = self.health.problem != problem
+        self.health.colonies_ok, self.health.problem = False, problem
+        if changed:
+            self._on_change()
+
+    # --- admitting a process -----------------------------------------------------------------
+
+    async def admit(self, process: Process) -> None:
+        """Validate, reserve capacity (waiting for it if need be), and start a supervisor."""
+        try:
+            run = spec.parse_process(process, self.config.policy)
+            request = request_of(builder.build_job(run, self.job_settings))
+        except (spec.SpecError, ValueError) as exc:
+            self._spawn(process.processid, self._reject(process, str(exc)))
+            return
+        over = request.over(self.config.budget)
+        if over:
+            self._spawn(process.processid, self._reject(
+                process, "invalid funcspec: conditions ask for more than this executor can ever run: " + ", ".join(over)))
+            return
+        await self.capacity.reserve(request)
+        supervisor = Supervisor(self._context(), process, run, request)
+        self._spawn(process.processid, supervisor.run())
+
+    async def _reject(self, process: Process, message: str) -> End:
+        log.info("process %s rejected: %s", process.processid[:12], message)
+        try:
+            await report(lambda: self.me.close_failed(process.processid, [message]), "failing a bad funcspec")
+            end = End.FAILED
+        except errors.ColoniesRejected:
+            end = End.FENCED
+        self.stats.count(end)
+        return end
+
+    def _spawn(self, process_id: str, coroutine) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coroutine, name=f"process-{process_id[:12]}")
+        self._supervisors[process_id] = task
+        self._changed()
+
+        def done(t: asyncio.Task[End]) -> None:
+            self._supervisors.pop(process_id, None)
+            self._changed()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("supervisor of %s crashed", process_id[:12], exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    # --- adoption ----------------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Take back this executor's unreported Jobs (from the watch's initial LIST)."""
+        label = builder.label_value(self.config.executor_name)
+        for job in self.watch.jobs_of_executor(label):
+            meta = job.get("metadata", {})
+            annotations = meta.get("annotations") or {}
+            pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
+            if not pid or annotations.get(REPORTED_ANNOTATION) or pid in self._supervisors:
+                continue
+            try:
+                process = await self.me.get_process(pid)
+            except errors.NotFound:
+                await self.kube.delete_job(self.config.namespace, meta["name"])
+                continue
+            if process.state is not ProcessState.RUNNING or process.assignedexecutorid != self.me.id:
+                log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
+                await self.kube.delete_job(self.config.namespace, meta["name"])
+                continue
+            try:
+                run = spec.parse_process(process, self.config.policy)
+            except spec.SpecError:
+                continue
+            request = request_of(job)
+            self.capacity.used = self.capacity.used + request  # already running: admitted over budget if need be
+            self._spawn(pid, Supervisor(self._context(), process, run, request).run())
+
+    async def stop_and_fail_in_flight(self, reason: str) -> None:
+        """The resource is being deleted: fail what runs (the executor is about to vanish,
+        so nobody could report it later), delete its Jobs, and unregister."""
+        for pid, task in list(self._supervisors.items()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            try:
+                await self.me.close_failed(pid, [reason])
+            except errors.ColoniesError as exc:
+                log.info("failing %s on executor removal: %s", pid[:12], exc)
+        for job in self.watch.jobs_of_executor(builder.label_value(self.config.executor_name)):
+            await self.kube.delete_job(self.config.namespace, job["metadata"]["name"])
+        await self.unregister()

@@ -1,0 +1,184 @@
+"""Pod logs → Colonies `addlogmsg`, in order, without loss or repeats.
+
+A `Cursor` remembers the last timestamp shipped and how many lines carried it, so a
+stream reopened with `sinceTime` (which the apiserver honours at whole seconds) skips
+exactly what was already shipped. Followers push lines into one `LogShipper` per process,
+which batches them by size and by time into `addlogmsg` calls, caps the bytes per process
+with a visible truncation line, and keeps the last lines for the failure message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from colonies_operator.colonies import errors
+from colonies_operator.runtime.kube import KubeApi
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces of this size
+
+
+def timestamp_nanos(stamp: str) -> int:
+    """RFC 3339 with up to 9 fractional digits → Unix nanoseconds (exact, unlike float)."""
+    main, _, frac = stamp.rstrip("Z").partition(".")
+    if "+" in frac or "-" in frac:  # an offset other than Z: keep the seconds precision only
+        frac = frac.split("+")[0].split("-")[0]
+    seconds = datetime.fromisoformat(main).replace(tzinfo=timezone.utc).timestamp()
+    return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+
+
+def parse_line(raw: bytes) -> tuple[int, str]:
+    """A `timestamps=true` log line → (timestamp ns, text without the newline)."""
+    text = raw.decode("utf-8", errors="replace").rstrip("\n")
+    stamp, sep, rest = text.partition(" ")
+    try:
+        return timestamp_nanos(stamp), rest if sep else ""
+    except ValueError:
+        return -1, text  # no timestamp: the caller treats it as a continuation
+
+
+def since_time(nanos: int) -> str:
+    """The `sinceTime` to resume from: the cursor's second, floored (the API's precision)."""
+    return datetime.fromtimestamp(nanos // 1_000_000_000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Cursor:
+    """Where a container's log was shipped up to: (last timestamp, lines seen at it)."""
+
+    timestamp: int = -1
+    count_at_timestamp: int = 0
+
+    def stream(self) -> CursorStream:
+        return CursorStream(self)
+
+
+class CursorStream:
+    """Dedup for one opened stream: skips lines at or before the cursor, advances it."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        self.cursor = cursor
+        self._seen_at_cursor = 0
+
+    def accept(self, stamp: int) -> bool:
+        c = self.cursor
+        if stamp < c.timestamp:
+            return False
+        if stamp == c.timestamp:
+            self._seen_at_cursor += 1
+            if self._seen_at_cursor <= c.count_at_timestamp:
+                return False
+            c.count_at_timestamp += 1
+            return True
+        c.timestamp, c.count_at_timestamp, self._seen_at_cursor = stamp, 1, 1
+        return True
+
+
+class LogShipper:
+    """Batches one process's lines into `addlogmsg` calls; a single writer keeps them in order."""
+
+    def __init__(
+        self, send: Callable[[str], Awaitable[None]], *, batch_bytes: int = 65536, flush_seconds: float = 1.0,
+        max_bytes: int = 100 * 1024 * 1024, tail_lines: int = 20,
+    ) -> None:
+        self._send = send
+        self.batch_bytes = batch_bytes
+        self.flush_seconds = flush_seconds
+        self.max_bytes = max_bytes
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self._pending: deque[tuple[str, int]] = deque()  # (text with newline, bytes)
+        self._pending_bytes = 0
+        self._accepted_bytes = 0
+        self.truncated = False
+        self.shipped_lines = 0
+        self.shipped_bytes = 0
+        self.sends = 0
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def add(self, text: str) -> None:
+        """Queue one line (without its newline) for shipping."""
+        self.tail.append(text)
+        if self.truncated:
+            return
+        line = text + "\n"
+        size = len(line.encode())
+        if self.max_bytes and self._accepted_bytes + size > self.max_bytes:
+            self.truncated = True
+            line = f"[colonies-operator: log truncated after {self._accepted_bytes} bytes (limit {self.max_bytes})]\n"
+            size = len(line.encode())
+        self._accepted_bytes += size
+        self._pending.append((line, size))
+        self._pending_bytes += size
+        if self._pending_bytes >= self.batch_bytes:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Send everything queued. Forbidden propagates (the process is no longer ours);
+        other failures keep the batch for the next flush, so nothing is dropped."""
+        async with self._lock:
+            while self._pending:
+                batch, size, count = self._take()
+                try:
+                    await self._send(batch)
+                except errors.Forbidden:
+                    raise
+                except errors.ColoniesError:
+                    self._pending.appendleft((batch, size))  # back in front, as one piece
+                    self._pending_bytes += size
+                    raise
+                self.sends += 1
+                self.shipped_lines += count
+                self.shipped_bytes += size
+
+    def _take(self) -> tuple[str, int, int]:
+        taken: list[str] = []
+        size = 0
+        while self._pending and (not taken or size + self._pending[0][1] <= self.batch_bytes):
+            line, line_size = self._pending.popleft()
+            taken.append(line)
+            size += line_size
+        self._pending_bytes -= size
+        text = "".join(taken)
+        return text, size, text.count("\n")
+
+    async def run(self) -> None:
+        """Flush on size or every `flush_seconds`, until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except errors.Forbidden:
+                raise
+            except errors.ColoniesError as exc:
+                log.warning("shipping logs failed, will retry: %s", exc)
+
+
+async def ship_container_log(
+    kube: KubeApi, namespace: str, pod: str, container: str, cursor: Cursor, shipper: LogShipper,
+    *, follow: bool, prefix: str = "",
+) -> None:
+    """Read one container's log from the cursor on and hand new lines to the shipper.
+
+    With `follow`, this runs until cancelled or the stream ends; the caller stops it when
+    the pod is terminal and then calls again without `follow` to drain what is left.
+    """
+    stream = cursor.stream()
+    since = since_time(cursor.timestamp) if cursor.timestamp >= 0 else None
+    accepted = False
+    async for raw in kube.pod_log(namespace, pod, container, follow=follow, since_time=since):
+        stamp, text = parse_line(raw)
+        if stamp >= 0:
+            accepted = stream.accept(stamp)
+        if accepted:  # a piece of a long line follows its head's fate
+            shipper.add(prefix + text)

@@ -1,0 +1,292 @@
+"""The life of one ColonyExecutor resource: parse its spec, load its keys, run an
+`ExecutorRuntime`, keep its status and conditions current, and survive every bad input
+with a condition and an Event instead of a crash loop.
+
+No kopf here: the edge passes in getters for the live spec, a stop check and an Event
+emitter, so tests can drive a resource without kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from colonies_operator import config as cfg
+from colonies_operator.colonies import errors
+from colonies_operator.colonies.client import Connection, ServerAddress
+from colonies_operator.colonies.crypto import Key
+from colonies_operator.runtime.executor import ExecutorRuntime
+from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
+from colonies_operator.runtime.watch import JobWatch
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0    # how soon a broken resource (missing Secret, unreachable server) is retried
+STATUS_SECONDS = 1.0   # status is patched at most this often, and only when it changed
+EXECUTOR_KEY_FIELD = "executorPrvKey"
+
+Emit = Callable[[str, str, str], None]              # (type Normal|Warning, reason, message)
+WaitStopped = Callable[[float], Awaitable[bool]]    # wait up to n s; True when stopping
+
+
+@dataclass
+class Shared:
+    """Operator-wide objects: one Kubernetes client, one Colonies pool per server, one watch per namespace."""
+
+    kube: KubeApi
+    settings: cfg.OperatorSettings
+    connections: dict[ServerAddress, Connection] = field(default_factory=dict)
+    watches: dict[str, JobWatch] = field(default_factory=dict)
+
+    def connection(self, address: ServerAddress) -> Connection:
+        if address not in self.connections:
+            self.connections[address] = Connection(address)
+        return self.connections[address]
+
+    def watch(self, namespace: str) -> JobWatch:
+        if namespace not in self.watches:
+            self.watches[namespace] = JobWatch(self.kube, namespace)
+        return self.watches[namespace]
+
+    async def close(self) -> None:
+        for watch in self.watches.values():
+            await watch.stop()
+        for connection in self.connections.values():
+            await connection.aclose()
+
+
+class Problem(Exception):
+    """Why a resource cannot run now: becomes Ready=False with this reason, and an Event."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _condition(type_: str, status: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message[:1000]}
+
+
+class ExecutorResource:
+    def __init__(
+        self, shared: Shared, namespace: str, name: str, uid: str, *,
+        spec: Callable[[], Mapping[str, Any]], generation: Callable[[], int],
+        status: Mapping[str, Any], emit: Emit,
+    ) -> None:
+        self.shared = shared
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self._spec, self._generation, self._emit = spec, generation, emit
+        self._base = {k: int(status.get(k) or 0) for k in ("succeeded", "failed")}  # counts survive restarts
+        self._conditions: dict[str, dict[str, str]] = {
+            c["type"]: dict(c) for c in status.get("conditions") or [] if isinstance(c, Mapping) and "type" in c}
+        self._published: dict[str, Any] = {}
+        self._last_event: tuple[str, str] | None = None
+        self.runtime: ExecutorRuntime | None = None
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def serve(self, wait_stopped: WaitStopped, deleted: Callable[[], bool]) -> None:
+        while True:
+            generation = self._generation()
+            try:
+                config = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
+                colony_key = await self._colony_key(config)
+                executor_key = await self._executor_key(config)
+            except cfg.ConfigError as exc:
+                await self._not_ready("InvalidSpec", str(exc))
+            except Problem as exc:
+                await self._not_ready(exc.reason, exc.message)
+            else:
+                if await self._run(config, colony_key, executor_key, generation, wait_stopped, deleted):
+                    return
+                continue
+            if await wait_stopped(RETRY_SECONDS):
+                return
+
+    async def _run(self, config: cfg.ExecutorConfig, colony_key: Key, executor_key: Key, generation: int,
+                   wait_stopped: WaitStopped, deleted: Callable[[], bool]) -> bool:
+        """Run until stopped (True) or until the runtime must be rebuilt (False)."""
+        runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
+                                  executor_key=executor_key, kube=self.shared.kube,
+                                  watch=self.shared.watch(self.namespace))
+        self.runtime = runtime
+        task = asyncio.create_task(runtime.run(), name=f"executor-{self.namespace}/{self.name}")
+        registered = False
+        try:
+            while not task.done():
+                if await wait_stopped(STATUS_SECONDS):
+                    if deleted():
+                        await self._remove(runtime, task)
+                    return True
+                if runtime.health.registered and not registered:
+                    registered = True
+                    self._event("Normal", "Registered",
+                                f"executor {config.executor_name} ({runtime.executor_id[:12]}…) registered in colony {config.colony_name}")
+                if self._generation() != generation:
+                    generation = self._generation()
+                    try:
+                        new = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
+                    except cfg.ConfigError as exc:
+                        self._event("Warning", "InvalidSpec", f"{exc}; keeping the previous configuration")
+                    else:
+                        if _identity(new) != _identity(config):
+                            return False  # another server, colony, name or key: start over
+                        await runtime.update_config(new)
+                        config = new
+                await self._publish(runtime, config, generation)
+            exc = task.exception()
+            if exc is None:
+                return False
+            reason, message = _registration_problem(exc)
+            await self._not_ready(reason, message, executor_id=runtime.executor_id)
+            return await wait_stopped(RETRY_SECONDS)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            self.runtime = None
+
+    async def _remove(self, runtime: ExecutorRuntime, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await runtime.stop_and_fail_in_flight(
+                f"ExecutorRemoved: the ColonyExecutor {self.namespace}/{self.name} was deleted while this process ran")
+        except errors.ColoniesError as exc:
+            log.warning("removing executor %s from Colonies failed: %s", self.name, exc)
+
+    # --- keys --------------------------------------------------------------------------------
+
+    async def _colony_key(self, config: cfg.ExecutorConfig) -> Key:
+        ref = config.colony_key
+        data = await self._secret(ref.name)
+        if data is None:
+            raise Problem("ColonyKeySecretMissing", f"Secret {self.namespace}/{ref.name} does not exist; "
+                                                    f"create it with the colony's private key under '{ref.key}'")
+        return self._key(data, ref, "InvalidColonyKey")
+
+    async def _executor_key(self, config: cfg.ExecutorConfig) -> Key:
+        ref = config.executor_key
+        if ref is not None:
+            data = await self._secret(ref.name)
+            if data is None:
+                raise Problem("ExecutorKeySecretMissing", f"Secret {self.namespace}/{ref.name} does not exist")
+            return self._key(data, ref, "InvalidExecutorKey")
+        ref = cfg.SecretRef(config.generated_key_secret, EXECUTOR_KEY_FIELD)
+        data = await self._secret(ref.name)
+        if data is None:
+            secret = {
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": ref.name, "labels": {"app.kubernetes.io/managed-by": "colonies-operator"},
+                             "ownerReferences": [{"apiVersion": "colonyos.io/v1alpha1", "kind": "ColonyExecutor",
+                                                  "name": self.name, "uid": self.uid}]},
+                "stringData": {ref.key: Key.generate().private_hex},
+            }
+            try:
+                await self.shared.kube.create_secret(self.namespace, secret)
+                self._event("Normal", "ExecutorKeyCreated", f"generated the executor key into Secret {ref.name}")
+            except Conflict:
+                pass  # created meanwhile: read it
+            except KubeError as exc:
+                raise Problem("ExecutorKeySecretFailed", f"creating Secret {ref.name} failed: {exc}") from None
+            data = await self._secret(ref.name) or {}
+        return self._key(data, ref, "InvalidExecutorKey")
+
+    async def _secret(self, name: str) -> dict[str, str] | None:
+        try:
+            return await self.shared.kube.read_secret(self.namespace, name)
+        except KubeError as exc:
+            raise Problem("SecretUnreadable", f"reading Secret {self.namespace}/{name} failed: {exc}") from None
+
+    def _key(self, data: Mapping[str, str], ref: cfg.SecretRef, reason: str) -> Key:
+        if ref.key not in data:
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} has no key '{ref.key}' "
+                                  f"(it has: {', '.join(sorted(data)) or 'nothing'})")
+        try:
+            return Key(data[ref.key])
+        except ValueError as exc:
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} key '{ref.key}': {exc}") from None
+
+    # --- status and events -------------------------------------------------------------------
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        if self._last_event != (reason, message):
+            self._last_event = (reason, message)
+            self._emit(type_, reason, message)
+
+    def _set_condition(self, type_: str, status: bool, reason: str, message: str) -> None:
+        new = _condition(type_, status, reason, message)
+        old = self._conditions.get(type_)
+        if old and old.get("status") == new["status"] and old.get("lastTransitionTime"):
+            new["lastTransitionTime"] = old["lastTransitionTime"]
+        else:
+            new["lastTransitionTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._conditions[type_] = new
+
+    async def _not_ready(self, reason: str, message: str, executor_id: str = "") -> None:
+        log.warning("%s/%s not ready: %s: %s", self.namespace, self.name, reason, message)
+        self._event("Warning", reason, message)
+        self._set_condition("Registered", False, reason, message)
+        self._set_condition("Ready", False, reason, message)
+        self._set_condition("Degraded", True, reason, message)
+        status: dict[str, Any] = {"observedGeneration": self._generation(), "inFlight": 0,
+                                  "conditions": list(self._conditions.values())}
+        if executor_id:
+            status["executorId"] = executor_id
+        await self._patch(status)
+
+    async def _publish(self, runtime: ExecutorRuntime, config: cfg.ExecutorConfig, generation: int) -> None:
+        health = runtime.health
+        if health.registered:
+            self._set_condition("Registered", True, "Registered", f"executor id {runtime.executor_id}")
+            if config.paused:
+                self._set_condition("Ready", False, "Paused", "spec.paused is true: not assigning new processes")
+            elif health.colonies_ok:
+                self._set_condition("Ready", True, "Assigning", "registered and assigning processes")
+            else:
+                self._set_condition("Ready", False, "ColoniesUnreachable", health.problem)
+            self._set_condition("Degraded", not health.colonies_ok, "ColoniesUnreachable" if not health.colonies_ok
+                                else "AsExpected", health.problem or "no problems")
+            if not health.colonies_ok:
+                self._event("Warning", "ColoniesUnreachable", health.problem)
+        status: dict[str, Any] = {
+            "executorId": runtime.executor_id, "observedGeneration": generation,
+            "inFlight": runtime.stats.in_flight,
+            "succeeded": self._base["succeeded"] + runtime.stats.succeeded,
+            "failed": self._base["failed"] + runtime.stats.failed,
+            "conditions": list(self._conditions.values()),
+        }
+        if health.last_assign_time:
+            status["lastAssignTime"] = datetime.fromtimestamp(health.last_assign_time, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        await self._patch(status)
+
+    async def _patch(self, status: dict[str, Any]) -> None:
+        comparable = {k: v for k, v in status.items() if k != "lastAssignTime"}
+        if comparable == self._published:
+            return
+        try:
+            await self.shared.kube.patch_executor_status(self.namespace, self.name, status)
+            self._published = comparable
+        except KubeError as exc:
+            log.info("status of %s/%s not updated: %s", self.namespace, self.name, exc)
+
+
+def _identity(config: cfg.ExecutorConfig) -> tuple[Any, ...]:
+    return (config.server, config.colony_name, config.executor_name, config.executor_type,
+            config.colony_key, config.executor_key, config.location_name)
+
+
+def _registration_problem(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, errors.ColoniesUnreachable):
+        return "ColoniesUnreachable", str(exc)
+    if isinstance(exc, errors.Forbidden):
+        return "RegistrationRefused", (f"Colonies refused the registration ({exc.message}); is the colony key "
+                                       "the owner of this colony, and does the colony exist?")
+    if isinstance(exc, errors.ColoniesError):
+        return "RegistrationFailed", str(exc)
+    return "InternalError", f"{type(exc).__name__}: {exc}"

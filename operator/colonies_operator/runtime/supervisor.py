@@ -1,0 +1,285 @@
+"""One asyncio task per process: create (or adopt) its Job, follow it through the shared
+watch, ship its logs, and report the end to Colonies exactly once.
+
+The end is decided from cached state only (`diagnosis.job_outcome` / `diagnose`), so a
+supervisor makes no periodic requests. Its Kubernetes cost is the Job create and the
+"reported" annotation (plus a delete when a Job must be stopped). A "forbidden" from
+Colonies means the process is no longer ours (cancelled, unassigned, closed elsewhere):
+the Job is deleted and nothing is reported (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from colonies_operator.colonies import errors
+from colonies_operator.colonies.client import ColoniesClient
+from colonies_operator.colonies.models import Process
+from colonies_operator.jobs import builder, diagnosis, spec, statuses
+from colonies_operator.runtime import logs
+from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
+from colonies_operator.runtime.watch import JobWatch
+
+log = logging.getLogger(__name__)
+
+REPORTED_ANNOTATION = "colonyos.io/reported"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+RECHECK_SECONDS = 30.0  # re-evaluate cached state at least this often (pending grace periods)
+
+
+class End(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    FENCED = "fenced"      # the process stopped being ours; nothing reported
+    STOPPED = "stopped"    # the operator is stopping; the Job is left for adoption
+
+
+@dataclass
+class ExecutorStats:
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fenced: int = 0
+
+    def count(self, end: End) -> None:
+        if end is End.SUCCEEDED:
+            self.succeeded += 1
+        elif end is End.FAILED:
+            self.failed += 1
+        elif end is End.FENCED:
+            self.fenced += 1
+
+
+@dataclass
+class Context:
+    """What every supervisor of one executor shares."""
+
+    colonies: ColoniesClient
+    kube: KubeApi
+    watch: JobWatch
+    capacity: Capacity
+    job_settings: builder.JobSettings
+    logs: Any  # config.LogSettings
+    pending_grace_seconds: float
+    stats: ExecutorStats = field(default_factory=ExecutorStats)
+    on_change: Callable[[], None] = lambda: None
+
+
+async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
+    """Retry a Colonies report until it lands or is refused for good: a result is never
+    dropped because the server was briefly away. Rejections propagate."""
+    delay = 1.0
+    while True:
+        try:
+            await call()
+            return
+        except (errors.ColoniesUnreachable, errors.ColoniesServerError) as exc:
+            log.warning("%s failed, retrying in %.0fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class Supervisor:
+    def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources) -> None:
+        self.ctx = ctx
+        self.process = process
+        self.run_spec = run
+        self.request = request
+        self.job_name = builder.job_name(process.processid, run.attempt)
+        self.namespace = ctx.job_settings.namespace
+        self.shipper = logs.LogShipper(
+            lambda text: ctx.colonies.add_log(process.processid, text),
+            batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
+        )
+        self._cursors: dict[tuple[str, str], logs.Cursor] = {}
+        self._followers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._drained: set[tuple[str, str]] = set()
+
+    @property
+    def pid(self) -> str:
+        return self.process.processid
+
+    async def run(self) -> End:
+        """Supervise to the end. The capacity `request` was reserved by the caller; it is released here."""
+        event = self.ctx.watch.subscribe(self.job_name)
+        shipping = asyncio.create_task(self.shipper.run(), name=f"logs-{self.job_name}")
+        end = End.STOPPED
+        try:
+            end = await self._supervise(event, shipping)
+            return end
+        except errors.Forbidden as exc:
+            log.info("process %s is no longer ours (%s); deleting its Job", self.pid[:12], exc)
+            await self._delete_job()
+            end = End.FENCED
+            return end
+        finally:
+            for task in [*self._followers.values(), shipping]:
+                task.cancel()
+            await asyncio.gather(*self._followers.values(), shipping, return_exceptions=True)
+            self.ctx.watch.unsubscribe(self.job_name)
+            await self.ctx.capacity.release(self.request)
+            self.ctx.stats.count(end)
+            self.ctx.on_change()
+
+    async def _supervise(self, event: asyncio.Event, shipping: asyncio.Task[None]) -> End:
+        created = await self._create_job()
+        if created is not None:
+            return created
+        seen_job = False
+        while True:
+            event.clear()
+            if shipping.done() and shipping.exception() is not None:
+                raise shipping.exception()  # type: ignore[misc]
+            job, pods = self.ctx.watch.state(self.job_name)
+            if job is None:
+                if seen_job:
+                    return await self._fail_with("JobDeleted: the Job was deleted before it finished", pods)
+            else:
+                seen_job = True
+                self._follow_logs(pods)
+                outcome = diagnosis.job_outcome(job, pods)
+                if outcome is diagnosis.Outcome.SUCCEEDED:
+                    return await self._succeed(pods)
+                found = diagnosis.diagnose(job, pods, now=datetime.now(timezone.utc),
+                                           pending_grace_seconds=self.ctx.pending_grace_seconds)
+                if outcome is diagnosis.Outcome.FAILED or found is not None:
+                    found = found or diagnosis.create_failed("the Job failed")
+                    return await self._fail_with(found, pods, job_finished=outcome is diagnosis.Outcome.FAILED)
+            try:
+                await asyncio.wait_for(event.wait(), RECHECK_SECONDS)
+            except TimeoutError:
+                pass
+
+    # --- the Job ---------------------------------------------------------------------------
+
+    async def _create_job(self) -> End | None:
+        body = builder.build_job(self.run_spec, self.ctx.job_settings)
+        delay = 1.0
+        for attempt in range(6):
+            try:
+                await self.ctx.kube.create_job(self.namespace, body)
+                return None
+            except Conflict:
+                return None  # same deterministic name: created before (e.g. before a restart); adopt it
+            except KubeError as exc:
+                if exc.status < 500 and exc.status != 429:
+                    return await self._fail_with(diagnosis.create_failed(exc.message or str(exc)), [], job_exists=False)
+                failure = exc
+            except Exception as exc:  # connection trouble: the apiserver may be restarting
+                failure = exc  # type: ignore[assignment]
+            log.warning("creating Job %s failed (attempt %d): %s", self.job_name, attempt + 1, failure)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+        return await self._fail_with(diagnosis.create_failed(f"apiserver unavailable: {failure}"), [], job_exists=False)
+
+    async def _delete_job(self) -> None:
+        try:
+            await self.ctx.kube.delete_job(self.namespace, self.job_name)
+        except KubeError as exc:
+            log.warning("deleting Job %s failed: %s", self.job_name, exc)
+
+    async def _mark_reported(self, how: str) -> None:
+        try:
+            await self.ctx.kube.annotate_job(self.namespace, self.job_name, {REPORTED_ANNOTATION: how})
+        except KubeError as exc:  # the Job may be gone already; the report itself has landed
+            log.info("marking Job %s reported failed: %s", self.job_name, exc)
+
+    # --- logs ------------------------------------------------------------------------------
+
+    def _containers(self, pods: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+        """(pod, container, line prefix) for every container of every pod, in index order."""
+        out = []
+        ordered = statuses.ordered_pods(pods)
+        many = len(ordered) > 1 or any(len(p.get("spec", {}).get("containers") or []) > 1 for p in ordered)
+        for pod in ordered:
+            index = statuses.completion_index(pod) or "0"
+            for container in pod.get("spec", {}).get("containers") or []:
+                name = container["name"]
+                out.append((pod, name, f"[{index}/{name}] " if many else ""))
+        return out
+
+    def _follow_logs(self, pods: list[dict[str, Any]]) -> None:
+        """Follow running containers; once a pod is terminal, replace its follower by a drain."""
+        for pod, container, prefix in self._containers(pods):
+            phase = statuses.phase(pod)
+            if phase not in ("Running", *TERMINAL_PHASES):
+                continue
+            key = (pod["metadata"]["name"], container)
+            cursor = self._cursors.setdefault(key, logs.Cursor())
+            task = self._followers.get(key)
+            if phase == "Running":
+                if task is None:
+                    self._followers[key] = asyncio.create_task(self._ship(key, cursor, prefix, follow=True))
+            elif key not in self._drained:
+                if task is not None:
+                    task.cancel()  # a follow stream may never end by itself (kwok's never does)
+                self._drained.add(key)
+                previous = task
+                self._followers[key] = asyncio.create_task(self._drain(previous, key, cursor, prefix))
+
+    async def _ship(self, key: tuple[str, str], cursor: logs.Cursor, prefix: str, *, follow: bool) -> None:
+        pod, container = key
+        delay = 0.5
+        while True:
+            try:
+                await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor, self.shipper,
+                                              follow=follow, prefix=prefix)
+                if not follow:
+                    return
+            except asyncio.CancelledError:
+                raise
+            except KubeError as exc:
+                if exc.status in (400, 404) and not follow:
+                    return  # the container never started or the pod is gone: nothing more to read
+                log.info("log stream of %s/%s: %s", pod, container, exc)
+            except Exception as exc:  # a dropped stream: resume from the cursor
+                log.info("log stream of %s/%s dropped: %s", pod, container, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            if not follow and delay > 5:
+                return
+
+    async def _drain(self, previous: asyncio.Task[None] | None, key: tuple[str, str], cursor: logs.Cursor,
+                     prefix: str) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._ship(key, cursor, prefix, follow=False)
+
+    async def _finish_logs(self, pods: list[dict[str, Any]]) -> None:
+        self._follow_logs(pods)  # turns every follower of a terminal pod into a drain
+        pending = [t for k, t in self._followers.items() if k in self._drained]
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.shipper.flush()
+
+    # --- the end ---------------------------------------------------------------------------
+
+    async def _succeed(self, pods: list[dict[str, Any]]) -> End:
+        await self._finish_logs(pods)
+        output = diagnosis.termination_output(pods)
+        await report(lambda: self.ctx.colonies.close_successful(self.pid, output), f"closing {self.pid[:12]}")
+        await self._mark_reported("success")
+        return End.SUCCEEDED
+
+    async def _fail_with(self, found: diagnosis.Diagnosis | str, pods: list[dict[str, Any]], *,
+                         job_finished: bool = True, job_exists: bool = True) -> End:
+        if pods:
+            await self._finish_logs(pods)
+        else:
+            await self.shipper.flush()
+        message = found if isinstance(found, str) else found.error_message(list(self.shipper.tail))
+        try:
+            await report(lambda: self.ctx.colonies.close_failed(self.pid, [message]), f"failing {self.pid[:12]}")
+        except errors.BadRequest:
+            raise errors.Forbidden(400, "the process was closed or cancelled elsewhere", "closefailedmsg") from None
+        if job_exists:
+            if job_finished:
+                await self._mark_reported("failed")
+            else:
+                await self._delete_job()  # never leave a pod pending or a container running for nothing
+        return End.FAILED

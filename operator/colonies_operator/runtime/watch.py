@@ -1,0 +1,162 @@
+"""One label-selected watch of Jobs and one of Pods per namespace, shared by every process.
+
+Supervisors never poll: they read the cached Job and its pods from here and sleep on a
+per-Job `asyncio.Event` that the watch sets whenever either changes. That keeps the cost
+of an in-flight process at zero periodic requests. The cache is rebuilt by a LIST when the
+watch's resourceVersion expires (410 Gone) or the stream fails, and every subscriber is
+woken afterwards, so a terminal event that fell into a gap is still seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from colonies_operator.jobs import builder
+from colonies_operator.runtime.kube import Gone, KubeApi
+
+log = logging.getLogger(__name__)
+
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set by the Job controller on pods
+
+
+def job_of_pod(pod: Mapping[str, Any]) -> str | None:
+    labels = pod.get("metadata", {}).get("labels") or {}
+    for key in JOB_NAME_LABELS:
+        if key in labels:
+            return labels[key]
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job":
+            return ref.get("name")
+    return None
+
+
+class JobWatch:
+    """Cached Jobs and Pods of one namespace that carry our managed-by label."""
+
+    def __init__(self, kube: KubeApi, namespace: str, *, selector: str | None = None, timeout_seconds: int = 300) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.selector = selector or f"{builder.MANAGED_BY_LABEL}={builder.MANAGED_BY}"
+        self.timeout_seconds = timeout_seconds
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # job name → pod name → pod
+        self._events: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()  # set once both kinds were listed
+        self._listed: set[str] = set()
+        self.last_event_time = time.monotonic()
+        self.relists = 0
+
+    # --- what supervisors use --------------------------------------------------------------
+
+    def subscribe(self, job_name: str) -> asyncio.Event:
+        return self._events.setdefault(job_name, asyncio.Event())
+
+    def unsubscribe(self, job_name: str) -> None:
+        self._events.pop(job_name, None)
+
+    def state(self, job_name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        return self.jobs.get(job_name), list(self.pods.get(job_name, {}).values())
+
+    def jobs_of_executor(self, executor_label: str) -> list[dict[str, Any]]:
+        return [j for j in self.jobs.values()
+                if (j.get("metadata", {}).get("labels") or {}).get(builder.EXECUTOR_LABEL) == executor_label]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run("Job"), name=f"watch-jobs-{self.namespace}"),
+                           asyncio.create_task(self._run("Pod"), name=f"watch-pods-{self.namespace}")]
+        await self.ready.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # --- the two loops -----------------------------------------------------------------------
+
+    async def _list(self, kind: str) -> str:
+        if kind == "Job":
+            listing = await self.kube.list_jobs(self.namespace, self.selector)
+            self.jobs = {j["metadata"]["name"]: j for j in listing.get("items") or []}
+        else:
+            listing = await self.kube.list_pods(self.namespace, self.selector)
+            pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+            for pod in listing.get("items") or []:
+                job = job_of_pod(pod)
+                if job:
+                    pods[job][pod["metadata"]["name"]] = pod
+            self.pods = pods
+        self.relists += 1
+        self._wake_all()
+        return str(listing.get("metadata", {}).get("resourceVersion") or "")
+
+    async def _run(self, kind: str) -> None:
+        resource_version = ""
+        delay = 0.5
+        while True:
+            try:
+                if not resource_version:
+                    resource_version = await self._list(kind)
+                    self._listed.add(kind)
+                    if len(self._listed) == 2:
+                        self.ready.set()
+                async for event in self.kube.watch(kind, self.namespace, self.selector, resource_version,
+                                                   timeout_seconds=self.timeout_seconds):
+                    resource_version = self._apply(kind, event) or resource_version
+                delay = 0.5
+            except Gone:
+                log.info("%s watch in %s expired; listing again", kind, self.namespace)
+                resource_version = ""
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped stream, an apiserver restart: list again, then watch
+                log.warning("%s watch in %s failed (%s); listing again in %.1fs", kind, self.namespace, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                resource_version = ""
+
+    def _apply(self, kind: str, event: Mapping[str, Any]) -> str | None:
+        self.last_event_time = time.monotonic()
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if event.get("type") == "BOOKMARK":
+            return version
+        name = meta.get("name")
+        deleted = event.get("type") == "DELETED"
+        if kind == "Job":
+            if deleted:
+                self.jobs.pop(name, None)
+            else:
+                self.jobs[name] = dict(obj)
+            self._wake(name)
+        else:
+            job = job_of_pod(obj)
+            if job is None:
+                return version
+            if deleted:
+                self.pods.get(job, {}).pop(name, None)
+                if not self.pods.get(job):
+                    self.pods.pop(job, None)
+            else:
+                self.pods[job][name] = dict(obj)
+            self._wake(job)
+        return version
+
+    def _wake(self, job_name: str) -> None:
+        event = self._events.get(job_name)
+        if event is not None:
+            event.set()
+
+    def _wake_all(self) -> None:
+        for event in self._events.values():
+            event.set()

@@ -1,0 +1,35 @@
+"""What the test cluster's fake containers "print" (teststack.podlogs), and its CRI log format."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from teststack.podlogs import container_output, cri_lines
+
+
+def env(**kv: str) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in kv.items()]
+
+
+def test_a_shell_script_prints_its_echo_statements_only():
+    script = "echo hello; ls -l && echo 'two  words' || echo \"a;b\"\necho -n last; echo hidden > /dev/termination-log"
+    assert container_output({"command": ["/bin/sh", "-c", script]}) == ["hello", "two  words", "a;b", "last"]
+
+
+def test_command_and_args_are_joined_and_bash_counts_as_a_shell():
+    assert container_output({"command": ["bash"], "args": ["-c", "echo from args"]}) == ["from args"]
+    assert container_output({"command": ["echo", "plain", "words"]}) == ["plain words"]
+    assert container_output({"image": "busybox"}) == []
+
+
+def test_log_env_wins_over_the_command():
+    c = {"command": ["sh", "-c", "echo ignored"], "env": env(KWOK_LOG="one\ntwo\\nthree")}
+    assert container_output(c) == ["one", "two", "three"]
+    assert container_output({"env": env(KWOK_LOG_LINES="3")}) == ["line 1", "line 2", "line 3"]
+
+
+def test_cri_lines_have_strictly_increasing_nanosecond_timestamps():
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert cri_lines(["a", "b"], start) == (
+        "2026-01-01T00:00:00.000000000Z stdout F a\n"
+        "2026-01-01T00:00:00.001000000Z stdout F b\n")

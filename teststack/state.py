@@ -1,0 +1,165 @@
+"""StackState: everything a running stack is made of, saved as `<run>/state.json`.
+
+A separate module so the component modules (which restart their own processes) and stack.py
+can both use it without importing each other. Tests read e.g. `stack.kubeconfig`,
+`stack.colonies.port`, `stack.colonies.colony_prvkey`, `stack.kube.gpu_node`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from teststack.procs import Proc
+
+STATE_FILE = "state.json"
+PROCS_FILE = "procs.jsonl"  # appended as each daemon starts: lets `stop` clean up a half-started stack
+
+
+@dataclass(frozen=True)
+class PostgresInfo:
+    port: int
+    data_dir: str
+    socket_dir: str
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class ColoniesInfo:
+    """The Colonies server, and the colony and user made for tests, with their keys."""
+
+    host: str
+    port: int
+    colony_name: str
+    server_prvkey: str  # owner of the server (COLONIES_SERVER_ID is its id): adds colonies
+    server_id: str
+    colony_prvkey: str  # owner of the colony: adds and approves executors, adds users
+    colony_id: str
+    user_name: str
+    user_prvkey: str  # a member: submits and reads processes
+    user_id: str
+    etcd_name: str  # the server's embedded etcd, on explicit ports (never 2379-2381)
+    etcd_client_port: int
+    etcd_peer_port: int
+    relay_port: int
+    etcd_data_dir: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class KubeInfo:
+    kubeconfig: str
+    api_port: int
+    pki_dir: str
+    ca_cert: str
+    admin_cert: str  # CN it-admin, O system:masters: client and serving cert of every component
+    admin_key: str
+    etcd_port: int
+    etcd_peer_port: int
+    kcm_port: int
+    scheduler_port: int
+    kwok_port: int
+    kwok_config: str
+    podlogs_dir: str
+    nodes: tuple[str, ...]  # every kwok node (CPU nodes first)
+    gpu_node: str  # the node with nvidia.com/gpu and label accelerator=a100
+
+    @property
+    def api_url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+
+@dataclass(frozen=True)
+class StackState:
+    run_dir: str
+    bin_dir: str
+    procs: tuple[Proc, ...]  # in start order; stopped in reverse
+    postgres: PostgresInfo
+    colonies: ColoniesInfo
+    kube: KubeInfo
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.kube.kubeconfig
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.pid for p in self.procs}
+
+    def proc(self, name: str) -> Proc:
+        for p in self.procs:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def with_proc(self, new: Proc) -> StackState:
+        """The same state with the process of that name replaced (after a restart)."""
+        return dataclasses.replace(self, procs=tuple(new if p.name == new.name else p for p in self.procs))
+
+    def env(self) -> dict[str, str]:
+        """What a shell, the colonies CLI, kubectl, helm or the operator needs to use this stack."""
+        no_proxy = ",".join(dict.fromkeys(["127.0.0.1", "localhost", "::1",
+                                           *filter(None, os.environ.get("NO_PROXY", "").split(","))]))
+        c = self.colonies
+        return {
+            "KUBECONFIG": self.kube.kubeconfig,
+            "COLONIES_SERVER_HOST": c.host,
+            "COLONIES_SERVER_PORT": str(c.port),
+            "COLONIES_TLS": "false",
+            "COLONIES_COLONY_NAME": c.colony_name,
+            "COLONIES_COLONY_PRVKEY": c.colony_prvkey,
+            "COLONIES_COLONY_ID": c.colony_id,
+            "COLONIES_PRVKEY": c.user_prvkey,
+            "COLONIES_ID": c.user_id,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["procs"] = [p.to_json() for p in self.procs]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> StackState:
+        kube = dict(d["kube"])
+        kube["nodes"] = tuple(kube["nodes"])
+        return cls(run_dir=d["run_dir"], bin_dir=d["bin_dir"],
+                   procs=tuple(Proc.from_json(p) for p in d["procs"]),
+                   postgres=PostgresInfo(**d["postgres"]), colonies=ColoniesInfo(**d["colonies"]),
+                   kube=KubeInfo(**kube))
+
+
+def save(state: StackState) -> None:
+    path = Path(state.run_dir) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+    os.chmod(tmp, 0o600)  # it holds private keys
+    tmp.replace(path)
+
+
+def load_state(run_dir: Path | str) -> StackState | None:
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    return StackState.from_json(json.loads(path.read_text()))
+
+
+def record_proc(run_dir: Path, proc: Proc) -> None:
+    with (run_dir / PROCS_FILE).open("a") as f:
+        f.write(json.dumps(proc.to_json()) + "\n")
+
+
+def recorded_procs(run_dir: Path) -> list[Proc]:
+    path = run_dir / PROCS_FILE
+    if not path.exists():
+        return []
+    return [Proc.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
