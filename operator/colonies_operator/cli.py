@@ -1,20 +1,81 @@
-"""The `colonies-operator` command."""
+"""The `colonies-operator` command: `run` the operator, print its `version`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
 import sys
+from pathlib import Path
 
 import colonies_operator
+from colonies_operator import config as cfg
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _own_namespace() -> str | None:
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colonies-operator", description=colonies_operator.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("version", help="print the operator's version")
-    args = parser.parse_args(argv)
+    run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="serve ColonyExecutors in this namespace (repeatable; env COLONIES_OPERATOR_NAMESPACES, "
+                          "comma-separated; default: the operator's own namespace)")
+    run.add_argument("-A", "--all-namespaces", action="store_true", default=None,
+                     help="serve every namespace (needs a ClusterRole)")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
+    run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
+    run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+async def _run(settings: cfg.OperatorSettings, kubeconfig: str | None) -> None:
+    import kopf
+
+    from colonies_operator import handlers  # noqa: F401  (registers the handlers)
+
+    stop = asyncio.Event()
+    await kopf.operator(
+        namespaces=list(settings.namespaces) or None,
+        clusterwide=settings.all_namespaces,
+        liveness_endpoint=settings.liveness_endpoint or None,
+        standalone=settings.standalone,
+        memo=kopf.Memo(operator_settings=settings, kubeconfig=kubeconfig),
+        stop_flag=stop,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"colonies-operator {colonies_operator.__version__}")
+        return 0
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = cfg.OperatorSettings.from_env(
+        namespaces=tuple(args.namespace) or None, all_namespaces=args.all_namespaces, liveness_endpoint=args.liveness)
+    if not settings.namespaces and not settings.all_namespaces:
+        own = _own_namespace()
+        if own is None:
+            print("colonies-operator: say which namespace to serve (--namespace NS or --all-namespaces); "
+                  "outside a pod there is no default", file=sys.stderr)
+            return 2
+        settings = cfg.OperatorSettings.from_env(namespaces=(own,), liveness_endpoint=args.liveness)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
+    asyncio.run(_run(settings, args.kubeconfig))
     return 0
 
 

@@ -151,3 +151,16 @@ async def test_submit_and_close_send_the_fields_the_server_expects():
     assert seen[0]["spec"]["funcname"] == "execute"
     assert seen[1] == {"msgtype": "closesuccessfulmsg", "processid": "p", "out": [{"answer": 42}]}
     assert seen[2] == {"msgtype": "closefailedmsg", "processid": "p", "errors": ["ExitCode(3)"]}
+
+
+async def test_the_servers_500_is_nil_for_an_unknown_object_is_not_found_and_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return reply({"status": 500, "message": "Failed to get executor, executor is nil"}, 500)
+
+    async with connection(handler) as conn:
+        with pytest.raises(errors.NotFound, match="executor is nil"):
+            await conn.client(KEY).get_executor("dev", "nobody")
+    assert len(calls) == 1

@@ -7,7 +7,7 @@
         └── ColoniesRejected     4xx: the server refused this request; retrying will not help
             ├── BadRequest       400: malformed input; `message` is the server's text
             ├── Forbidden        403: bad signature, not a member, or the process is no longer ours
-            └── NotFound         404: no such object (and "nothing to assign", handled in assign)
+            └── NotFound         404, or 500 "... is nil": no such object (404 from assign: nothing to do)
 
 Messages carry the server's own text, cut short; never keys or signatures.
 """
@@ -58,6 +58,9 @@ class NotFound(ColoniesRejected):
 
 def error_for(status: int, message: str, msgtype: str) -> ColoniesHTTPError:
     """The typed error for an HTTP status the server answered with."""
+    if status == 500 and message.rstrip().endswith("is nil"):
+        # v1.9.12 answers a lookup of an unknown executor or process with 500 "... is nil"
+        return NotFound(status, message, msgtype)
     if status >= 500:
         return ColoniesServerError(status, message, msgtype)
     kind = {400: BadRequest, 403: Forbidden, 404: NotFound}.get(status, ColoniesRejected)

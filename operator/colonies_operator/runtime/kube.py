@@ -236,7 +236,7 @@ class KubeApi:
             query.append(("sinceTime", since_time))
         response = await self.api_client.call_api(
             "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET", {"namespace": namespace, "name": pod}, query,
-            {"Accept": "text/plain"}, auth_settings=["BearerToken"], _preload_content=False,
+            {"Accept": "*/*"}, auth_settings=["BearerToken"], _preload_content=False,
             _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
         )
         try:
