@@ -47,7 +47,7 @@ async def _run(settings: cfg.OperatorSettings, kubeconfig: str | None) -> None:
 
     stop = asyncio.Event()
     await kopf.operator(
-        namespaces=list(settings.namespaces) or None,
+        namespaces=list(settings.namespaces),
         clusterwide=settings.all_namespaces,
         liveness_endpoint=settings.liveness_endpoint or None,
         standalone=settings.standalone,
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = cfg.OperatorSettings.from_env(
         namespaces=tuple(args.namespace) or None, all_namespaces=args.all_namespaces, liveness_endpoint=args.liveness)
     if not settings.namespaces and not settings.all_namespaces:

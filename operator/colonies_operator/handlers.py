@@ -47,7 +47,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await shared.kube.close()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60)
+# On deletion or shutdown the daemon is asked to stop and gets `cancellation_backoff` seconds
+# to do so cleanly (fail in-flight processes, unregister) before kopf cancels it.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=60, cancellation_timeout=30)
 async def colonyexecutor_daemon(
     name: str, namespace: str, uid: str, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
     status: kopf.Status, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any,

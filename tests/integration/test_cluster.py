@@ -13,8 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -23,26 +22,6 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 60
-
-
-@pytest_asyncio.fixture
-async def api(stack) -> AsyncIterator[ApiClient]:
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=stack.kubeconfig, client_configuration=cfg)
-    async with ApiClient(cfg) as api_client:
-        yield api_client
-
-
-@pytest_asyncio.fixture
-async def namespace(api) -> AsyncIterator[str]:
-    """A fresh namespace per test, with its default ServiceAccount (pods are refused before it)."""
-    core = client.CoreV1Api(api)
-    name = f"it-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    await wait_for(lambda: core.read_namespaced_service_account("default", name), TIMEOUT,
-                   f"the default ServiceAccount in {name}")
-    yield name
-    await core.delete_namespace(name)
 
 
 def job(name: str, *, env: dict[str, str] | None = None, command: list[str] | None = None,

@@ -93,7 +93,8 @@ class ExecutorRuntime:
         c = self.config
         try:
             existing = await self.me.get_executor(c.colony_name, c.executor_name)
-            current = existing.executorid == self.me.id
+            # a removed executor stays listed, UNREGISTERED: it must be added again
+            current = existing.executorid == self.me.id and existing.state is not ExecutorState.UNREGISTERED
         except errors.ColoniesRejected:  # "not a member": not registered (or removed as stale)
             existing, current = None, False
         if not current:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 REPORTED_ANNOTATION = "colonyos.io/reported"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 RECHECK_SECONDS = 30.0  # re-evaluate cached state at least this often (pending grace periods)
+DRAIN_PATIENCE = 60.0   # how long reading the end of a finished container's log is retried
+SETTLE_SECONDS = 10.0   # how long a finished Job waits for its pods' final status to arrive
 
 
 class End(enum.Enum):
@@ -132,6 +134,7 @@ class Supervisor:
         if created is not None:
             return created
         seen_job = False
+        settle_by: float | None = None
         while True:
             event.clear()
             if shipping.done() and shipping.exception() is not None:
@@ -144,6 +147,15 @@ class Supervisor:
                 seen_job = True
                 self._follow_logs(pods)
                 outcome = diagnosis.job_outcome(job, pods)
+                if outcome is not diagnosis.Outcome.RUNNING and not _pods_settled(pods):
+                    # Jobs and Pods come through separate watches: the Job may say "done" before
+                    # its pods' final status arrives. Wait for it (bounded): the logs, the exit
+                    # code and the output are read from the pods.
+                    loop = asyncio.get_running_loop()
+                    settle_by = settle_by or loop.time() + SETTLE_SECONDS
+                    if loop.time() < settle_by:
+                        await self._wait(event, settle_by - loop.time())
+                        continue
                 if outcome is diagnosis.Outcome.SUCCEEDED:
                     return await self._succeed(pods)
                 found = diagnosis.diagnose(job, pods, now=datetime.now(timezone.utc),
@@ -151,10 +163,14 @@ class Supervisor:
                 if outcome is diagnosis.Outcome.FAILED or found is not None:
                     found = found or diagnosis.create_failed("the Job failed")
                     return await self._fail_with(found, pods, job_finished=outcome is diagnosis.Outcome.FAILED)
-            try:
-                await asyncio.wait_for(event.wait(), RECHECK_SECONDS)
-            except TimeoutError:
-                pass
+            await self._wait(event, RECHECK_SECONDS)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            pass
 
     # --- the Job ---------------------------------------------------------------------------
 
@@ -224,26 +240,33 @@ class Supervisor:
                 self._followers[key] = asyncio.create_task(self._drain(previous, key, cursor, prefix))
 
     async def _ship(self, key: tuple[str, str], cursor: logs.Cursor, prefix: str, *, follow: bool) -> None:
+        """Follow (until cancelled) or drain one container's log, resuming from the cursor
+        after any failure. A drain that keeps failing gives up after DRAIN_PATIENCE seconds
+        and says so in the log itself, rather than holding the result back forever."""
         pod, container = key
         delay = 0.5
+        give_up = asyncio.get_running_loop().time() + DRAIN_PATIENCE
         while True:
             try:
                 await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor, self.shipper,
                                               follow=follow, prefix=prefix)
                 if not follow:
                     return
+                failure = "the stream ended"
             except asyncio.CancelledError:
                 raise
             except KubeError as exc:
                 if exc.status in (400, 404) and not follow:
                     return  # the container never started or the pod is gone: nothing more to read
-                log.info("log stream of %s/%s: %s", pod, container, exc)
+                failure = str(exc)
             except Exception as exc:  # a dropped stream: resume from the cursor
-                log.info("log stream of %s/%s dropped: %s", pod, container, exc)
+                failure = f"{type(exc).__name__}: {exc}"
+            log.info("log stream of %s/%s: %s; resuming", pod, container, failure)
+            if not follow and asyncio.get_running_loop().time() + delay > give_up:
+                self.shipper.add(f"{prefix}[colonies-operator: the rest of this log could not be read: {failure}]")
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-            if not follow and delay > 5:
-                return
 
     async def _drain(self, previous: asyncio.Task[None] | None, key: tuple[str, str], cursor: logs.Cursor,
                      prefix: str) -> None:
@@ -283,3 +306,8 @@ class Supervisor:
             else:
                 await self._delete_job()  # never leave a pod pending or a container running for nothing
         return End.FAILED
+
+
+def _pods_settled(pods: list[dict[str, Any]]) -> bool:
+    """Every pod is terminal or on its way out (a Job past its deadline deletes its pods)."""
+    return all(statuses.phase(p) in TERMINAL_PHASES or p.get("metadata", {}).get("deletionTimestamp") for p in pods)

@@ -1,0 +1,239 @@
+"""The operator end to end, on the real stack: a ColonyExecutor registers an executor, its
+processes run as Jobs on kwok nodes, logs come back to Colonies, and every end is reported
+with a reason a person can act on. Pods are steered through funcspec env (KWOK_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime
+
+import pytest
+from kubernetes_asyncio import client, watch
+
+from colonies_operator.colonies import errors
+from colonies_operator.colonies.models import ExecutorState, ProcessState
+from tests.fixtures.operator import GROUP, PLURAL, VERSION, create_colony_key_secret, start_executor
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def job_of(ex, process_id: str):
+    for job in await ex.jobs():
+        if job.metadata.annotations.get("colonyos.io/process-id") == process_id:
+            return job
+    return None
+
+
+async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(executor_cr):
+    ex = executor_cr
+    process = await ex.submit(
+        kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]},
+        conditions={"cpu": "250m", "mem": "128Mi"},
+        env={"KWOK_TERMINATION_MESSAGE": '{"answer": 42}'},
+    )
+    done = await ex.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert done.output == ({"answer": 42},)
+    assert await ex.log_lines(process.processid) == ["hello world"]
+    job = await job_of(ex, process.processid)
+    container = job.spec.template.spec.containers[0]
+    assert container.command == ["/bin/sh", "-c", "echo hello world"]
+    assert container.resources.requests == {"cpu": "250m", "memory": "128Mi"} == container.resources.limits
+    assert job.spec.backoff_limit == 0
+    assert job.metadata.annotations["colonyos.io/reported"] == "success"
+
+
+async def test_many_log_lines_arrive_in_order_without_duplicates(executor_cr):
+    process = await executor_cr.submit(env={"KWOK_LOG_LINES": "500", "KWOK_RUN_FOR": "2s"})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await executor_cr.log_lines(process.processid) == [f"line {i}" for i in range(1, 501)]
+
+
+async def test_cpu_memory_and_a_named_gpu_become_requests_limits_and_a_node_selector(
+        api, colonies, namespace, stack, operator):
+    label = "gpu.example.com/model"
+    await client.CoreV1Api(api).patch_node(stack.kube.gpu_node, {"metadata": {"labels": {label: "a100"}}})
+    ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 2},
+                              gpu={"nodeLabel": label})
+    process = await ex.submit(conditions={"cpu": "500m", "mem": "1Gi", "gpu": {"count": 1, "name": "a100"}})
+    done = await ex.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    job = await job_of(ex, process.processid)
+    pod = job.spec.template.spec
+    resources = pod.containers[0].resources
+    assert resources.requests == resources.limits == {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}
+    assert pod.node_selector == {label: "a100"}
+
+
+async def test_nodes_and_processes_per_node_make_an_indexed_job_with_containers_per_pod(executor_cr):
+    process = await executor_cr.submit(conditions={"nodes": 2, "processespernode": 2},
+                                       kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hi"]})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    job = await job_of(executor_cr, process.processid)
+    assert job.spec.completion_mode == "Indexed"
+    assert job.spec.parallelism == job.spec.completions == 2
+    assert [c.name for c in job.spec.template.spec.containers] == ["main-0", "main-1"]
+    lines = await executor_cr.log_lines(process.processid)
+    assert sorted(lines) == sorted(f"[{i}/main-{c}] hi" for i in range(2) for c in range(2))
+
+
+async def test_a_nonzero_exit_fails_with_the_exit_code_and_the_last_log_lines(executor_cr):
+    process = await executor_cr.submit(env={"KWOK_EXIT_CODE": "3", "KWOK_LOG": "starting\nworking\nboom: disk full"})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ExitCode(3)")
+    assert "boom: disk full" in done.errors[0]
+    assert await executor_cr.log_lines(process.processid) == ["starting", "working", "boom: disk full"]
+
+
+async def test_an_oom_kill_fails_with_the_memory_limit(executor_cr):
+    process = await executor_cr.submit(env={"KWOK_OOM": "true"}, conditions={"mem": "256Mi"})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("OOMKilled(limit 256Mi)")
+
+
+async def test_an_image_that_cannot_be_pulled_fails_after_the_grace_period_and_the_job_is_deleted(executor_cr):
+    process = await executor_cr.submit(kwargs={"docker-image": "unpullable.invalid/nothing:1", "cmd": "true"})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ImagePullFailed(unpullable.invalid/nothing:1")
+    await wait_for(lambda: _no_job(executor_cr, process.processid), 30, "the Job to be deleted")
+
+
+async def test_a_pod_no_node_can_hold_fails_as_unschedulable_and_the_job_is_deleted(
+        api, colonies, namespace, stack, operator):
+    ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "200", "memory": "16Gi"})
+    process = await ex.submit(conditions={"cpu": "100000m"})  # Colonies reads only "<n>m" cpu
+    done = await ex.final(process.processid)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("Unschedulable(")
+    assert "Insufficient cpu" in done.errors[0]
+    await wait_for(lambda: _no_job(ex, process.processid), 30, "the Job to be deleted")
+
+
+async def test_a_walltime_shorter_than_the_run_fails_with_deadline_exceeded(executor_cr):
+    process = await executor_cr.submit(conditions={"walltime": 2}, env={"KWOK_RUN_FOR": "60s"})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("DeadlineExceeded(walltime 2s)")
+
+
+async def test_capacity_for_one_job_runs_two_processes_one_after_the_other(api, colonies, namespace, stack, operator):
+    ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "1", "memory": "4Gi"})
+    active: set[str] = set()
+    most = 0
+    seen_done: set[str] = set()
+
+    async def follow_jobs() -> None:
+        nonlocal most
+        async with watch.Watch() as w:
+            async for event in w.stream(client.BatchV1Api(api).list_namespaced_job, namespace, timeout_seconds=120):
+                job = event["object"]
+                finished = any(c.type in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget") and c.status == "True"
+                               for c in job.status.conditions or [])
+                if event["type"] == "DELETED" or finished:
+                    active.discard(job.metadata.name)
+                    seen_done.add(job.metadata.name)
+                else:
+                    active.add(job.metadata.name)
+                most = max(most, len(active))
+                if len(seen_done) == 2:
+                    return
+
+    watcher = asyncio.create_task(follow_jobs())
+    # "1000m", not "1": Colonies stores a cpu without the "m" as 0m
+    first = await ex.submit(conditions={"cpu": "1000m"}, env={"KWOK_RUN_FOR": "3s"})
+    second = await ex.submit(conditions={"cpu": "1000m"}, env={"KWOK_RUN_FOR": "3s"})
+    for process in (first, second):
+        assert (await ex.final(process.processid)).state is ProcessState.SUCCESS
+    await asyncio.wait_for(watcher, 60)
+    assert most == 1
+
+
+async def test_bad_funcspecs_fail_with_the_field_named_and_the_good_ones_around_them_succeed(
+        api, colonies, namespace, stack, operator):
+    ex = await start_executor(api, colonies, namespace, stack, allowedImages=["busybox*", "docker.io/library/"])
+    good_before = await ex.submit()
+    bad = {
+        "kwargs.docker-image": await ex.submit(kwargs={"cmd": "echo", "args": ["no image"]}),
+        "kwargs.args[0]": await ex.submit(kwargs={"docker-image": "busybox", "cmd": "echo", "args": [1, 2]}),
+        "funcname": await ex.submit(funcname="foo"),
+        "evil.example.com/miner": await ex.submit(kwargs={"docker-image": "evil.example.com/miner", "cmd": "mine"}),
+    }
+    # Colonies itself refuses an invalid memory unit at submit time, naming the value.
+    with pytest.raises(errors.BadRequest, match="1GB"):
+        await ex.submit(conditions={"mem": "1GB"})
+    # and silently stores an invalid cpu as "0m" (its own parser's rule), so the process runs
+    # with the executor's default request: there is no "abc" left for the operator to see.
+    odd_cpu = await ex.submit(conditions={"cpu": "abc"})
+    assert odd_cpu.spec.conditions.cpu == "0m"
+    good_after = await ex.submit()
+    for field, process in bad.items():
+        done = await ex.final(process.processid)
+        assert done.state is ProcessState.FAILED
+        assert field in done.errors[0], done.errors
+        assert await job_of(ex, process.processid) is None
+    for process in (good_before, odd_cpu, good_after):
+        assert (await ex.final(process.processid)).state is ProcessState.SUCCESS
+
+
+async def test_a_workflow_of_three_dependent_steps_runs_in_dependency_order(executor_cr):
+    ex = executor_cr
+    steps = [ex.spec(nodename="fetch"),
+             ex.spec(nodename="train", conditions={"dependencies": ["fetch"]}),
+             ex.spec(nodename="report", conditions={"dependencies": ["train"]})]
+    graph = await ex.colonies.user.submit_workflow(ex.colonies.colony, steps)
+    done = {}
+    for pid in graph.processids:
+        process = await ex.final(pid)
+        assert process.state is ProcessState.SUCCESS, process.errors
+        done[process.spec.nodename] = process
+    assert done["fetch"].endtime <= done["train"].starttime
+    assert done["train"].endtime <= done["report"].starttime
+
+
+async def test_a_missing_colony_key_secret_is_a_condition_and_an_event_until_it_is_created(
+        api, colonies, namespace, stack, operator):
+    ex = await start_executor(api, colonies, namespace, stack, secret=False, wait_ready=False)
+
+    async def not_ready():
+        cond = await ex.condition("Ready")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = await wait_for(not_ready, 60, "Ready=False")
+    assert cond["reason"] == "ColonyKeySecretMissing" and "colony-key" in cond["message"]
+
+    async def warning():
+        return [e for e in await ex.events() if e.type == "Warning" and e.reason == "ColonyKeySecretMissing"]
+
+    await wait_for(warning, 30, "a Warning Event about the missing Secret")
+    pid_before = operator.pid
+    await create_colony_key_secret(api, namespace, stack.colonies.colony_prvkey)
+
+    async def ready():
+        cond = await ex.condition("Ready")
+        return cond and cond["status"] == "True"
+
+    await wait_for(ready, 60, "Ready=True once the Secret exists")
+    assert operator.pid == pid_before and os.path.exists(f"/proc/{operator.pid}")
+    process = await ex.submit()
+    assert (await ex.final(process.processid)).state is ProcessState.SUCCESS
+
+    executor_id = (await ex.resource())["status"]["executorId"]
+    assert any(e.executorid == executor_id for e in await colonies.user.get_executors(colonies.colony))
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ex.name)
+
+    async def unregistered():  # v1.9.12 keeps removed executors, in state UNREGISTERED
+        return all(e.executorid != executor_id or e.state is ExecutorState.UNREGISTERED
+                   for e in await colonies.user.get_executors(colonies.colony))
+
+    await wait_for(unregistered, 60, "the executor to be removed from Colonies")
+
+
+async def _no_job(ex, process_id: str) -> bool:
+    return await job_of(ex, process_id) is None
