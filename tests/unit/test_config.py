@@ -1,0 +1,64 @@
+"""A ColonyExecutor spec becomes an ExecutorConfig, or a ConfigError naming the field."""
+
+import pytest
+
+from colonies_operator import config as cfg
+from colonies_operator.runtime.capacity import Resources
+
+SETTINGS = cfg.OperatorSettings(server_host="colonies.example", server_port=443, server_tls=True, colony_name="dev")
+MINIMAL = {"colonyKeySecretRef": {"name": "colony-key"}}
+
+
+def test_a_minimal_spec_takes_the_operator_defaults():
+    config = cfg.executor_config("jobs", "k8s", MINIMAL, SETTINGS)
+    assert (config.server.host, config.server.port, config.server.tls) == ("colonies.example", 443, True)
+    assert config.colony_name == "dev" and config.executor_name == "k8s"
+    assert config.executor_type == "container-executor"
+    assert config.colony_key == cfg.SecretRef("colony-key", "colonyPrvKey") and config.executor_key is None
+    assert config.budget == Resources(4000, 8 * 2**30, 0, 100)
+    assert config.generated_key_secret == "k8s-executor-key"
+
+
+def test_the_spec_overrides_defaults_and_sets_limits_and_the_job_template():
+    config = cfg.executor_config("jobs", "k8s", {
+        **MINIMAL, "server": {"host": "c", "port": 50080, "tls": False}, "colonyName": "prod",
+        "executorName": "gpu-pool", "capacity": {"cpu": "16", "memory": "64Gi", "gpu": 4, "maxConcurrentJobs": 8},
+        "limits": {"cpu": "2", "memory": "4Gi", "gpu": 1}, "allowedImages": ["ghcr.io/acme/"],
+        "gpu": {"resourceName": "amd.com/gpu", "nodeLabel": "gpu.model"},
+        "jobTemplate": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "runAsNonRoot": True,
+                        "ttlSecondsAfterFinished": 60},
+        "paused": True}, SETTINGS)
+    assert config.budget == Resources(16000, 64 * 2**30, 4, 8)
+    assert (config.policy.max_cpu_millis, config.policy.max_memory_bytes, config.policy.max_gpus) == (2000, 4 * 2**30, 1)
+    assert config.policy.allowed_images == ("ghcr.io/acme/",)
+    assert config.job_template == {"tolerations": [{"key": "gpu", "operator": "Exists"}],
+                                   "securityContext": {"runAsNonRoot": True}}
+    assert config.ttl_seconds_after_finished == 60 and config.paused
+    settings = config.job_settings("id")
+    assert (settings.gpu_resource_name, settings.gpu_node_label) == ("amd.com/gpu", "gpu.model")
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({}, "colonyKeySecretRef"),
+    ({**MINIMAL, "capacity": {"cpu": "lots"}}, "capacity.cpu"),
+    ({**MINIMAL, "capacity": {"memory": "1GB"}}, "capacity.memory"),
+    ({**MINIMAL, "limits": {"cpu": "x"}}, "limits.cpu"),
+    ({"colonyKeySecretRef": {"key": "k"}}, "colonyKeySecretRef"),
+])
+def test_an_unusable_spec_is_a_config_error_naming_the_field(spec, field):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", spec, SETTINGS)
+    assert info.value.field == field and f"spec.{field}" in str(info.value)
+
+
+def test_no_server_anywhere_is_a_config_error():
+    with pytest.raises(cfg.ConfigError, match="server.host"):
+        cfg.executor_config("jobs", "k8s", MINIMAL, cfg.OperatorSettings(colony_name="dev"))
+
+
+def test_operator_settings_come_from_the_colonyos_environment_variables():
+    settings = cfg.OperatorSettings.from_env({
+        "COLONIES_SERVER_HOST": "h", "COLONIES_SERVER_PORT": "8080", "COLONIES_TLS": "true",
+        "COLONIES_COLONY_NAME": "c", "COLONIES_OPERATOR_NAMESPACES": "a,b"})
+    assert (settings.server_host, settings.server_port, settings.server_tls, settings.colony_name) == ("h", 8080, True, "c")
+    assert settings.namespaces == ("a", "b")

@@ -1,0 +1,126 @@
+"""Log lines: parsing, the resume cursor, splitting long lines, and batching into addlogmsg."""
+
+import asyncio
+
+import pytest
+
+from colonies_operator.colonies import errors
+from colonies_operator.runtime.kube import LineSplitter
+from colonies_operator.runtime.logs import Cursor, LogShipper, parse_line, since_time, timestamp_nanos
+
+
+def test_a_timestamped_line_parses_to_exact_nanoseconds_and_its_text():
+    assert parse_line(b"2026-11-25T08:00:01.000000123Z hello world\n") == (
+        timestamp_nanos("2026-11-25T08:00:01Z") + 123, "hello world")
+    assert parse_line(b"2026-11-25T08:00:01.5Z x") == (timestamp_nanos("2026-11-25T08:00:01Z") + 500_000_000, "x")
+    assert parse_line(b"2026-11-25T08:00:01Z ") == (timestamp_nanos("2026-11-25T08:00:01Z"), "")
+
+
+def test_a_line_without_a_timestamp_is_a_continuation():
+    assert parse_line(b"just text") == (-1, "just text")
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_fatal():
+    stamp, text = parse_line(b"2026-11-25T08:00:01Z bad \xff\xfe byte")
+    assert text == "bad \ufffd\ufffd byte"
+
+
+def test_resuming_skips_exactly_what_was_shipped_even_within_one_timestamp():
+    t = [timestamp_nanos("2026-11-25T08:00:01Z") + i for i in (0, 0, 0, 5)]
+    cursor = Cursor()
+    first = cursor.stream()
+    assert [first.accept(s) for s in t[:2]] == [True, True]  # then the stream drops
+    again = cursor.stream()  # reopened from the same second: everything is served again
+    assert [again.accept(s) for s in t] == [False, False, True, True]
+    assert (cursor.timestamp, cursor.count_at_timestamp) == (t[3], 1)
+
+
+def test_since_time_floors_to_the_second_the_api_understands():
+    assert since_time(timestamp_nanos("2026-11-25T08:00:01.999999999Z")) == "2026-11-25T08:00:01Z"
+
+
+def test_long_lines_come_out_in_bounded_pieces_cut_on_character_boundaries():
+    splitter = LineSplitter(max_line=10)
+    pieces = splitter.feed("ab€€€€€cd\nshort\n".encode()) + splitter.finish()
+    assert b"".join(pieces[:-1]).decode() == "ab€€€€€cd"
+    assert all(len(p) <= 10 for p in pieces)
+    assert all(p.decode() for p in pieces)  # every piece is valid UTF-8
+    assert pieces[-1] == b"short"
+
+
+def test_a_line_split_across_chunks_is_joined():
+    splitter = LineSplitter(max_line=100)
+    assert splitter.feed(b"hel") == []
+    assert splitter.feed(b"lo\nwor") == [b"hello"]
+    assert splitter.finish() == [b"wor"]
+
+
+class Sink:
+    def __init__(self, fail_times: int = 0, forbidden: bool = False):
+        self.sent: list[str] = []
+        self.fail_times = fail_times
+        self.forbidden = forbidden
+
+    async def __call__(self, text: str) -> None:
+        if self.forbidden:
+            raise errors.Forbidden(403, "process is not running", "addlogmsg")
+        if self.fail_times:
+            self.fail_times -= 1
+            raise errors.ColoniesUnreachable("http://x", 1, 0.0, "down")
+        self.sent.append(text)
+
+
+async def test_lines_are_batched_by_size_in_order():
+    sink = Sink()
+    shipper = LogShipper(sink, batch_bytes=20, flush_seconds=60)
+    for i in range(10):
+        shipper.add(f"line {i}")
+    await shipper.flush()
+    assert "".join(sink.sent) == "".join(f"line {i}\n" for i in range(10))
+    assert all(len(batch.encode()) <= 20 for batch in sink.sent) and len(sink.sent) > 1
+    assert shipper.shipped_lines == 10
+
+
+async def test_a_failed_send_keeps_the_batch_for_the_next_flush():
+    sink = Sink(fail_times=1)
+    shipper = LogShipper(sink)
+    shipper.add("a")
+    shipper.add("b")
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    shipper.add("c")
+    await shipper.flush()
+    assert "".join(sink.sent) == "a\nb\nc\n"
+
+
+async def test_forbidden_propagates_so_the_supervisor_can_fence():
+    shipper = LogShipper(Sink(forbidden=True))
+    shipper.add("a")
+    with pytest.raises(errors.Forbidden):
+        await shipper.flush()
+
+
+async def test_the_byte_cap_ends_with_one_visible_truncation_line_and_keeps_the_tail():
+    sink = Sink()
+    shipper = LogShipper(sink, max_bytes=30)
+    for i in range(100):
+        shipper.add(f"line {i:03d}")
+    await shipper.flush()
+    shipped = "".join(sink.sent).splitlines()
+    assert shipped[:3] == ["line 000", "line 001", "line 002"]
+    assert shipped[-1].startswith("[colonies-operator: log truncated after")
+    assert len(shipped) == 4
+    assert list(shipper.tail)[-1] == "line 099"
+
+
+async def test_the_flusher_ships_on_its_own_within_the_flush_interval():
+    sink = Sink()
+    shipper = LogShipper(sink, flush_seconds=0.01)
+    task = asyncio.create_task(shipper.run())
+    shipper.add("x")
+    for _ in range(200):
+        if sink.sent:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert sink.sent == ["x\n"]
