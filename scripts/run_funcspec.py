@@ -37,7 +37,9 @@ async def main() -> int:
         process = await user.submit(spec)
         print(f"submitted {args.spec} as process {process.processid}", flush=True)
         deadline = time.monotonic() + args.timeout
-        while process.state not in FINAL and time.monotonic() < deadline:
+        # a failure's state lands before its errors (two separate updates on the server)
+        while (process.state not in FINAL or (process.state is ProcessState.FAILED and not process.errors)) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             process = await user.get_process(process.processid)
         print("--- logs (from Colonies) ---")
