@@ -1,4 +1,4 @@
-"""The `colonies-operator` command: `run` the operator, print its `version`."""
+"""The `colonies-operator` command: `run` the operator, `check` that it can run here, print its `version`."""
 
 from __future__ import annotations
 
@@ -28,12 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("version", help="print the operator's version")
     run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
-    run.add_argument("-n", "--namespace", action="append", default=[],
-                     help="serve ColonyExecutors in this namespace (repeatable; env COLONIES_OPERATOR_NAMESPACES, "
-                          "comma-separated; default: the operator's own namespace)")
-    run.add_argument("-A", "--all-namespaces", action="store_true", default=None,
-                     help="serve every namespace (needs a ClusterRole)")
-    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
+    check = commands.add_parser("check", help="check the settings, the cluster and the Colonies server, "
+                                              "and say what is wrong")
+    for command in (run, check):
+        command.add_argument("-n", "--namespace", action="append", default=[],
+                             help="serve ColonyExecutors in this namespace (repeatable; env "
+                                  "COLONIES_OPERATOR_NAMESPACES, comma-separated; default: the operator's own namespace)")
+        command.add_argument("-A", "--all-namespaces", action="store_true", default=None,
+                             help="serve every namespace (needs a ClusterRole)")
+        command.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
     run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
     run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"colonies-operator {colonies_operator.__version__}")
         return 0
+    if args.command == "check":
+        from colonies_operator import checks
+
+        return checks.main(os.environ, checks.Scope(tuple(args.namespace), args.all_namespaces, args.kubeconfig,
+                                                    _own_namespace()))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):

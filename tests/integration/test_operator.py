@@ -237,3 +237,44 @@ async def test_a_missing_colony_key_secret_is_a_condition_and_an_event_until_it_
 
 async def _no_job(ex, process_id: str) -> bool:
     return await job_of(ex, process_id) is None
+
+
+async def test_a_paused_executor_assigns_nothing_until_it_is_resumed(executor_cr):
+    ex = executor_cr
+    await patch_spec(ex.api, ex.namespace, ex.name, {"paused": True})
+
+    async def paused():
+        cond = await ex.condition("Ready")
+        return cond and cond["reason"] == "Paused"
+
+    await wait_for(paused, 30, "Ready=False, reason Paused")
+    process = await ex.submit()
+    await asyncio.sleep(ex_assign_window := 6)  # longer than the CR's assign long-poll (5 s): it would have been taken
+    assert (await ex.colonies.user.get_process(process.processid)).state is ProcessState.WAITING, ex_assign_window
+    await patch_spec(ex.api, ex.namespace, ex.name, {"paused": False})
+    assert (await ex.final(process.processid)).state is ProcessState.SUCCESS
+
+
+async def test_an_unusable_spec_is_a_condition_and_an_event_and_fixing_it_recovers(
+        api, colonies, namespace, stack, operator):
+    ex = await start_executor(api, colonies, namespace, stack, wait_ready=False, capacity={"cpu": "lots"})
+
+    async def invalid():
+        cond = await ex.condition("Ready")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    cond = await wait_for(invalid, 30, "Ready=False, reason InvalidSpec")
+    assert "spec.capacity.cpu" in cond["message"]
+    assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in await ex.events())
+    await patch_spec(api, namespace, ex.name, {"capacity": {"cpu": "2"}})
+
+    async def ready():
+        cond = await ex.condition("Ready")
+        return cond and cond["status"] == "True"
+
+    await wait_for(ready, 30, "Ready=True after the fix")
+
+
+async def patch_spec(api, namespace: str, name: str, spec: dict) -> None:
+    await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}, _content_type="application/merge-patch+json")

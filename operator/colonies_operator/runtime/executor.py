@@ -40,6 +40,7 @@ class Health:
     problem: str = ""
     last_assign_time: float | None = None  # wall clock of the last assign answer
     last_loop_time: float = 0.0            # monotonic; the liveness check reads this
+    paused: bool = False                   # paused in effect: no assign poll in flight
 
 
 def request_of(job: dict) -> Resources:
@@ -142,6 +143,9 @@ class ExecutorRuntime:
         delay = 1.0
         while True:
             self.health.last_loop_time = time.monotonic()
+            if self.health.paused != self.config.paused:
+                self.health.paused = self.config.paused  # only now: no assign poll is in flight
+                self._on_change()
             if self.config.paused:
                 self._config_changed.clear()
                 try:

@@ -243,8 +243,10 @@ class ExecutorResource:
         health = runtime.health
         if health.registered:
             self._set_condition("Registered", True, "Registered", f"executor id {runtime.executor_id}")
-            if config.paused:
+            if health.paused:
                 self._set_condition("Ready", False, "Paused", "spec.paused is true: not assigning new processes")
+            elif config.paused:
+                self._set_condition("Ready", False, "Pausing", "waiting for the assign poll in flight to return")
             elif health.colonies_ok:
                 self._set_condition("Ready", True, "Assigning", "registered and assigning processes")
             else:

@@ -1,0 +1,93 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "colonies-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects: the release name, with the chart name unless it is in it already. */}}
+{{- define "colonies-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator's pod; they never change between versions. */}}
+{{- define "colonies-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "colonies-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every object of the release. */}}
+{{- define "colonies-operator.labels" -}}
+{{ include "colonies-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: colonyos
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "colonies-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "colonies-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespaces that get a Role and RoleBinding: watchNamespaces, else the release namespace.
+*/}}
+{{- define "colonies-operator.roleNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- toJson .Values.watchNamespaces }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Exactly what the operator does with the Kubernetes API (colonies_operator/checks.py
+PERMISSIONS lists the same, and `colonies-operator check` asks for each of them):
+- Jobs: one per process, created, read, followed through one label-selected list+watch per
+  namespace, annotated (patch) once reported, deleted when a process ends early.
+- Pods: followed through the same label-selected list+watch; pods/log: logs are streamed.
+- Events: on ColonyExecutors and Jobs (the operator's own and kopf's).
+- Secrets, get: the colony key (spec.colonyKeySecretRef) and the executor key. create: when a
+  ColonyExecutor names no executor key, the operator generates one into the Secret
+  "<name>-executor-key", owned by that ColonyExecutor, so the executor id survives restarts.
+  resourceNames cannot narrow this: RBAC cannot restrict create by name (the name is not
+  part of the request's URL), and the names the operator reads are whatever the
+  ColonyExecutors say. No list or watch: the operator cannot enumerate Secrets.
+- ColonyExecutors: kopf lists and watches them and patches its finalizer
+  (colonyos.io/finalizer) and annotations; the operator patches their status subresource.
+*/}}
+{{- define "colonies-operator.rules" -}}
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+- apiGroups: ["colonyos.io"]
+  resources: ["colonyexecutors"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["colonyos.io"]
+  resources: ["colonyexecutors/status"]
+  verbs: ["patch"]
+{{- end }}

@@ -1,0 +1,51 @@
+"""The funcspecs in examples/ do what examples/README.md says, through the real operator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from colonies_operator.colonies.models import ProcessState
+from tests.fixtures.operator import start_executor
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str, executor) -> dict:
+    spec = json.loads((EXAMPLES / name).read_text())
+    spec["conditions"].update(colonyname=executor.colonies.colony, executortype=executor.executor_type)
+    return spec
+
+
+@pytest.fixture
+async def big_executor(api, colonies, namespace, stack, operator):
+    return await start_executor(api, colonies, namespace, stack,
+                                capacity={"cpu": "8", "memory": "32Gi", "gpu": 1})
+
+
+@pytest.mark.parametrize("name, state, lines", [
+    ("hello.json", ProcessState.SUCCESS, ["hello world"]),
+    ("resources.json", ProcessState.SUCCESS, None),
+    ("gpu.json", ProcessState.SUCCESS, None),
+    ("failing.json", ProcessState.FAILED, ["about to fail"]),
+    ("long-running.json", ProcessState.SUCCESS, [f"line {i}" for i in range(1, 101)]),
+])
+async def test_an_example_funcspec_ends_as_documented(big_executor, name, state, lines):
+    process = await big_executor.colonies.user.submit(example(name, big_executor))
+    done = await big_executor.final(process.processid)
+    assert done.state is state, done.errors
+    if lines is not None:
+        assert await big_executor.log_lines(process.processid) == lines
+    if name == "failing.json":
+        assert done.errors[0].startswith("ExitCode(3)")
+
+
+async def test_the_shell_free_example_gets_its_process_id_substituted(big_executor):
+    process = await big_executor.colonies.user.submit(example("shell-free.json", big_executor))
+    done = await big_executor.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await big_executor.log_lines(process.processid) == [f"no shell involved for process {process.processid}"]
