@@ -31,6 +31,7 @@ from colonies_operator.runtime.kube import KubeApi
 KUBE_TIMEOUT = 15.0  # seconds for each Kubernetes check; a healthy apiserver answers in milliseconds
 COLONIES_RETRY = RetryPolicy(attempts=2, deadline=10.0)
 BOOLEANS = {"1", "true", "yes", "on", "0", "false", "no", "off", ""}
+PORTS = {"COLONIES_SERVER_PORT": 1, "COLONIES_OPERATOR_METRICS_PORT": 0}  # the lowest valid value (0: off)
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,10 @@ class Scope:
 
 def check_settings(env: Mapping[str, str], scope: Scope) -> tuple[Result, cfg.OperatorSettings | None]:
     problems = []
-    port = env.get("COLONIES_SERVER_PORT") or ""
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        problems.append(f"COLONIES_SERVER_PORT={port!r} is not a port number (1-65535)")
+    for name, lowest in PORTS.items():
+        port = env.get(name) or ""
+        if port and not (port.isdigit() and lowest <= int(port) <= 65535):
+            problems.append(f"{name}={port!r} is not a port number ({lowest}-65535)")
     for name in ("COLONIES_TLS", "COLONIES_OPERATOR_ALL_NAMESPACES"):
         if (env.get(name) or "").strip().lower() not in BOOLEANS:
             problems.append(f"{name}={env[name]!r} is not a boolean (true or false)")

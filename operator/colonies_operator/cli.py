@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                              help="serve every namespace (needs a ClusterRole)")
         command.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
     run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
+    run.add_argument("--metrics-port", type=int, help="port of the Prometheus /metrics endpoint (default 9090; 0 disables)")
     run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -74,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = cfg.OperatorSettings.from_env(
-        namespaces=tuple(args.namespace) or None, all_namespaces=args.all_namespaces, liveness_endpoint=args.liveness)
+        namespaces=tuple(args.namespace) or None, all_namespaces=args.all_namespaces, liveness_endpoint=args.liveness,
+        metrics_port=args.metrics_port)
     if not settings.namespaces and not settings.all_namespaces:
         own = _own_namespace()
         if own is None:
             print("colonies-operator: say which namespace to serve (--namespace NS or --all-namespaces); "
                   "outside a pod there is no default", file=sys.stderr)
             return 2
-        settings = cfg.OperatorSettings.from_env(namespaces=(own,), liveness_endpoint=args.liveness)
+        settings = cfg.OperatorSettings.from_env(namespaces=(own,), liveness_endpoint=args.liveness,
+                                                 metrics_port=args.metrics_port)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
     asyncio.run(_run(settings, args.kubeconfig))

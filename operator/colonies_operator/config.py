@@ -36,6 +36,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()          # empty: the namespace the operator runs in
     all_namespaces: bool = False
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    metrics_port: int = 9090                 # /metrics; 0 turns it off
     standalone: bool = True                  # no kopf peering: one replica (Deployment strategy Recreate)
     # Defaults for what a ColonyExecutor leaves out, named as in ColonyOS' own tools.
     server_host: str = ""
@@ -50,6 +51,7 @@ class OperatorSettings:
             "namespaces": namespaces,
             "all_namespaces": _truthy(env.get("COLONIES_OPERATOR_ALL_NAMESPACES")),
             "liveness_endpoint": env.get("COLONIES_OPERATOR_LIVENESS", cls.liveness_endpoint),
+            "metrics_port": int(env.get("COLONIES_OPERATOR_METRICS_PORT") or cls.metrics_port),
             "server_host": env.get("COLONIES_SERVER_HOST", ""),
             "server_port": int(env.get("COLONIES_SERVER_PORT") or 50080),
             "server_tls": _truthy(env.get("COLONIES_TLS")),

@@ -7,12 +7,17 @@ side); the runtime's own label-selected watches do.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from colonies_operator import config as cfg
+from colonies_operator.metrics import Metrics
+from colonies_operator.runtime.executor import HEARTBEAT_SECONDS
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.resource import ExecutorResource, Shared
 
@@ -37,10 +42,42 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING  # kopf's own log lines as Events: only problems
     operator_settings: cfg.OperatorSettings = memo.get("operator_settings") or cfg.OperatorSettings.from_env()
     memo.shared = Shared(kube=await KubeApi.connect(memo.get("kubeconfig")), settings=operator_settings)
+    memo.background = [asyncio.create_task(memo.shared.metrics.measure_loop_lag(), name="loop-lag")]
+    if operator_settings.metrics_port:
+        memo.metrics_server = await serve_metrics(memo.shared.metrics, operator_settings.metrics_port)
+
+
+async def serve_metrics(metrics: Metrics, port: int) -> web.AppRunner:
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+@kopf.on.probe(id="executors")
+def executors_alive(memo: kopf.Memo, **_: Any) -> dict[str, float]:
+    """Seconds since each executor's assign loop last went round; a stuck loop fails liveness
+    (a loop wakes at least every HEARTBEAT_SECONDS / 2, even when full or paused)."""
+    shared: Shared = memo.shared
+    ages = {key: time.monotonic() - r.health.last_loop_time for key, r in shared.runtimes.items()
+            if r.health.last_loop_time}
+    stuck = [key for key, age in ages.items() if age > 2 * HEARTBEAT_SECONDS]
+    if stuck:
+        raise RuntimeError(f"assign loops stuck: {', '.join(stuck)}")
+    return {key: round(age, 1) for key, age in ages.items()}
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("background") or []:
+        task.cancel()
+    if memo.get("metrics_server") is not None:
+        await memo.metrics_server.cleanup()
     shared: Shared | None = memo.get("shared")
     if shared is not None:
         await shared.close()

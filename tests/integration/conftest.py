@@ -9,8 +9,6 @@ A failed session keeps the temporary run dir (its logs/ say what the components 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 from teststack import stack as teststack
 from teststack.state import StackState
+from tests.helpers import fresh_stack
 
 STACK_DIR_ENV = "COLONIES_OPERATOR_STACK_DIR"
 
@@ -39,17 +38,5 @@ def stack(request: pytest.FixtureRequest) -> Iterator[StackState]:
                         f"`python3 -m teststack start --run-dir {external}`")
         yield state
         return
-    run_dir = Path(tempfile.mkdtemp(prefix="colonies-it-"))
-    state = None
-    try:
-        state = teststack.start(run_dir)
+    with fresh_stack(request) as state:
         yield state
-    finally:
-        if state is not None:
-            teststack.stop(state)
-        else:
-            teststack.stop_run_dir(run_dir)
-        if request.session.testsfailed:
-            print(f"\nstack run dir kept for its logs: {run_dir / 'logs'}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)

@@ -8,6 +8,7 @@ import asyncio
 import os
 from datetime import datetime
 
+import httpx
 import pytest
 from kubernetes_asyncio import client, watch
 
@@ -26,8 +27,24 @@ async def job_of(ex, process_id: str):
     return None
 
 
-async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(executor_cr):
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text → {'name{labels}': value}."""
+    samples = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in samples.items() if k.split("{")[0] == name and all(w in k for w in wanted))
+
+
+async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(executor_cr, operator):
     ex = executor_cr
+    before = scrape(operator.metrics_url)
     process = await ex.submit(
         kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]},
         conditions={"cpu": "250m", "mem": "128Mi"},
@@ -43,6 +60,18 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     assert container.resources.requests == {"cpu": "250m", "memory": "128Mi"} == container.resources.limits
     assert job.spec.backoff_limit == 0
     assert job.metadata.annotations["colonyos.io/reported"] == "success"
+    after = scrape(operator.metrics_url)
+    for name, labels in [
+        ("colonies_operator_colonies_rpcs_total", {"method": "assignprocessmsg", "outcome": "ok"}),
+        ("colonies_operator_colonies_rpcs_total", {"method": "closesuccessfulmsg", "outcome": "ok"}),
+        ("colonies_operator_kube_requests_total", {"verb": "post", "resource": "jobs", "code": "201"}),
+        ("colonies_operator_processes_total", {"outcome": "succeeded"}),
+        ("colonies_operator_log_lines_shipped_total", {}),
+        ("colonies_operator_assign_roundtrip_seconds_count", {}),
+        ("colonies_operator_assigned_to_job_created_seconds_count", {}),
+    ]:
+        assert total(after, name, **labels) > total(before, name, **labels), (name, labels)
+    assert total(after, "colonies_operator_event_loop_lag_seconds_count") > 0
 
 
 async def test_many_log_lines_arrive_in_order_without_duplicates(executor_cr):

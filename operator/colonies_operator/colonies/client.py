@@ -21,6 +21,7 @@ import base64
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -119,6 +120,7 @@ class Connection:
             transport=transport,
         )
         self.requests = 0  # RPCs sent, retries included: tests and metrics read this
+        self.calls: Counter[tuple[str, str]] = Counter()  # (msgtype, outcome) per call, retries folded in
 
     def client(self, key: Key | str) -> ColoniesClient:
         return ColoniesClient(self, key if isinstance(key, Key) else Key(key))
@@ -141,6 +143,18 @@ class Connection:
     async def call(
         self, msgtype: str, fields: Mapping[str, Any], key: Key, *,
         idempotent: bool = True, read_timeout: float | None = None, retry: RetryPolicy | None = None,
+    ) -> Any:
+        try:
+            result = await self._call(msgtype, fields, key, idempotent, read_timeout, retry)
+        except errors.ColoniesError as exc:
+            self.calls[(msgtype, _OUTCOMES.get(type(exc), "error"))] += 1
+            raise
+        self.calls[(msgtype, "ok")] += 1
+        return result
+
+    async def _call(
+        self, msgtype: str, fields: Mapping[str, Any], key: Key, idempotent: bool,
+        read_timeout: float | None, retry: RetryPolicy | None,
     ) -> Any:
         body = envelope(msgtype, fields, key)
         policy = retry or self.retry
@@ -205,7 +219,9 @@ class Connection:
             raise errors.ColoniesUnreachable(self.address.ws_url, 1, 0.0, exc) from exc
 
 
-_ANONYMOUS = Key("01" * 32)  # signs the two payload types the server does not check
+_ANONYMOUS = Key("01" * 32)
+_OUTCOMES = {errors.NotFound: "not_found", errors.Forbidden: "forbidden", errors.BadRequest: "bad_request",
+             errors.ColoniesServerError: "server_error", errors.ColoniesUnreachable: "unreachable"}  # signs the two payload types the server does not check
 
 
 class ColoniesClient:

@@ -19,6 +19,7 @@ from colonies_operator.colonies.crypto import Key
 from colonies_operator.colonies.models import ExecutorState, Process, ProcessState
 from colonies_operator.config import ExecutorConfig
 from colonies_operator.jobs import builder, spec
+from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.capacity import Capacity, Resources
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.supervisor import (
@@ -52,8 +53,10 @@ class ExecutorRuntime:
     def __init__(
         self, config: ExecutorConfig, *, connection: Connection, colony_key: Key, executor_key: Key,
         kube: KubeApi, watch: JobWatch, on_change: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.owner = connection.client(colony_key)
         self.me: ColoniesClient = connection.client(executor_key)
         self.kube = kube
@@ -74,7 +77,7 @@ class ExecutorRuntime:
         return Context(colonies=self.me, kube=self.kube, watch=self.watch, capacity=self.capacity,
                        job_settings=self.job_settings, logs=self.config.logs,
                        pending_grace_seconds=self.config.pending_grace_seconds, stats=self.stats,
-                       on_change=self._changed)
+                       metrics=self.metrics, on_change=self._changed)
 
     def _changed(self) -> None:
         self.stats.in_flight = len(self._supervisors)
@@ -174,10 +177,13 @@ class ExecutorRuntime:
                 await self.admit(process)
 
     async def _assign(self, free: Resources) -> Process | None:
+        started = time.monotonic()
         process = await self.me.assign(
             self.config.colony_name, self.config.assign_timeout_seconds,
             available_cpu=f"{max(free.cpu_millis, 0)}m", available_mem=f"{max(free.memory_bytes, 0) // MIB}Mi")
         self.health.last_assign_time = time.time()
+        if process is not None:
+            self.metrics.assign_seconds.observe(time.monotonic() - started)
         if not self.health.colonies_ok:
             self.health.colonies_ok, self.health.problem = True, ""
             self._on_change()
@@ -208,6 +214,7 @@ class ExecutorRuntime:
 
     async def admit(self, process: Process) -> None:
         """Validate, reserve capacity (waiting for it if need be), and start a supervisor."""
+        assigned_at = time.monotonic()
         try:
             run = spec.parse_process(process, self.config.policy)
             request = request_of(builder.build_job(run, self.job_settings))
@@ -220,7 +227,7 @@ class ExecutorRuntime:
                 process, "invalid funcspec: conditions ask for more than this executor can ever run: " + ", ".join(over)))
             return
         await self.capacity.reserve(request)
-        supervisor = Supervisor(self._context(), process, run, request)
+        supervisor = Supervisor(self._context(), process, run, request, assigned_at)
         self._spawn(process.processid, supervisor.run())
 
     async def _reject(self, process: Process, message: str) -> End:

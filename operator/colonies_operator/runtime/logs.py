@@ -86,8 +86,10 @@ class LogShipper:
     def __init__(
         self, send: Callable[[str], Awaitable[None]], *, batch_bytes: int = 65536, flush_seconds: float = 1.0,
         max_bytes: int = 100 * 1024 * 1024, tail_lines: int = 20,
+        on_shipped: Callable[[int, int], None] = lambda lines, size: None,
     ) -> None:
         self._send = send
+        self._on_shipped = on_shipped
         self.batch_bytes = batch_bytes
         self.flush_seconds = flush_seconds
         self.max_bytes = max_bytes
@@ -136,6 +138,7 @@ class LogShipper:
                 self.sends += 1
                 self.shipped_lines += count
                 self.shipped_bytes += size
+                self._on_shipped(count, size)
 
     def _take(self) -> tuple[str, int, int]:
         taken: list[str] = []

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from colonies_operator import config as cfg
+from colonies_operator import metrics
+from colonies_operator.metrics import Metrics
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import Connection, ServerAddress
 from colonies_operator.colonies.crypto import Key
@@ -39,8 +42,35 @@ class Shared:
 
     kube: KubeApi
     settings: cfg.OperatorSettings
+    metrics: Metrics = field(default_factory=Metrics)
     connections: dict[ServerAddress, Connection] = field(default_factory=dict)
     watches: dict[str, JobWatch] = field(default_factory=dict)
+    runtimes: dict[str, ExecutorRuntime] = field(default_factory=dict)  # "namespace/name" → running runtime
+
+    def __post_init__(self) -> None:
+        self.metrics.add_source(self._collect)
+
+    def _collect(self) -> list[Any]:
+        kube = self.kube.counter.snapshot()
+        rpcs: Counter[tuple[str, str]] = Counter()
+        for connection in self.connections.values():
+            rpcs.update(connection.calls)
+        executors = {key: r.stats for key, r in self.runtimes.items()}
+        return [
+            metrics.counter("kube_requests_total", "Kubernetes API requests", ["verb", "resource", "code"],
+                            [((v, r, str(c)), n) for (v, r, c), n in kube.items()]),
+            metrics.counter("colonies_rpcs_total", "Colonies RPCs by method and outcome", ["method", "outcome"],
+                            rpcs.items()),
+            metrics.gauge("processes_in_flight", "Processes being run", ["executor"],
+                          [((k,), s.in_flight) for k, s in executors.items()]),
+            metrics.counter("processes_total", "Processes ended, by outcome", ["executor", "outcome"],
+                            [((k, o), getattr(s, o)) for k, s in executors.items()
+                             for o in ("succeeded", "failed", "fenced")]),
+            metrics.counter("log_lines_shipped_total", "Log lines sent to Colonies", [],
+                            [((), self.metrics.log_lines)]),
+            metrics.counter("log_bytes_shipped_total", "Log bytes sent to Colonies", [],
+                            [((), self.metrics.log_bytes)]),
+        ]
 
     def connection(self, address: ServerAddress) -> Connection:
         if address not in self.connections:
@@ -112,8 +142,9 @@ class ExecutorResource:
         """Run until stopped (True) or until the runtime must be rebuilt (False)."""
         runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
                                   executor_key=executor_key, kube=self.shared.kube,
-                                  watch=self.shared.watch(self.namespace))
+                                  watch=self.shared.watch(self.namespace), metrics=self.shared.metrics)
         self.runtime = runtime
+        self.shared.runtimes[f"{self.namespace}/{self.name}"] = runtime
         task = asyncio.create_task(runtime.run(), name=f"executor-{self.namespace}/{self.name}")
         registered = False
         try:
@@ -149,6 +180,7 @@ class ExecutorResource:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             self.runtime = None
+            self.shared.runtimes.pop(f"{self.namespace}/{self.name}", None)
 
     async def _remove(self, runtime: ExecutorRuntime, task: asyncio.Task[None]) -> None:
         task.cancel()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -21,6 +22,7 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
 from colonies_operator.colonies.models import Process
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
+from colonies_operator.metrics import Metrics
 from colonies_operator.runtime import logs
 from colonies_operator.runtime.capacity import Capacity, Resources
 from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
@@ -69,6 +71,7 @@ class Context:
     job_settings: builder.JobSettings
     logs: Any  # config.LogSettings
     pending_grace_seconds: float
+    metrics: Metrics = field(default_factory=Metrics)
     stats: ExecutorStats = field(default_factory=ExecutorStats)
     on_change: Callable[[], None] = lambda: None
 
@@ -88,8 +91,10 @@ async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
 
 
 class Supervisor:
-    def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources) -> None:
+    def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
+                 assigned_at: float | None = None) -> None:
         self.ctx = ctx
+        self.assigned_at = assigned_at  # monotonic time of the assign; None for an adopted Job
         self.process = process
         self.run_spec = run
         self.request = request
@@ -98,6 +103,7 @@ class Supervisor:
         self.shipper = logs.LogShipper(
             lambda text: ctx.colonies.add_log(process.processid, text),
             batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
+            on_shipped=ctx.metrics.shipped,
         )
         self._cursors: dict[tuple[str, str], logs.Cursor] = {}
         self._followers: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -180,6 +186,8 @@ class Supervisor:
         for attempt in range(6):
             try:
                 await self.ctx.kube.create_job(self.namespace, body)
+                if self.assigned_at is not None:
+                    self.ctx.metrics.job_created_seconds.observe(time.monotonic() - self.assigned_at)
                 return None
             except Conflict:
                 return None  # same deterministic name: created before (e.g. before a restart); adopt it
