@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=IntEnum)
 
 
 class ProcessState(IntEnum):
@@ -74,6 +76,13 @@ def _list(value: Any) -> list[Any]:
 
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _enum(kind: type[E], value: Any, default: E) -> E:
+    try:
+        return kind(_int(value))
+    except ValueError:
+        return default
 
 
 def _int(value: Any) -> int:
@@ -227,10 +236,7 @@ class Process:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Process:
-        try:
-            state = ProcessState(_int(d.get("state")))
-        except ValueError:
-            state = ProcessState.WAITING
+        state = _enum(ProcessState, d.get("state"), ProcessState.WAITING)
         return cls(
             processid=str(d.get("processid") or ""),
             state=state,
@@ -266,10 +272,7 @@ class Executor:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Executor:
-        try:
-            state = ExecutorState(_int(d.get("state")))
-        except ValueError:
-            state = ExecutorState.PENDING
+        state = _enum(ExecutorState, d.get("state"), ExecutorState.PENDING)
         return cls(
             executorid=str(d.get("executorid") or ""), executorname=str(d.get("executorname") or ""),
             executortype=str(d.get("executortype") or ""), colonyname=str(d.get("colonyname") or ""),
@@ -300,10 +303,7 @@ class ProcessGraph:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProcessGraph:
-        try:
-            state = ProcessState(_int(d.get("state")))
-        except ValueError:
-            state = ProcessState.WAITING
+        state = _enum(ProcessState, d.get("state"), ProcessState.WAITING)
         return cls(processgraphid=str(d.get("processgraphid") or ""),
                    processids=tuple(_list(d.get("processids"))),
                    rootprocessids=tuple(_list(d.get("rootprocessids"))), state=state)

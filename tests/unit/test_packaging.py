@@ -1,0 +1,254 @@
+"""The ways to install the operator agree with each other and with the code: the Helm chart
+renders and lints clean, its values schema rejects bad values with a clear message, its RBAC
+grants exactly what the operator uses (`checks.PERMISSIONS`), deploy/ holds the same objects
+as the chart's defaults, and every copy of the CRD and of the version is the same.
+
+helm and kubectl (for kustomize) come from the test stack's binary cache; nothing here needs
+a running cluster."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import colonies_operator
+from colonies_operator import checks, cli
+from teststack import versions
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "colonies-operator"
+DEPLOY = ROOT / "deploy"
+CRD = ROOT / "crds" / "colonyexecutor.yaml"
+KUBE_VERSION = versions.KUBERNETES.lstrip("v")
+HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
+
+
+def binary(name: str) -> Path:
+    path = versions.binary(name)
+    if not path.exists():
+        pytest.skip(f"{name} is not built yet: run `python3 -m teststack build`")
+    return path
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary("helm")), *args], capture_output=True, text=True, timeout=60)
+
+
+def render(*sets: str, namespace: str = "colonies-operator", hooks: bool = True) -> list[dict[str, Any]]:
+    """The chart's objects for release "colonies-operator" with these --set values."""
+    args = ["template", "colonies-operator", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
+    args += [] if hooks else ["--no-hooks"]
+    for value in sets:
+        args += ["--set", value]
+    result = helm(*args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_error(*sets: str) -> str:
+    args = ["template", "colonies-operator", str(CHART), "--kube-version", KUBE_VERSION]
+    for value in sets:
+        args += ["--set", value]
+    result = helm(*args)
+    assert result.returncode != 0, f"{sets} rendered, but should have been refused"
+    return result.stderr
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [deployment] = by_kind(objects, "Deployment")
+    [operator] = deployment["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def granted(rules: list[dict[str, Any]]) -> set[checks.Permission]:
+    permissions = set()
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                name, _, sub = resource.partition("/")
+                permissions |= {checks.Permission(verb, name, group, sub) for verb in rule["verbs"]}
+    return permissions
+
+
+# --- one source -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("copy", ["charts/colonies-operator/crds/colonyexecutor.yaml", "deploy/crds/colonyexecutor.yaml"])
+def test_every_copy_of_the_crd_is_the_top_level_crd_byte_for_byte(copy):
+    assert (ROOT / copy).read_bytes() == CRD.read_bytes(), f"{copy} drifted: cp {CRD.relative_to(ROOT)} {copy}"
+
+
+def test_the_chart_the_manifests_and_the_dockerfile_carry_the_package_version():
+    version = colonies_operator.__version__
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert re.search(rf"^ARG VERSION={re.escape(version)}$", (ROOT / "Dockerfile").read_text(), re.M)
+    deployment = yaml.safe_load((DEPLOY / "deployment.yaml").read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{version}")
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == version
+
+
+def test_deploy_holds_the_same_objects_as_the_charts_defaults():
+    rendered = subprocess.run([str(binary("kubectl")), "kustomize", str(DEPLOY)], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+    manifests = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(rendered) if o}
+    assert manifests.pop(("Namespace", "colonies-operator"))
+    assert manifests.pop(("CustomResourceDefinition", "colonyexecutors.colonyos.io")) == yaml.safe_load(CRD.read_text())
+    chart = {(o["kind"], o["metadata"]["name"]): o for o in render(hooks=False)}
+    for obj in chart.values():
+        for label in HELM_ONLY_LABELS:
+            obj["metadata"]["labels"].pop(label)
+    assert sorted(manifests) == sorted(chart)
+    for key, obj in chart.items():
+        assert manifests[key] == obj, f"deploy/ and the chart differ in {key}"
+
+
+# --- the chart ------------------------------------------------------------------------------
+
+def test_helm_lint_is_clean():
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_the_default_chart_renders_a_restricted_single_replica_deployment_with_probes_and_no_keys():
+    objects = render("colonies.host=colonies.example.com", "colonies.colonyName=dev")
+    assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Pod"}
+    [deployment] = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    operator = container(objects)
+    assert operator["securityContext"]["allowPrivilegeEscalation"] is False
+    assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+    assert operator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"health": 8080, "metrics": 9090}
+    assert operator["resources"]["requests"] and operator["resources"]["limits"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in operator["env"]}
+    assert env == {"COLONIES_SERVER_HOST": "colonies.example.com", "COLONIES_SERVER_PORT": "50080",
+                   "COLONIES_TLS": "false", "COLONIES_COLONY_NAME": "dev",
+                   "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    [service] = by_kind(objects, "Service")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"health": 8080, "metrics": 9090}
+
+
+def test_the_deployments_arguments_are_ones_the_cli_accepts():
+    for sets in ((), ("rbac.clusterWide=true", "metrics.port=9191", "logLevel=DEBUG")):
+        args = cli._parser().parse_args(container(render(*sets))["args"])
+        assert args.command == "run"
+        assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.all_namespaces is True and args.metrics_port == 9191 and args.log_level == "DEBUG"
+
+
+def test_the_role_grants_exactly_the_permissions_the_operator_uses():
+    objects = render()
+    [role] = by_kind(objects, "Role")
+    assert granted(role["rules"]) == set(checks.PERMISSIONS)
+    [binding] = by_kind(objects, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "colonies-operator"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "colonies-operator",
+                                    "namespace": "colonies-operator"}]
+    secrets = {p.verb for p in granted(role["rules"]) if p.resource == "secrets"}
+    assert secrets == {"get", "create"}  # never list or watch: the operator cannot enumerate Secrets
+
+
+def test_cluster_wide_rbac_is_a_cluster_role_and_the_operator_serves_all_namespaces():
+    objects = render("rbac.clusterWide=true")
+    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+    [role], [binding] = by_kind(objects, "ClusterRole"), by_kind(objects, "ClusterRoleBinding")
+    assert granted(role["rules"]) == set(checks.PERMISSIONS)
+    assert binding["subjects"][0]["namespace"] == "colonies-operator"
+    assert "--all-namespaces" in container(objects)["args"]
+
+
+def test_watch_namespaces_get_a_role_each_and_reach_the_operator_as_its_namespaces():
+    objects = render("watchNamespaces={team-a,team-b}")
+    assert sorted(o["metadata"]["namespace"] for o in by_kind(objects, "Role")) == ["team-a", "team-b"]
+    bindings = by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert all(b["subjects"][0]["namespace"] == "colonies-operator" for b in bindings)
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["COLONIES_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_the_service_monitor_is_off_by_default_and_scrapes_the_metrics_port_when_on():
+    assert not by_kind(render(), "ServiceMonitor")
+    [monitor] = by_kind(render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"),
+                        "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+def test_the_helm_test_pod_asks_the_health_endpoint_through_the_service_and_is_not_behind_it():
+    objects = render()
+    [pod] = by_kind(objects, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [test] = pod["spec"]["containers"]
+    assert test["image"] == "busybox:1.36"
+    assert test["command"][0] == "wget"
+    assert test["command"][-1] == "http://colonies-operator.colonies-operator.svc:8080/healthz"
+    [service] = by_kind(objects, "Service")
+    selector = service["spec"]["selector"].items()
+    assert not selector <= pod["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("replicaCount=two", "at '/replicaCount': got string, want integer"),
+    ("replicaCount=2", "at '/replicaCount': maximum: got 2, want 1"),
+    ("replicaCont=1", "additional properties 'replicaCont' not allowed"),
+    ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+    ("colonies.port=http", "at '/colonies/port': got string, want integer"),
+    ("colonies.tls=maybe", "at '/colonies/tls': got string, want boolean"),
+    ("logLevel=TRACE", "at '/logLevel': value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'"),
+    ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+])
+def test_the_values_schema_rejects_bad_values_naming_the_value(value, message):
+    error = render_error(value)
+    assert "values don't meet the specifications of the schema" in error
+    assert message in error
+
+
+def test_cluster_wide_rbac_and_watch_namespaces_together_are_refused_with_a_reason():
+    error = render_error("rbac.clusterWide=true", "watchNamespaces={a}")
+    assert "set either rbac.clusterWide (every namespace) or watchNamespaces (these namespaces), not both" in error
+
+
+def test_every_value_in_values_yaml_is_documented():
+    """Each key has a comment right above it, or follows a documented sibling (a comment may
+    document a group of keys); the resource quantities under `resources` explain themselves."""
+    documented: dict[int, bool] = {}  # indent → whether the last key at that indent was documented
+    previous = ""
+    undocumented = []
+    in_resources = False
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        key = re.match(r"^( *)([A-Za-z][\w.-]*):", line)
+        if key:
+            indent = len(key.group(1))
+            in_resources = (indent > 0 and in_resources) or key.group(2) == "resources" and indent == 0
+            ok = previous.lstrip().startswith("#") or (
+                bool(re.match(rf"^ {{{indent}}}[A-Za-z]", previous)) and documented.get(indent, False))
+            documented[indent] = ok
+            if not ok and not (in_resources and indent > 0):
+                undocumented.append(key.group(2))
+        if line.strip():
+            previous = line
+    assert undocumented == []
+
+
+def test_the_schema_rejects_unknown_keys_at_the_top_level():
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
