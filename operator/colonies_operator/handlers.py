@@ -33,14 +33,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="colonyos.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="colonyos.io", key="last-handled-configuration")
-    # Namespaced RBAC cannot list namespaces or CRDs cluster-wide.
-    settings.scanning.disabled = True
+    operator_settings: cfg.OperatorSettings = memo.get("operator_settings") or cfg.OperatorSettings.from_env()
+    # Namespaced RBAC cannot list namespaces or CRDs cluster-wide; only namespace patterns
+    # ("team-*") need that scan, and they come with a ClusterRole.
+    settings.scanning.disabled = not any(c in ns for ns in operator_settings.namespaces for c in "*?[!")
     # Watch streams can go quiet without closing (nolar/kopf#585): renew them regularly.
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.WARNING  # kopf's own log lines as Events: only problems
-    operator_settings: cfg.OperatorSettings = memo.get("operator_settings") or cfg.OperatorSettings.from_env()
     memo.shared = Shared(kube=await KubeApi.connect(memo.get("kubeconfig")), settings=operator_settings)
     memo.background = [asyncio.create_task(memo.shared.metrics.measure_loop_lag(), name="loop-lag")]
     if operator_settings.metrics_port:

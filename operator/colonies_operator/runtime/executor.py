@@ -21,6 +21,7 @@ from colonies_operator.config import ExecutorConfig
 from colonies_operator.jobs import builder, spec
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.fencing import Attempt, Fencing
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.supervisor import (
     REPORTED_ANNOTATION, Context, End, ExecutorStats, Supervisor, report,
@@ -67,6 +68,7 @@ class ExecutorRuntime:
         self._on_change = on_change
         self._config_changed = asyncio.Event()
         self._supervisors: dict[str, asyncio.Task[End]] = {}
+        self._running: dict[str, Supervisor] = {}  # process id → its supervisor (not rejects)
         self.job_settings = config.job_settings(self.me.id)
 
     @property
@@ -131,12 +133,16 @@ class ExecutorRuntime:
     async def run(self) -> None:
         """Register, adopt, then assign until cancelled. Supervisors outlive nothing: they are
         cancelled with the runtime, and their Jobs wait for adoption by the next run."""
+        fencing: asyncio.Task[None] | None = None
         try:
             await self.register()
             await self.watch.start()
+            fencing = asyncio.create_task(self.fencing().run(), name=f"fencing-{self.config.executor_name}")
             await self.adopt()
             await self._assign_loop()
         finally:
+            if fencing is not None:
+                fencing.cancel()
             tasks = list(self._supervisors.values())
             for task in tasks:
                 task.cancel()
@@ -210,11 +216,26 @@ class ExecutorRuntime:
         if changed:
             self._on_change()
 
+    # --- fencing -----------------------------------------------------------------------------
+
+    def fencing(self) -> Fencing:
+        return Fencing(self.me, self.config.colony_name, self.config.executor_type, self.in_flight, self.fence)
+
+    def in_flight(self) -> dict[str, Attempt]:
+        return {pid: Attempt(s.process.retries, s.process.starttime) for pid, s in self._running.items()}
+
+    def fence(self, process_id: str, reason: str) -> None:
+        supervisor = self._running.get(process_id)
+        if supervisor is not None:
+            log.info("process %s: %s; stopping its Job", process_id[:12], reason)
+            supervisor.fence(reason)
+
     # --- admitting a process -----------------------------------------------------------------
 
     async def admit(self, process: Process) -> None:
         """Validate, reserve capacity (waiting for it if need be), and start a supervisor."""
         assigned_at = time.monotonic()
+        await self._retire_previous_attempt(process)
         try:
             run = spec.parse_process(process, self.config.policy)
             request = request_of(builder.build_job(run, self.job_settings))
@@ -227,8 +248,23 @@ class ExecutorRuntime:
                 process, "invalid funcspec: conditions ask for more than this executor can ever run: " + ", ".join(over)))
             return
         await self.capacity.reserve(request)
-        supervisor = Supervisor(self._context(), process, run, request, assigned_at)
-        self._spawn(process.processid, supervisor.run())
+        self._supervise(Supervisor(self._context(), process, run, request, assigned_at))
+
+    async def _retire_previous_attempt(self, process: Process) -> None:
+        """Colonies gave us a process we still run an older attempt of: that attempt was
+        unassigned. Stop it (delete its Job) before the new one starts: never two at once."""
+        old = self._running.get(process.processid)
+        task = self._supervisors.get(process.processid)
+        if old is not None and task is not None:
+            old.fence(f"re-assigned as attempt {process.retries}")
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _supervise(self, supervisor: Supervisor) -> None:
+        pid = supervisor.pid
+        self._running[pid] = supervisor
+        self._spawn(pid, supervisor.run())
+        self._supervisors[pid].add_done_callback(
+            lambda _: self._running.pop(pid, None) if self._running.get(pid) is supervisor else None)
 
     async def _reject(self, process: Process, message: str) -> End:
         log.info("process %s rejected: %s", process.processid[:12], message)
@@ -256,7 +292,9 @@ class ExecutorRuntime:
     # --- adoption ----------------------------------------------------------------------------
 
     async def adopt(self) -> None:
-        """Take back this executor's unreported Jobs (from the watch's initial LIST)."""
+        """Take back this executor's unreported Jobs (from the watch's initial LIST): supervise
+        the ones whose attempt is still ours; mark the ones closed before a crash as reported
+        (never report twice); delete the ones that stopped being ours."""
         label = builder.label_value(self.config.executor_name)
         for job in self.watch.jobs_of_executor(label):
             meta = job.get("metadata", {})
@@ -264,22 +302,33 @@ class ExecutorRuntime:
             pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
             if not pid or annotations.get(REPORTED_ANNOTATION) or pid in self._supervisors:
                 continue
+            attempt = int((meta.get("labels") or {}).get(builder.ATTEMPT_LABEL) or 0)
             try:
                 process = await self.me.get_process(pid)
             except errors.NotFound:
                 await self.kube.delete_job(self.config.namespace, meta["name"])
                 continue
-            if process.state is not ProcessState.RUNNING or process.assignedexecutorid != self.me.id:
+            mine = process.assignedexecutorid == self.me.id and process.retries == attempt
+            if process.state is ProcessState.RUNNING and mine:
+                await self._adopt(process, job)
+            elif process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and process.assignedexecutorid == self.me.id:
+                outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
+                await self.kube.annotate_job(self.config.namespace, meta["name"], {REPORTED_ANNOTATION: outcome})
+            else:
                 log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
                 await self.kube.delete_job(self.config.namespace, meta["name"])
-                continue
-            try:
-                run = spec.parse_process(process, self.config.policy)
-            except spec.SpecError:
-                continue
-            request = request_of(job)
-            self.capacity.used = self.capacity.used + request  # already running: admitted over budget if need be
-            self._spawn(pid, Supervisor(self._context(), process, run, request).run())
+
+    async def _adopt(self, process: Process, job: dict) -> None:
+        try:
+            run = spec.parse_process(process, self.config.policy)
+        except spec.SpecError as exc:
+            self._spawn(process.processid, self._reject(process, str(exc)))
+            return
+        request = request_of(job)
+        self.capacity.used = self.capacity.used + request  # already running: held even over budget
+        supervisor = Supervisor(self._context(), process, run, request)
+        supervisor.resume = True
+        self._supervise(supervisor)
 
     async def stop_and_fail_in_flight(self, reason: str) -> None:
         """The resource is being deleted: fail what runs (the executor is about to vanish,

@@ -22,6 +22,7 @@ from colonies_operator.runtime.kube import KubeApi
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces of this size
+TRUNCATION_MARK = "[colonies-operator: log truncated"
 
 
 def timestamp_nanos(stamp: str) -> int:
@@ -54,6 +55,7 @@ class Cursor:
 
     timestamp: int = -1
     count_at_timestamp: int = 0
+    skip: int = 0  # after adoption: lines (pieces) Colonies already holds from the stream's start
 
     def stream(self) -> CursorStream:
         return CursorStream(self)
@@ -113,13 +115,18 @@ class LogShipper:
         size = len(line.encode())
         if self.max_bytes and self._accepted_bytes + size > self.max_bytes:
             self.truncated = True
-            line = f"[colonies-operator: log truncated after {self._accepted_bytes} bytes (limit {self.max_bytes})]\n"
+            line = f"{TRUNCATION_MARK} after {self._accepted_bytes} bytes (limit {self.max_bytes})]\n"
             size = len(line.encode())
         self._accepted_bytes += size
         self._pending.append((line, size))
         self._pending_bytes += size
         if self._pending_bytes >= self.batch_bytes:
             self._wake.set()
+
+    def resume(self, shipped_bytes: int, truncated: bool) -> None:
+        """Continue counting toward the cap from what an earlier run shipped."""
+        self._accepted_bytes = shipped_bytes
+        self.truncated = truncated
 
     async def flush(self) -> None:
         """Send everything queued. Forbidden propagates (the process is no longer ours);
@@ -183,5 +190,26 @@ async def ship_container_log(
         stamp, text = parse_line(raw)
         if stamp >= 0:
             accepted = stream.accept(stamp)
-        if accepted:  # a piece of a long line follows its head's fate
-            shipper.add(prefix + text)
+        if not accepted:  # a piece of a long line follows its head's fate
+            continue
+        if cursor.skip:
+            cursor.skip -= 1  # shipped before the operator restarted
+            continue
+        shipper.add(prefix + text)
+
+
+def shipped_so_far(messages: list[str], prefixes: list[str]) -> tuple[dict[str, int], int, bool]:
+    """What Colonies already holds of a process's log: lines per container prefix (all lines
+    under "" when there is one container), total bytes, and whether it was truncated."""
+    counts = dict.fromkeys(prefixes, 0)
+    text = "".join(messages)
+    truncated = False
+    for line in text.splitlines():
+        if line.startswith(TRUNCATION_MARK):
+            truncated = True
+            continue
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                counts[prefix] += 1
+                break
+    return counts, len(text.encode()), truncated

@@ -37,6 +37,10 @@ DRAIN_PATIENCE = 60.0   # how long reading the end of a finished container's log
 SETTLE_SECONDS = 10.0   # how long a finished Job waits for its pods' final status to arrive
 
 
+class Fenced(Exception):
+    """The process stopped being ours (cancelled, unassigned, re-assigned)."""
+
+
 class End(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -105,6 +109,11 @@ class Supervisor:
             batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
             on_shipped=ctx.metrics.shipped,
         )
+        self.resume = False          # adopted after a restart: skip what Colonies already holds
+        self._resume_counts: dict[str, int] | None = None
+        self._fenced: str | None = None
+        self._closing = False
+        self._event: asyncio.Event | None = None
         self._cursors: dict[tuple[str, str], logs.Cursor] = {}
         self._followers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._drained: set[tuple[str, str]] = set()
@@ -113,15 +122,24 @@ class Supervisor:
     def pid(self) -> str:
         return self.process.processid
 
+    def fence(self, reason: str) -> None:
+        """The process is no longer ours: stop, delete the Job, report nothing. Ignored once
+        the end is being reported (our own close makes the process look "closed")."""
+        if self._closing or self._fenced:
+            return
+        self._fenced = reason
+        if self._event is not None:
+            self._event.set()
+
     async def run(self) -> End:
         """Supervise to the end. The capacity `request` was reserved by the caller; it is released here."""
-        event = self.ctx.watch.subscribe(self.job_name)
+        event = self._event = self.ctx.watch.subscribe(self.job_name)
         shipping = asyncio.create_task(self.shipper.run(), name=f"logs-{self.job_name}")
         end = End.STOPPED
         try:
             end = await self._supervise(event, shipping)
             return end
-        except errors.Forbidden as exc:
+        except (errors.Forbidden, Fenced) as exc:
             log.info("process %s is no longer ours (%s); deleting its Job", self.pid[:12], exc)
             await self._delete_job()
             end = End.FENCED
@@ -136,6 +154,8 @@ class Supervisor:
             self.ctx.on_change()
 
     async def _supervise(self, event: asyncio.Event, shipping: asyncio.Task[None]) -> End:
+        if self.resume:
+            await self._load_resume_point()
         created = await self._create_job()
         if created is not None:
             return created
@@ -143,6 +163,8 @@ class Supervisor:
         settle_by: float | None = None
         while True:
             event.clear()
+            if self._fenced:
+                raise Fenced(self._fenced)
             if shipping.done() and shipping.exception() is not None:
                 raise shipping.exception()  # type: ignore[misc]
             job, pods = self.ctx.watch.state(self.job_name)
@@ -216,6 +238,16 @@ class Supervisor:
 
     # --- logs ------------------------------------------------------------------------------
 
+    async def _load_resume_point(self) -> None:
+        """After a restart, Colonies is the record of what was shipped: count its lines per
+        container, so the follower skips exactly those and nothing is lost or sent twice."""
+        _, pods = self.ctx.watch.state(self.job_name)  # listed before adoption; no pods: nothing to follow
+        prefixes = [prefix for _, _, prefix in self._containers(pods)]
+        entries = await self.ctx.colonies.get_all_logs(self.ctx.job_settings.colony_name, self.pid)
+        counts, size, truncated = logs.shipped_so_far([e.message for e in entries], prefixes)
+        self._resume_counts = counts
+        self.shipper.resume(size, truncated)
+
     def _containers(self, pods: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
         """(pod, container, line prefix) for every container of every pod, in index order."""
         out = []
@@ -235,7 +267,10 @@ class Supervisor:
             if phase not in ("Running", *TERMINAL_PHASES):
                 continue
             key = (pod["metadata"]["name"], container)
-            cursor = self._cursors.setdefault(key, logs.Cursor())
+            cursor = self._cursors.get(key)
+            if cursor is None:
+                skip = self._resume_counts.get(prefix, 0) if self._resume_counts else 0
+                cursor = self._cursors[key] = logs.Cursor(skip=skip)
             task = self._followers.get(key)
             if phase == "Running":
                 if task is None:
@@ -286,12 +321,13 @@ class Supervisor:
         self._follow_logs(pods)  # turns every follower of a terminal pod into a drain
         pending = [t for k, t in self._followers.items() if k in self._drained]
         await asyncio.gather(*pending, return_exceptions=True)
-        await self.shipper.flush()
+        await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
 
     # --- the end ---------------------------------------------------------------------------
 
     async def _succeed(self, pods: list[dict[str, Any]]) -> End:
         await self._finish_logs(pods)
+        self._closing = True
         output = diagnosis.termination_output(pods)
         await report(lambda: self.ctx.colonies.close_successful(self.pid, output), f"closing {self.pid[:12]}")
         await self._mark_reported("success")
@@ -302,7 +338,8 @@ class Supervisor:
         if pods:
             await self._finish_logs(pods)
         else:
-            await self.shipper.flush()
+            await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
+        self._closing = True
         message = found if isinstance(found, str) else found.error_message(list(self.shipper.tail))
         try:
             await report(lambda: self.ctx.colonies.close_failed(self.pid, [message]), f"failing {self.pid[:12]}")
