@@ -14,6 +14,7 @@ What a container "prints", first match wins:
   (statements split on `;`, `&&`, `||`, `|`, newlines; shell quoting honoured; anything that is
   not echo, or echo redirected to a file, prints nothing);
 - command `echo a b`: `a b`.
+Then env `KWOK_LOG_LONG_LINE=N` adds one line of N `x` characters (a huge single line).
 Timestamps start at the moment the pod is seen and grow by 1 ms per line.
 
 Run as `python3 -m teststack.podlogs --api ... --ca ... --cert ... --key ... --out DIR`.
@@ -91,6 +92,14 @@ def _echo(words: list[str]) -> str | None:
 
 
 def container_output(container: dict) -> list[str]:
+    lines = _printed(container)
+    long_line = _env(container).get("KWOK_LOG_LONG_LINE", "").strip()
+    if long_line.isdigit():
+        lines.append("x" * int(long_line))
+    return lines
+
+
+def _printed(container: dict) -> list[str]:
     env = _env(container)
     if "KWOK_LOG" in env:
         text = env["KWOK_LOG"].replace("\\n", "\n")
