@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     for command in (run, check):
         command.add_argument("-n", "--namespace", action="append", default=[],
                              help="serve ColonyExecutors in this namespace (repeatable; env "
-                                  "COLONIES_OPERATOR_NAMESPACES, comma-separated; default: the operator's own namespace)")
+                                  "COLONIES_OPERATOR_NAMESPACES, comma-separated; default: the operator's own "
+                                  "namespace)")
         command.add_argument("-A", "--all-namespaces", action="store_true", default=None,
                              help="serve every namespace (needs a ClusterRole)")
         command.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")

@@ -7,9 +7,7 @@ disturbs no other test.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from tests.helpers import wait_for
+from tests.helpers import fresh_stack, wait_for
 from teststack import colonies_server, kube
 from teststack import stack as teststack
 from teststack.state import StackState
@@ -27,18 +25,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def own_stack() -> Iterator[StackState]:
-    run_dir = Path(tempfile.mkdtemp(prefix="colonies-it-restart-"))
-    state = None
-    try:
-        state = teststack.start(run_dir)
+def own_stack(request: pytest.FixtureRequest) -> Iterator[StackState]:
+    with fresh_stack(request) as state:
         yield state
-    finally:
-        if state is not None:
-            teststack.stop(state)
-        else:
-            teststack.stop_run_dir(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 async def run_a_job(state: StackState, ns: str) -> str:

@@ -81,7 +81,8 @@ def granted(rules: list[dict[str, Any]]) -> set[checks.Permission]:
 
 # --- one source -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("copy", ["charts/colonies-operator/crds/colonyexecutor.yaml", "deploy/crds/colonyexecutor.yaml"])
+@pytest.mark.parametrize("copy", ["charts/colonies-operator/crds/colonyexecutor.yaml",
+                                  "deploy/crds/colonyexecutor.yaml"])
 def test_every_copy_of_the_crd_is_the_top_level_crd_byte_for_byte(copy):
     assert (ROOT / copy).read_bytes() == CRD.read_bytes(), f"{copy} drifted: cp {CRD.relative_to(ROOT)} {copy}"
 
