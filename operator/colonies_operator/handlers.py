@@ -86,8 +86,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 # On deletion or shutdown the daemon is asked to stop and gets `cancellation_backoff` seconds
-# (kopf holds the finalizer that long even when the daemon ends at once, nolar/kopf#797)
-# to do so cleanly (fail in-flight processes, unregister) before kopf cancels it.
+# to do so cleanly (fail in-flight processes, unregister) before kopf cancels it. Kept short:
+# kopf holds the finalizer that long even when the daemon ends at once (nolar/kopf#797).
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10, cancellation_timeout=20)
 async def colonyexecutor_daemon(
     name: str, namespace: str, uid: str, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,

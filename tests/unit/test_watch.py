@@ -1,0 +1,97 @@
+"""The shared Job/Pod watch keeps its cache right across expiry and dropped streams."""
+
+import asyncio
+
+from colonies_operator.runtime.kube import Gone
+from colonies_operator.runtime.watch import JobWatch
+
+
+def job(name, rv, done=False):
+    conditions = [{"type": "Complete", "status": "True"}] if done else []
+    return {"metadata": {"name": name, "resourceVersion": rv, "labels": {}}, "status": {"conditions": conditions}}
+
+
+def pod(name, job_name, phase):
+    return {"metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job_name}},
+            "status": {"phase": phase}}
+
+
+class FakeKube:
+    """Lists answer from `self.jobs`/`self.pods`; each watch call plays the next script."""
+
+    def __init__(self):
+        self.jobs = [job("a", "1")]
+        self.pods = [pod("a-x", "a", "Running")]
+        self.scripts = {"Job": [], "Pod": []}
+        self.lists = {"Job": 0, "Pod": 0}
+        self.go = asyncio.Event()  # scripted events wait for this
+
+    async def list_jobs(self, namespace, selector):
+        self.lists["Job"] += 1
+        return {"metadata": {"resourceVersion": "10"}, "items": list(self.jobs)}
+
+    async def list_pods(self, namespace, selector):
+        self.lists["Pod"] += 1
+        return {"metadata": {"resourceVersion": "10"}, "items": list(self.pods)}
+
+    async def watch(self, kind, namespace, selector, resource_version, *, timeout_seconds):
+        script = self.scripts[kind].pop(0) if self.scripts[kind] else "hang"
+        if script == "hang":
+            await asyncio.Event().wait()
+        await self.go.wait()
+        for item in script:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+async def test_a_terminal_event_lost_in_a_410_gap_is_seen_after_the_relist():
+    kube = FakeKube()
+    kube.scripts["Job"] = [[Gone(410, "Expired", "too old")]]
+    watch = JobWatch(kube, "ns")
+    woken = watch.subscribe("a")
+    await asyncio.wait_for(watch.start(), 1)
+    woken.clear()
+    kube.jobs = [job("a", "20", done=True)]  # what happened while the watch was gone
+    kube.go.set()
+    for _ in range(100):
+        if kube.lists["Job"] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.lists["Job"] >= 2
+    assert woken.is_set()
+    assert watch.state("a")[0]["status"]["conditions"][0]["type"] == "Complete"
+    await watch.stop()
+
+
+async def test_events_update_the_cache_and_wake_only_that_jobs_supervisor():
+    kube = FakeKube()
+    kube.jobs = [job("a", "1"), job("b", "1")]
+    kube.scripts["Pod"] = [[{"type": "MODIFIED", "object": pod("a-x", "a", "Succeeded")},
+                            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}}]]
+    watch = JobWatch(kube, "ns")
+    a, b = watch.subscribe("a"), watch.subscribe("b")
+    await asyncio.wait_for(watch.start(), 1)
+    a.clear(), b.clear()
+    kube.go.set()
+    for _ in range(100):
+        if watch.state("a")[1][0]["status"]["phase"] == "Succeeded":
+            break
+        await asyncio.sleep(0.01)
+    assert watch.state("a")[1][0]["status"]["phase"] == "Succeeded"
+    assert a.is_set() and not b.is_set()
+    await watch.stop()
+
+
+async def test_a_dropped_stream_lists_again_instead_of_dying():
+    kube = FakeKube()
+    kube.scripts["Job"] = [[ConnectionResetError("apiserver restarted")]]
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    kube.go.set()
+    for _ in range(200):
+        if kube.lists["Job"] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.lists["Job"] >= 2
+    await watch.stop()
