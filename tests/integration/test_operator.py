@@ -116,6 +116,11 @@ async def test_a_nonzero_exit_fails_with_the_exit_code_and_the_last_log_lines(ex
     assert done.state is ProcessState.FAILED
     assert done.errors[0].startswith("ExitCode(3)")
     assert "boom: disk full" in done.errors[0]
+    job = await job_of(executor_cr, process.processid)
+    events = [e for e in await executor_cr.events()
+              if e.involved_object.name == job.metadata.name and e.source.component == "colonies-operator"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", "ExitCode")]
+    assert events[0].message.startswith("ExitCode(3)")
     assert await executor_cr.log_lines(process.processid) == ["starting", "working", "boom: disk full"]
 
 

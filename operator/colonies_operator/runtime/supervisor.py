@@ -141,6 +141,8 @@ class Supervisor:
             return end
         except (errors.Forbidden, Fenced) as exc:
             log.info("process %s is no longer ours (%s); deleting its Job", self.pid[:12], exc)
+            await self._job_event("Normal", "Fenced", f"process {self.pid} is no longer this executor's ({exc}); "
+                                                      "deleting the Job, reporting nothing")
             await self._delete_job()
             end = End.FENCED
             return end
@@ -229,6 +231,22 @@ class Supervisor:
             await self.ctx.kube.delete_job(self.namespace, self.job_name)
         except KubeError as exc:
             log.warning("deleting Job %s failed: %s", self.job_name, exc)
+
+    async def _job_event(self, type_: str, reason: str, message: str) -> None:
+        """An Event on the Job, for `kubectl describe job`; best effort."""
+        job, _ = self.ctx.watch.state(self.job_name)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event", "type": type_, "reason": reason, "message": message[:1024],
+            "metadata": {"name": f"{self.job_name}.{time.time_ns():x}", "namespace": self.namespace},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": self.job_name,
+                               "namespace": self.namespace, "uid": ((job or {}).get("metadata") or {}).get("uid", "")},
+            "source": {"component": "colonies-operator"}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            await self.ctx.kube.post_event(self.namespace, event)
+        except Exception as exc:
+            log.info("Event on Job %s not posted: %s", self.job_name, exc)
 
     async def _mark_reported(self, how: str) -> None:
         try:
@@ -346,6 +364,8 @@ class Supervisor:
         except errors.BadRequest:
             raise errors.Forbidden(400, "the process was closed or cancelled elsewhere", "closefailedmsg") from None
         if job_exists:
+            reason = "Failed" if isinstance(found, str) else found.reason.value
+            await self._job_event("Warning", reason, message.split("\n", 1)[0])
             if job_finished:
                 await self._mark_reported("failed")
             else:
