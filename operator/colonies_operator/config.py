@@ -156,7 +156,6 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
     verify: bool | str = not server.get("insecureSkipVerify", False)
     capacity = spec.get("capacity") or {}
     limits = spec.get("limits") or {}
-    defaults = spec.get("defaults") or {}
     gpu = spec.get("gpu") or {}
     template = spec.get("jobTemplate") or {}
     logs = spec.get("logs") or {}

@@ -196,30 +196,27 @@ async def test_sigkill_with_jobs_running_then_restart_reports_each_once_with_exa
           f"(including the operator's start); {count * lines} log lines compared")
 
 
-async def test_a_colonies_server_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
-    ex = await executor_in(own, rs_namespace, own_stack, logs={"flushSeconds": 0.5})
-    processes = [await ex.submit(env={"KWOK_RUN_FOR": "6s", "KWOK_LOG_LINES": "100"}) for _ in range(5)]
+async def run_through_a_restart(own, stack, namespace: str, restart, run_for: str, lines: int) -> None:
+    """Five processes running while `restart(stack)` happens, and one submitted right after:
+    every one ends SUCCESS, and each log holds each line exactly once."""
+    ex = await executor_in(own, namespace, stack, logs={"flushSeconds": 0.5})
+    processes = [await ex.submit(env={"KWOK_RUN_FOR": run_for, "KWOK_LOG_LINES": str(lines)}) for _ in range(5)]
     await wait_for(lambda: pod_running(ex, processes[-1].processid), 60, "the pods to run")
-    colonies_server.restart_colonies(own_stack)
-    later = await ex.submit(env={"KWOK_LOG_LINES": "10"})
-    for process in [*processes, later]:
-        done = await ex.final(process.processid, timeout=120)
-        assert done.state is ProcessState.SUCCESS, done.errors
-    for process in processes:
-        assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, 101)]
-
-
-async def test_an_apiserver_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
-    ex = await executor_in(own, rs_namespace, own_stack, logs={"flushSeconds": 0.5})
-    processes = [await ex.submit(env={"KWOK_RUN_FOR": "8s", "KWOK_LOG_LINES": "50"}) for _ in range(5)]
-    await wait_for(lambda: pod_running(ex, processes[-1].processid), 60, "the pods to run")
-    stack_kube.restart_apiserver(own_stack)
+    restart(stack)
     later = await ex.submit(env={"KWOK_LOG_LINES": "10"})
     for process in [*processes, later]:
         done = await ex.final(process.processid, timeout=180)
         assert done.state is ProcessState.SUCCESS, done.errors
     for process in processes:
-        assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, 51)]
+        assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, lines + 1)]
+
+
+async def test_a_colonies_server_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
+    await run_through_a_restart(own, own_stack, rs_namespace, colonies_server.restart_colonies, "6s", 100)
+
+
+async def test_an_apiserver_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
+    await run_through_a_restart(own, own_stack, rs_namespace, stack_kube.restart_apiserver, "8s", 50)
 
 
 async def test_a_huge_log_and_a_5mb_line_are_capped_with_a_visible_line_and_memory_stays_bounded(

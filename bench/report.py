@@ -1,0 +1,198 @@
+"""The terminal table and the PNG plot of one benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if unit == "ms":
+            return f"{v * 1000:.0f} ms" if v >= 0.01 else f"{v * 1000:.1f} ms"
+        if unit == "s":
+            return f"{v:.1f} s"
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+    return f"{v}{(' ' + unit) if unit and unit not in ('ms', 's') else ''}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or not b:
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def _verdict(value: Any, target: tuple[str, float] | None) -> str:
+    if target is None or not isinstance(value, (int, float)):
+        return ""
+    op, limit = target
+    ok = value >= limit if op == ">=" else value <= limit
+    return "MET" if ok else "NOT MET"
+
+
+def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str, float] | None, str]]:
+    """(figure, operator, baseline 1, baseline 2, unit, target, target text)"""
+    r = data.get("results", {})
+    b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
+    out = [
+        (f"P1 burst launch rate, backlog {b.get('processes')} (Jobs/s)", _get(b, "operator", "jobs_per_second"),
+         _get(b, "ceiling", "jobs_per_second"), _get(b, "naive", "jobs_per_second"), "", (">=", 50), "≥ 50"),
+        (f"P1 sustained launch rate, offered {s.get('offered_per_second')}/s for {s.get('seconds')} s (Jobs/s)",
+         _get(s, "operator", "jobs_per_second"), _get(s, "ceiling", "jobs_per_second"),
+         _get(s, "naive", "jobs_per_second"), "", (">=", 20), "≥ 20"),
+        ("P1 sustained submitted → Job created p50", _get(s, "operator", "submitted_to_job_created_s", "p50"),
+         _get(s, "ceiling", "submitted_to_job_created_s", "p50"), _get(s, "naive", "submitted_to_job_created_s", "p50"),
+         "ms", None, "(baseline 1: → assigned)"),
+        ("P1 sustained submitted → Job created p99", _get(s, "operator", "submitted_to_job_created_s", "p99"),
+         _get(s, "ceiling", "submitted_to_job_created_s", "p99"), _get(s, "naive", "submitted_to_job_created_s", "p99"),
+         "ms", None, "(baseline 1: → assigned)"),
+        ("P2 assigned → Job created p50, burst (watch)", _get(b, "operator", "assigned_to_job_created_s", "p50"), None,
+         _get(b, "naive", "assigned_to_job_created_s", "p50"), "ms", ("<=", 0.1), "≤ 100 ms"),
+        ("P2 assigned → Job created p99, burst (watch)", _get(b, "operator", "assigned_to_job_created_s", "p99"), None,
+         _get(b, "naive", "assigned_to_job_created_s", "p99"), "ms", ("<=", 1.0), "≤ 1 s"),
+        ("P2 assigned → Job created p50, sustained (watch)", _get(s, "operator", "assigned_to_job_created_s", "p50"),
+         None, _get(s, "naive", "assigned_to_job_created_s", "p50"), "ms", ("<=", 0.1), "≤ 100 ms"),
+        ("P2 assigned → Job created p99, sustained (watch)", _get(s, "operator", "assigned_to_job_created_s", "p99"),
+         None, _get(s, "naive", "assigned_to_job_created_s", "p99"), "ms", ("<=", 1.0), "≤ 1 s"),
+        ("P2 same, operator's histogram p50 / p99, sustained",
+         _pair(_get(s, "operator", "histogram_assigned_to_job_created_s")), None, None, "", None, ""),
+        ("P3 Kubernetes requests per process, sustained (no streams)", _get(s, "operator", "kube_requests_per_process"),
+         None, _get(s, "naive", "kube_requests_per_process"), "", ("<=", 6), "≤ 6"),
+        ("P3 log streams per process, sustained", _get(s, "operator", "log_streams_per_process"), None,
+         _get(s, "naive", "log_reads_per_process"), "", None, ""),
+        ("P3 periodic requests per in-flight process per minute",
+         _get(p4, "steady", "periodic_requests_per_in_flight_process_per_minute"), None,
+         _get(s, "naive", "polls_per_running_process_per_minute"), "", ("<=", 0), "0"),
+        (f"P4 processes in flight reached (target {p4.get('target')})", p4.get("reached_in_flight"), None, None, "",
+         (">=", p4.get("target") or 5000), f"{p4.get('target')}"),
+        ("P4 event-loop lag p99, steady (histogram)", _get(p4, "steady", "event_loop_lag_s", "p99"), None, None, "ms",
+         ("<=", 0.1), "≤ 100 ms"),
+        ("P4 event-loop lag p99, during the ramp (histogram)", _get(p4, "ramp", "event_loop_lag_s", "p99"), None, None,
+         "ms", None, ""),
+        ("P4 operator RSS max (MiB)", p4.get("rss_mib_max"), None, None, "", ("<=", 512), "≤ 512"),
+        ("P4 ramp: Jobs created per second", _get(p4, "ramp", "jobs_per_second"), None, None, "", None, ""),
+        (f"P5 SIGKILL with in flight (target {p5.get('processes')})", p5.get("in_flight_at_kill"), None, None, "",
+         (">=", p5.get("processes") or 1000), f"{p5.get('processes')}"),
+        ("P5 kill → all re-adopted (incl. operator start)", p5.get("kill_to_all_readopted_s"), None, None, "s",
+         ("<=", 10), "≤ 10 s"),
+        ("P5 liveness up → all re-adopted", p5.get("liveness_to_all_readopted_s"), None, None, "s", None, ""),
+        ("P5 log lines lost", p5.get("log_lines_lost"), None, None, "", ("<=", 0), "0"),
+        ("P5 log lines duplicated", p5.get("log_lines_duplicated"), None, None, "", ("<=", 0), "0"),
+        ("P5 duplicate executions (processes with > 1 Job)", p5.get("processes_with_more_than_one_job"), None, None,
+         "", ("<=", 0), "0"),
+        ("P5 processes succeeded", p5.get("succeeded"), None, None, "", None, ""),
+    ]
+    return out
+
+
+def _pair(h: Any) -> str | None:
+    if not isinstance(h, dict):
+        return None
+    return f"{_fmt(h.get('p50'), 'ms')} / {_fmt(h.get('p99'), 'ms')}"
+
+
+def table(data: dict[str, Any]) -> str:
+    header = ("figure", "operator", "baseline 1", "baseline 2", "op ÷ b1", "op ÷ b2", "target", "")
+    body = []
+    for name, op, b1, b2, unit, target, target_text in rows(data):
+        body.append((name, _fmt(op, unit), _fmt(b1, unit) if b1 is not None else "",
+                     _fmt(b2, unit) if b2 is not None else "", _ratio(op, b1) if b1 is not None else "",
+                     _ratio(op, b2) if b2 is not None else "", target_text, _verdict(op, target)))
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    notes = ["", "baseline 1: minimal async executor, assign + close, no Kubernetes (the ceiling);",
+             "baseline 2: pycolonies + synchronous kubernetes client, a thread per process (tutorial style).",
+             "Ratios are operator ÷ baseline: above 1 is better for rates, below 1 is better for times and counts.",
+             "(watch) = Colonies' start time of the process → our Job watch saw the Job, same machine clock."]
+    errors = data.get("results", {}).get("errors")
+    if errors:
+        notes += ["", "phases that failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items())]
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = data.get("series", {})
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
+    colors = {"operator": "tab:blue", "ceiling": "tab:green", "naive": "tab:red"}
+    labels = {"operator": "operator", "ceiling": "baseline 1 (assign+close, no k8s)",
+              "naive": "baseline 2 (pycolonies + kubernetes, threads)"}
+
+    def per_second(times: list[float]) -> tuple[list[int], list[int]]:
+        if not times:
+            return [], []
+        bins = [0] * (int(max(times)) + 1)
+        for t in times:
+            bins[max(0, int(t))] += 1
+        return list(range(len(bins))), bins
+
+    for ax, key, title in ((axes[0][0], "burst", "P1 burst: launches per second (t = first launch)"),
+                           (axes[0][1], "sustained", "P1 sustained: launches per second (t = first submission)")):
+        for kind, times in (series.get(key) or {}).items():
+            x, y = per_second(times)
+            ax.step(x, y, where="post", color=colors.get(kind), label=f"{labels.get(kind, kind)} ({len(times)})")
+        if key == "sustained":
+            rate = _get(data, "results", "p1_sustained", "offered_per_second")
+            if rate:
+                ax.axhline(rate, color="grey", linestyle=":", label=f"offered {rate}/s")
+        ax.set_title(title)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("Jobs created (baseline 1: assigns) per second")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    ax = axes[1][0]
+    for key, label, color, style in (("latency_burst_operator", "operator, burst", "tab:blue", "-"),
+                                     ("latency_sustained_operator", "operator, sustained", "tab:blue", "--"),
+                                     ("latency_burst_naive", "baseline 2, burst", "tab:red", "-"),
+                                     ("latency_sustained_naive", "baseline 2, sustained", "tab:red", "--")):
+        values = sorted(v * 1000 for v in series.get(key) or [] if v > 0)
+        if values:
+            ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], color=color, linestyle=style,
+                    label=f"{label} (p50 {values[len(values) // 2]:.0f} ms)")
+    ax.axvline(100, color="grey", linestyle=":", label="target p50 100 ms")
+    ax.axvline(1000, color="grey", linestyle="-.", label="target p99 1 s")
+    ax.set_xscale("log")
+    ax.set_title("P2: assigned → Job created (CDF)")
+    ax.set_xlabel("milliseconds (log)")
+    ax.set_ylabel("fraction of processes")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    ramp = series.get("scale_ramp") or []
+    if ramp:
+        t = [p[0] for p in ramp]
+        ax.plot(t, [p[1] for p in ramp], label="Jobs created", color="tab:purple")
+        ax.plot(t, [p[2] for p in ramp], label="pods Running", color="tab:orange")
+        ax.plot(t, [p[3] for p in ramp], label="processes in flight (operator)", color="tab:blue")
+        ax.set_ylabel("count")
+        twin = ax.twinx()
+        twin.plot(t, [p[4] for p in ramp], color="tab:grey", linestyle=":", label="operator RSS (MiB)")
+        twin.set_ylabel("operator RSS (MiB)")
+        twin.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"P4: ramp to {_get(data, 'results', 'p4_scale', 'target')} in flight")
+    ax.set_xlabel("seconds since submission")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,688 @@
+"""The benchmark: P1 launch rate (burst and sustained), P2 assigned → Job created, P3 Kubernetes
+requests per process, P4 in-flight scale, P5 recovery after SIGKILL; the operator as it ships
+next to baseline 1 (bench.ceiling) and baseline 2 (bench.naive), all in one run on one stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colonies_operator.colonies.client import ColoniesClient, Connection, RetryPolicy, ServerAddress
+from colonies_operator.colonies.models import ProcessState
+from colonies_operator.runtime.kube import KubeApi
+from teststack import procs
+from teststack.state import StackState
+
+from bench import env, profile, report
+from bench.env import say
+from bench.observe import Observer
+
+FINAL = (ProcessState.SUCCESS, ProcessState.FAILED, ProcessState.CANCELLED)
+IN_FLIGHT = "colonies_operator_processes_in_flight"
+SUCCEEDED = "colonies_operator_processes_total"
+BIG_CAPACITY = {"cpu": "100000", "memory": "100000Gi"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def rate(times: list[float]) -> float | None:
+    """Events per second from the first event to the last."""
+    if len(times) < 2:
+        return None
+    span = max(times) - min(times)
+    return (len(times) - 1) / span if span > 0 else None
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=1000, method="inclusive")[min(998, max(0, round(q * 1000) - 1))]
+
+
+def per_second(times: list[float], origin: float) -> list[int]:
+    if not times:
+        return []
+    bins = [0] * (int(max(times) - origin) + 1)
+    for t in times:
+        bins[max(0, int(t - origin))] += 1
+    return bins
+
+
+@dataclass
+class Bench:
+    state: StackState
+    args: argparse.Namespace
+    out: Path                       # this run's directory: logs, raw profiles
+    conn: Connection
+    user: ColoniesClient
+    kube: KubeApi
+    cpu: env.CpuMeter
+    results: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)  # for the plot
+    operator: env.Operator | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spec(self, executor_type: str, run_for: str, log_lines: int) -> dict[str, Any]:
+        c = self.state.colonies
+        return {"funcname": "execute", "maxwaittime": -1, "maxexectime": -1, "maxretries": 0,
+                "conditions": {"colonyname": c.colony_name, "executortype": executor_type, "nodes": 1,
+                               "processespernode": 1, "cpu": "1m", "mem": "1Mi"},
+                "kwargs": {"docker-image": "busybox:1.36", "cmd": "echo", "args": ["bench"]},
+                "env": {"KWOK_RUN_FOR": run_for, "KWOK_LOG_LINES": str(log_lines)}}
+
+    async def submit(self, spec: dict[str, Any], count: int) -> dict[str, float]:
+        """Submit `count` processes at once (16 at a time); process id → submit time."""
+        gate = asyncio.Semaphore(16)
+        out: dict[str, float] = {}
+
+        async def one() -> None:
+            async with gate:
+                p = await self.user.submit(spec)
+                out[p.processid] = time.time()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return out
+
+    async def submit_at_rate(self, spec: dict[str, Any], per_second: float, seconds: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        tasks = []
+        start = time.monotonic()
+        total = int(per_second * seconds)
+
+        async def one() -> None:
+            p = await self.user.submit(spec)
+            out[p.processid] = time.time()
+        for i in range(total):
+            delay = start + i / per_second - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        return out
+
+    async def processes(self, pids: list[str]) -> dict[str, Any]:
+        gate = asyncio.Semaphore(32)
+        out = {}
+
+        async def one(pid: str) -> None:
+            async with gate:
+                out[pid] = await self.user.get_process(pid)
+        await asyncio.gather(*(one(p) for p in pids))
+        return out
+
+    async def wait_final(self, pids: list[str], timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        open_ = list(pids)
+        seen: dict[str, Any] = {}
+        while True:
+            got = await self.processes(open_)
+            seen.update(got)
+            open_ = [p for p in open_ if got[p].state not in FINAL]
+            if not open_ or time.monotonic() > deadline:
+                if open_:
+                    say(f"{what}: {len(open_)} of {len(pids)} processes still open after {timeout:.0f}s")
+                return seen
+            await asyncio.sleep(1.0)
+
+    # --- executors ---------------------------------------------------------------------------
+
+    def namespace(self, phase: str) -> str:
+        name = f"bench-{phase}-{self.run_id}"
+        env.make_namespace(self.state, name)
+        return name
+
+    def start_operator(self, name: str) -> env.Operator:
+        op = env.start_operator(self.state, ["bench-*"], f"{name}-{self.run_id}", self.out / "logs")
+        self.cpu.track("operator", op.pid)
+        self.operator = op
+        return op
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            procs.stop(self.operator.proc)
+            self.operator = None
+
+    def start_baseline(self, module: str, executor_type: str, count: int, namespace: str | None,
+                       deadline: float) -> tuple[procs.Proc, Path, Path]:
+        c = self.state.colonies
+        out = self.out / f"{module}-{executor_type}.json"
+        ready = self.out / f"{module}-{executor_type}.ready"
+        argv = [sys.executable, "-m", f"bench.{module}", "--host", c.host, "--port", str(c.port),
+                "--colony", c.colony_name, "--colony-prvkey", c.colony_prvkey, "--executor-type", executor_type,
+                "--count", str(count), "--out", str(out), "--ready-file", str(ready), "--deadline", str(deadline)]
+        if module == "naive":
+            argv += ["--namespace", namespace or "", "--kubeconfig", self.state.kubeconfig]
+        else:
+            argv += ["--concurrency", str(self.args.assign_concurrency)]
+        pypath = os.pathsep.join([str(env.ROOT / "operator"), str(env.ROOT)])
+        proc = procs.start(f"{module}-{executor_type}", argv, self.out / "logs" / f"{module}-{executor_type}.log",
+                           env=self.state.env() | {"PYTHONPATH": pypath})
+        self.cpu.track(module, proc.pid)
+        return proc, out, ready
+
+    async def wait_proc(self, proc: procs.Proc, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while procs.alive(proc) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        procs.stop(proc)
+
+    async def wait_file(self, path: Path, proc: procs.Proc, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if not procs.alive(proc) or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} did not get ready; see {proc.log}")
+            await asyncio.sleep(0.1)
+
+    async def observer(self, namespace: str) -> Observer:
+        obs = Observer(self.kube, namespace)
+        await obs.start()
+        return obs
+
+    async def wait_jobs(self, obs: Observer, count: int, timeout: float, what: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(obs.jobs) < count:
+            if time.monotonic() > deadline:
+                say(f"{what}: only {len(obs.jobs)} of {count} Jobs after {timeout:.0f}s")
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    # --- measurements shared by the phases ---------------------------------------------------
+
+    def latencies(self, obs: Observer, processes: dict[str, Any]) -> list[float]:
+        """Assigned (the server's start time) → Job seen by our watch, per process, in seconds."""
+        out = []
+        for job in obs.jobs.values():
+            p = processes.get(job.process_id)
+            if p is not None and p.starttime is not None:
+                out.append(job.seen - p.starttime.timestamp())
+        return out
+
+    def scrape(self) -> env.Scrape | None:
+        if self.operator is None:
+            return None
+        return env.scrape(self.operator.metrics_url)
+
+
+# --- P1 burst ------------------------------------------------------------------------------------
+
+async def burst(b: Bench) -> None:
+    n = b.args.burst
+    run_for = b.args.run_for
+    out: dict[str, Any] = {"processes": n, "pod_run_for": run_for}
+    b.results["p1_burst"] = out
+    b.series["burst"] = {}
+
+    # the operator: the backlog is there before the operator process starts
+    ns = b.namespace("burst")
+    etype = f"bench-burst-{b.run_id}"
+    env.create_executor(b.state, ns, "burst", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
+                        assignTimeoutSeconds=5)
+    obs = await b.observer(ns)
+    submitted = await b.submit(b.spec(etype, run_for, 5), n)
+    say(f"P1 burst: {n} processes waiting; starting the operator")
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    op = b.start_operator("operator")
+    spy = profile.start(b, "p1-burst") if b.args.profile else None
+    await b.wait_jobs(obs, n, 300, "operator burst")
+    launched = obs.launch_times()
+    done = await b.wait_final(list(submitted), 300, "operator burst")
+    scrape = b.scrape()
+    cpu1 = b.cpu.sample()
+    t1 = time.time()
+    out["operator"] = {
+        "jobs_per_second": rate(launched),
+        "operator_start_to_first_job_s": launched[0] - t0 if launched else None,
+        "first_to_last_job_s": launched[-1] - launched[0] if launched else None,
+        "assigned_to_job_created_s": summary(b.latencies(obs, done)),
+        "succeeded": sum(p.state is ProcessState.SUCCESS for p in done.values()),
+        "kube_requests_per_process": scrape.kube_requests() / n if scrape else None,
+        "kube_requests": scrape.kube_by() if scrape else None,
+        "log_streams_per_process": scrape.kube_requests(exclude_verbs=()) / n - scrape.kube_requests() / n if scrape else None,
+        "cpu": env.CpuMeter.delta(cpu0, cpu1, t1 - t0),
+        "rss_mib": env.rss_mib(op.pid),
+    }
+    if scrape:
+        out["operator"]["histogram_assigned_to_job_created_s"] = hist_summary(
+            env.histogram_delta(None, scrape, "colonies_operator_assigned_to_job_created_seconds"))
+        out["operator"]["histogram_assign_roundtrip_s"] = hist_summary(
+            env.histogram_delta(None, scrape, "colonies_operator_assign_roundtrip_seconds"))
+    b.series["burst"]["operator"] = [t - launched[0] for t in launched] if launched else []
+    b.series["latency_burst_operator"] = b.latencies(obs, done)
+    if spy:
+        out["operator"]["profile"] = profile.stop(b, spy)
+    await obs.stop()
+    b.series["burst_scrape"] = scrape
+
+    # baseline 1: assign + close, no Kubernetes
+    etype = f"bench-burst-ceiling-{b.run_id}"
+    submitted = await b.submit(b.spec(etype, run_for, 5), n)
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    proc, result, _ = b.start_baseline("ceiling", etype, n, None, 300)
+    await b.wait_proc(proc, 330)
+    data = json.loads(result.read_text())
+    times = sorted(t for _, t in data["assigned"])
+    out["ceiling"] = {"jobs_per_second": rate(times), "first_to_last_s": times[-1] - times[0] if times else None,
+                      "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)}
+    b.series["burst"]["ceiling"] = [t - times[0] for t in times] if times else []
+
+    # baseline 2: pycolonies + kubernetes, a thread per process
+    ns = b.namespace("burst-naive")
+    etype = f"bench-burst-naive-{b.run_id}"
+    obs = await b.observer(ns)
+    submitted = await b.submit(b.spec(etype, run_for, 5), n)
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    proc, result, _ = b.start_baseline("naive", etype, n, ns, 600)
+    await b.wait_jobs(obs, n, 600, "naive burst")
+    launched = obs.launch_times()
+    await b.wait_proc(proc, 600)
+    done = await b.processes(list(submitted))
+    data = json.loads(result.read_text())
+    out["naive"] = {
+        "jobs_per_second": rate(launched),
+        "start_to_first_job_s": launched[0] - t0 if launched else None,
+        "first_to_last_job_s": launched[-1] - launched[0] if launched else None,
+        "assigned_to_job_created_s": summary(b.latencies(obs, done)),
+        "succeeded": sum(p.state is ProcessState.SUCCESS for p in done.values()),
+        "errors": data.get("error_count"), "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0),
+    }
+    b.series["burst"]["naive"] = [t - launched[0] for t in launched] if launched else []
+    b.series["latency_burst_naive"] = b.latencies(obs, done)
+    await obs.stop()
+
+
+# --- P1 sustained ---------------------------------------------------------------------------------
+
+async def sustained(b: Bench) -> None:
+    per_s, seconds = b.args.sustained_rate, b.args.sustained_seconds
+    n = int(per_s * seconds)
+    out: dict[str, Any] = {"offered_per_second": per_s, "seconds": seconds, "processes": n,
+                           "pod_run_for": b.args.run_for}
+    b.results["p1_sustained"] = out
+    b.series["sustained"] = {}
+    b.series["sustained_submit"] = {}
+
+    async def measure(kind: str, obs: Observer | None, submitted: dict[str, float], done: dict[str, Any],
+                      launched: list[float]) -> dict[str, Any]:
+        t_sub = min(submitted.values())
+        lat = []
+        if obs is not None:
+            for job in obs.jobs.values():
+                if job.process_id in submitted:
+                    lat.append(job.seen - submitted[job.process_id])
+        else:
+            lat = [p.starttime.timestamp() - submitted[pid] for pid, p in done.items() if p.starttime]
+        b.series["sustained"][kind] = [t - t_sub for t in launched]
+        return {"jobs_per_second": rate(launched), "launched": len(launched),
+                "behind_at_end_s": (max(launched) - max(submitted.values())) if launched else None,
+                "submitted_to_job_created_s": summary(lat),
+                "succeeded": sum(p.state is ProcessState.SUCCESS for p in done.values())}
+
+    # the operator (already running since the burst)
+    if b.operator is None:
+        b.start_operator("operator")
+    ns = b.namespace("sustained")
+    etype = f"bench-sustained-{b.run_id}"
+    env.create_executor(b.state, ns, "sustained", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
+                        assignTimeoutSeconds=5)
+    deadline = time.monotonic() + 60
+    while not env.executor_ready(b.state, ns, "sustained") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    obs = await b.observer(ns)
+    say(f"P1 sustained: {per_s}/s for {seconds}s to the operator")
+    before = b.scrape()
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    spy = profile.start(b, "p1-sustained") if b.args.profile else None
+    submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
+    await b.wait_jobs(obs, n, 300, "operator sustained")
+    launched = obs.launch_times()
+    done = await b.wait_final(list(submitted), 300, "operator sustained")
+    await asyncio.sleep(2)  # the "reported" marks follow the closes
+    after = b.scrape()
+    t1 = time.time()
+    o = out["operator"] = await measure("operator", obs, submitted, done, launched)
+    o["assigned_to_job_created_s"] = summary(b.latencies(obs, done))
+    b.series["latency_sustained_operator"] = b.latencies(obs, done)
+    if before and after:
+        o["kube_requests_per_process"] = (after.kube_requests() - before.kube_requests()) / n
+        o["log_streams_per_process"] = ((after.kube_requests(exclude_verbs=()) - before.kube_requests(exclude_verbs=()))
+                                        / n - o["kube_requests_per_process"])
+        by_before = before.kube_by()
+        o["kube_requests"] = {k: v - by_before.get(k, 0) for k, v in after.kube_by().items() if v - by_before.get(k, 0)}
+        o["histogram_assigned_to_job_created_s"] = hist_summary(
+            env.histogram_delta(before, after, "colonies_operator_assigned_to_job_created_seconds"))
+        o["histogram_event_loop_lag_s"] = hist_summary(
+            env.histogram_delta(before, after, "colonies_operator_event_loop_lag_seconds"))
+        o["rpcs_per_process"] = rpcs_delta(before, after, n)
+    o["cpu"] = env.CpuMeter.delta(cpu0, b.cpu.sample(), t1 - t0)
+    if spy:
+        o["profile"] = profile.stop(b, spy)
+    await obs.stop()
+
+    # baseline 1
+    etype = f"bench-sustained-ceiling-{b.run_id}"
+    proc, result, ready = b.start_baseline("ceiling", etype, n, None, seconds + 300)
+    await b.wait_file(ready, proc)
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
+    await b.wait_proc(proc, 300)
+    data = json.loads(result.read_text())
+    done = await b.processes(list(submitted))
+    c = out["ceiling"] = await measure("ceiling", None, submitted, done, sorted(t for _, t in data["assigned"]))
+    c["cpu"] = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
+
+    # baseline 2
+    ns = b.namespace("sustained-naive")
+    etype = f"bench-sustained-naive-{b.run_id}"
+    obs = await b.observer(ns)
+    proc, result, ready = b.start_baseline("naive", etype, n, ns, seconds + 600)
+    await b.wait_file(ready, proc)
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
+    await b.wait_jobs(obs, n, 600, "naive sustained")
+    launched = obs.launch_times()
+    await b.wait_proc(proc, 600)
+    done = await b.processes(list(submitted))
+    nv = out["naive"] = await measure("naive", obs, submitted, done, launched)
+    nv["assigned_to_job_created_s"] = summary(b.latencies(obs, done))
+    naive_data = json.loads(result.read_text())
+    nv["errors"] = naive_data.get("error_count")
+    for k in ("kube_requests_per_process", "log_reads_per_process", "polls_per_running_process_per_minute", "requests"):
+        nv[k] = naive_data.get(k)
+    nv["cpu"] = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
+    b.series["latency_sustained_naive"] = b.latencies(obs, done)
+    await obs.stop()
+
+
+# --- P4 in-flight scale ------------------------------------------------------------------------------
+
+async def scale(b: Bench) -> None:
+    target = b.args.in_flight
+    out: dict[str, Any] = {"target": target}
+    b.results["p4_scale"] = out
+    if b.operator is None:
+        b.start_operator("operator")
+    op = b.operator
+    assert op is not None
+    ns = b.namespace("scale")
+    etype = f"bench-scale-{b.run_id}"
+    env.create_executor(b.state, ns, "scale", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": target},
+                        assignTimeoutSeconds=5)
+    deadline = time.monotonic() + 60
+    while not env.executor_ready(b.state, ns, "scale") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    obs = await b.observer(ns)
+    key = f"{ns}/scale"
+    base = b.scrape()
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    spy = profile.start(b, "p4-ramp") if b.args.profile else None
+    say(f"P4: submitting {target} long-running processes")
+    submitted = await b.submit(b.spec(etype, "3600s", 2), target)
+    ramp: list[tuple[float, int, int, int, float]] = []  # (t, jobs, pods running, in flight, rss)
+    best, best_at = 0, time.monotonic()
+    stalled = False
+    while True:
+        s = b.scrape()
+        in_flight = int(s.total(IN_FLIGHT, executor=key)) if s else 0
+        point = (time.time() - t0, len(obs.jobs), obs.pods_running(), in_flight, env.rss_mib(op.pid))
+        ramp.append(point)
+        progress = min(point[1], point[2], point[3])
+        if progress > best:
+            best, best_at = progress, time.monotonic()
+        if point[1] >= target and point[2] >= target and point[3] >= target:
+            break
+        if time.monotonic() - best_at > b.args.stall_seconds or time.monotonic() - t0 > b.args.scale_timeout:
+            stalled = True
+            break
+        if len(ramp) % 10 == 0:
+            say(f"P4: {point[1]} Jobs, {point[2]} pods running, {point[3]} in flight, operator RSS {point[4]:.0f} MiB")
+        await asyncio.sleep(1.0)
+    ramped = time.time()
+    cpu1 = b.cpu.sample()
+    if spy:
+        out["ramp_profile"] = profile.stop(b, spy)
+    out["ramp"] = {"seconds": ramped - t0, "jobs_per_second": rate(obs.launch_times()),
+                   "cpu": env.CpuMeter.delta(cpu0, cpu1, ramped - t0), "stalled": stalled}
+    reached = min(ramp[-1][1], ramp[-1][2], ramp[-1][3])
+    out["reached_in_flight"] = ramp[-1][3]
+    out["reached_pods_running"] = ramp[-1][2]
+    out["reached_jobs"] = ramp[-1][1]
+    b.series["scale_ramp"] = ramp
+    # steady state: everything in flight, nothing changing
+    say(f"P4: {reached} in flight; holding {b.args.steady_seconds}s to measure a steady state")
+    before = b.scrape()
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    spy = profile.start(b, "p4-steady") if b.args.profile else None
+    rss = []
+    while time.time() - t0 < b.args.steady_seconds:
+        rss.append(env.rss_mib(op.pid))
+        await asyncio.sleep(1.0)
+    after = b.scrape()
+    t1 = time.time()
+    if spy:
+        out["steady_profile"] = profile.stop(b, spy)
+    steady: dict[str, Any] = {"seconds": t1 - t0, "rss_mib_max": max(rss), "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), t1 - t0)}
+    if before and after:
+        delta = after.kube_requests() - before.kube_requests()
+        steady["in_flight"] = after.total(IN_FLIGHT, executor=key)
+        steady["kube_requests_in_window"] = delta
+        steady["periodic_requests_per_in_flight_process_per_minute"] = (
+            delta / max(1.0, steady["in_flight"]) / (t1 - t0) * 60)
+        by_before = before.kube_by()
+        steady["kube_requests"] = {k: v - by_before.get(k, 0) for k, v in after.kube_by().items()
+                                   if v - by_before.get(k, 0)}
+        steady["colonies_rpcs"] = rpcs_delta(before, after, 1)
+        steady["event_loop_lag_s"] = hist_summary(
+            env.histogram_delta(before, after, "colonies_operator_event_loop_lag_seconds"))
+        out["ramp"]["event_loop_lag_s"] = hist_summary(
+            env.histogram_delta(base, before, "colonies_operator_event_loop_lag_seconds"))
+    out["steady"] = steady
+    out["rss_mib_max"] = max([r[4] for r in ramp] + rss)
+    out["submitted"] = len(submitted)
+    await obs.stop()
+
+
+# --- P5 recovery -------------------------------------------------------------------------------------
+
+async def recovery(b: Bench) -> None:
+    n, lines = b.args.recovery, b.args.log_lines
+    run_for = f"{int(n / 8 + 90)}s"  # all must be running before any finishes
+    out: dict[str, Any] = {"processes": n, "log_lines_each": lines, "pod_run_for": run_for}
+    b.results["p5_recovery"] = out
+    if b.operator is None:
+        b.start_operator("operator")
+    assert b.operator is not None
+    ns = b.namespace("recovery")
+    etype = f"bench-recovery-{b.run_id}"
+    env.create_executor(b.state, ns, "recovery", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 10},
+                        assignTimeoutSeconds=5, logs={"flushSeconds": 0.5})
+    deadline = time.monotonic() + 60
+    while not env.executor_ready(b.state, ns, "recovery") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    obs = await b.observer(ns)
+    key = f"{ns}/recovery"
+    submitted = await b.submit(b.spec(etype, run_for, lines), n)
+    say(f"P5: {n} processes submitted; waiting for all to run")
+    deadline = time.monotonic() + n / 5 + 120
+    while time.monotonic() < deadline:
+        s = b.scrape()
+        if obs.pods_running() >= n and s and s.total(IN_FLIGHT, executor=key) >= n:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # some logs shipped, some not: the kill lands mid-stream
+    s = b.scrape()
+    out["in_flight_at_kill"] = s.total(IN_FLIGHT, executor=key) if s else None
+    out["pods_running_at_kill"] = obs.pods_running()
+    out["log_lines_shipped_before_kill"] = s.total("colonies_operator_log_lines_shipped_total") if s else None
+    old = b.operator
+    os.kill(old.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    procs.stop(old.proc)
+    b.operator = None
+    states = await b.processes(list(submitted))
+    open_at_kill = sum(p.state is ProcessState.RUNNING for p in states.values())
+    out["open_at_kill"] = open_at_kill
+    say(f"P5: SIGKILL with {out['in_flight_at_kill']} in flight ({open_at_kill} open in Colonies); restarting")
+    op = b.start_operator("operator-restarted")
+    live = time.monotonic() - killed
+    readopted = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        s = b.scrape()
+        if s and s.total(IN_FLIGHT, executor=key) >= open_at_kill:
+            readopted = time.monotonic() - killed
+            break
+        await asyncio.sleep(0.1)
+    out["restart_to_liveness_s"] = live
+    out["kill_to_all_readopted_s"] = readopted
+    out["liveness_to_all_readopted_s"] = readopted - live if readopted is not None else None
+    say(f"P5: re-adopted in {readopted}s; waiting for every process to finish")
+    done = await b.wait_final(list(submitted), int(run_for[:-1]) + 300, "recovery")
+    await asyncio.sleep(2)
+    expected = [f"line {i}" for i in range(1, lines + 1)]
+    gate = asyncio.Semaphore(16)
+    lost = duplicated = wrong = 0
+
+    async def check(pid: str) -> None:
+        nonlocal lost, duplicated, wrong
+        async with gate:
+            entries = await b.user.get_all_logs(b.state.colonies.colony_name, pid)
+        got = "".join(e.message for e in entries).splitlines()
+        have = Counter(got)
+        lost += sum(1 for line in expected if have[line] == 0)
+        duplicated += sum(max(0, have[line] - 1) for line in expected)
+        wrong += int(got != expected)
+    await asyncio.gather(*(check(p) for p in submitted))
+    jobs = await b.kube.list_jobs(ns, "")
+    per_process = Counter((j["metadata"].get("annotations") or {}).get("colonyos.io/process-id") for j in jobs.get("items") or [])
+    after = b.scrape()
+    out.update({
+        "succeeded": sum(p.state is ProcessState.SUCCESS for p in done.values()),
+        "log_lines_lost": lost, "log_lines_duplicated": duplicated, "processes_with_log_not_exact": wrong,
+        "jobs": sum(per_process.values()),
+        "processes_with_more_than_one_job": sum(1 for c in per_process.values() if c > 1),
+        "processes_without_job": sum(1 for p in submitted if per_process.get(p, 0) == 0),
+        "closed_by_restarted_operator": after.total(SUCCEEDED, executor=key, outcome="succeeded") if after else None,
+    })
+    await obs.stop()
+
+
+# --- summaries -----------------------------------------------------------------------------------------
+
+def summary(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {"n": len(values), "p50": quantile(values, 0.5), "p90": quantile(values, 0.9),
+            "p99": quantile(values, 0.99), "max": max(values), "mean": statistics.fmean(values)}
+
+
+def hist_summary(buckets: list[tuple[float, float]]) -> dict[str, Any] | None:
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    return {"n": buckets[-1][1], "p50": env.histogram_quantile(0.5, buckets),
+            "p99": env.histogram_quantile(0.99, buckets),
+            "buckets": {str(le): c for le, c in buckets}}
+
+
+def rpcs_delta(before: env.Scrape, after: env.Scrape, per: int) -> dict[str, float]:
+    def table(s: env.Scrape) -> dict[str, float]:
+        return {f"{l.get('method')} {l.get('outcome')}": v for n, l, v in s.samples
+                if n == "colonies_operator_colonies_rpcs_total"}
+    b, a = table(before), table(after)
+    return {k: round((v - b.get(k, 0)) / per, 3) for k, v in a.items() if v - b.get(k, 0)}
+
+
+PHASES = {"burst": burst, "sustained": sustained, "recovery": recovery, "scale": scale}
+
+
+async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> dict[str, Any]:
+    env.install_crd(state)
+    env.add_nodes(state, args.nodes)
+    c = state.colonies
+    kube = await KubeApi.connect(state.kubeconfig)
+    async with Connection(ServerAddress(c.host, c.port), retry=RetryPolicy(attempts=10, deadline=60),
+                          max_connections=64) as conn:
+        b = Bench(state, args, out, conn, conn.client(c.user_prvkey), kube, env.CpuMeter(state))
+        try:
+            for phase in args.phases:
+                began = time.monotonic()
+                try:
+                    await PHASES[phase](b)
+                except Exception as exc:  # report what the other phases measured
+                    import traceback
+                    traceback.print_exc()
+                    b.results.setdefault("errors", {})[phase] = f"{type(exc).__name__}: {exc}"
+                say(f"{phase} done in {time.monotonic() - began:.0f}s")
+        finally:
+            b.stop_operator()
+            await kube.close()
+        return {"results": b.results, "series": b.series}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
+    ap.add_argument("--phases", default="burst,sustained,recovery,scale",
+                    help="comma-separated subset of burst,sustained,recovery,scale (in this order)")
+    ap.add_argument("--burst", type=int, default=200, help="P1 backlog size")
+    ap.add_argument("--run-for", default="2s", help="how long each P1 pod runs (kwok)")
+    ap.add_argument("--sustained-rate", type=float, default=50, help="P1 sustained submissions per second")
+    ap.add_argument("--sustained-seconds", type=float, default=60)
+    ap.add_argument("--in-flight", type=int, default=5000, help="P4 target of processes in flight")
+    ap.add_argument("--scale-timeout", type=float, default=900, help="P4: give up the ramp after this many seconds")
+    ap.add_argument("--stall-seconds", type=float, default=120, help="P4: give up when nothing progressed this long")
+    ap.add_argument("--steady-seconds", type=float, default=60, help="P4 steady-state window")
+    ap.add_argument("--recovery", type=int, default=1000, help="P5 processes in flight at the SIGKILL")
+    ap.add_argument("--log-lines", type=int, default=20, help="P5 log lines per pod")
+    ap.add_argument("--nodes", type=int, default=6, help="extra kwok nodes of 1000 pods each")
+    ap.add_argument("--assign-concurrency", type=int, default=4, help="baseline 1's concurrent assign loops")
+    ap.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy on the operator")
+    ap.add_argument("--stack-dir", help="reuse the healthy stack in this run dir instead of a fresh one")
+    ap.add_argument("--keep-stack", action="store_true", help="keep the fresh stack's run dir (logs)")
+    ap.add_argument("--results", default=str(env.ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+    args.phases = [p for p in PHASES if p in args.phases.split(",")]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(args.results)
+    out = results_dir / stamp
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with env.bench_stack(args.stack_dir, keep=args.keep_stack) as state:
+        data = asyncio.run(main_async(args, state, out))
+    data["meta"] = {"started": started, "seconds": time.time() - started, "args": vars(args),
+                    "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    data["series"].pop("burst_scrape", None)
+    json_path = results_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(data, indent=1, default=str))
+    png = results_dir / f"{stamp}.png"
+    report.plot(data, png)
+    table = report.table(data)
+    (out / "table.txt").write_text(table)
+    print(table)
+    print(f"\nJSON: {json_path}\nplot: {png}\nlogs and profiles: {out}")
+    shutil.copy(json_path, out / "results.json")
+    return 0
