@@ -238,7 +238,8 @@ class ExecutorRuntime:
         await self._retire_previous_attempt(process)
         try:
             run = spec.parse_process(process, self.config.policy)
-            request = request_of(builder.build_job(run, self.job_settings))
+            job = builder.build_job(run, self.job_settings)
+            request = request_of(job)
         except (spec.SpecError, ValueError) as exc:
             self._spawn(process.processid, self._reject(process, str(exc)))
             return
@@ -248,7 +249,7 @@ class ExecutorRuntime:
                 process, "invalid funcspec: conditions ask for more than this executor can ever run: " + ", ".join(over)))
             return
         await self.capacity.reserve(request)
-        self._supervise(Supervisor(self._context(), process, run, request, assigned_at))
+        self._supervise(Supervisor(self._context(), process, run, request, assigned_at, job=job))
 
     async def _retire_previous_attempt(self, process: Process) -> None:
         """Colonies gave us a process we still run an older attempt of: that attempt was

@@ -96,8 +96,9 @@ async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
 
 class Supervisor:
     def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
-                 assigned_at: float | None = None) -> None:
+                 assigned_at: float | None = None, job: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
+        self.job = job  # the Job to create, when the caller built it already
         self.assigned_at = assigned_at  # monotonic time of the assign; None for an adopted Job
         self.process = process
         self.run_spec = run
@@ -205,7 +206,7 @@ class Supervisor:
     # --- the Job ---------------------------------------------------------------------------
 
     async def _create_job(self) -> End | None:
-        body = builder.build_job(self.run_spec, self.ctx.job_settings)
+        body = self.job or builder.build_job(self.run_spec, self.ctx.job_settings)
         delay = 1.0
         for attempt in range(6):
             try:
