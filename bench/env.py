@@ -123,6 +123,39 @@ def executor_ready(state: StackState, namespace: str, name: str) -> bool:
         return any(x.get("type") == "Ready" and x.get("status") == "True" for x in conds)
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextlib.contextmanager
+def inotify_instances(wanted: int) -> Iterator[str]:
+    """kwok follows each log stream with one inotify instance; Linux allows 128 per user by
+    default, past which kwok ends every new follow stream at once (and the operator reopens
+    them, again and again). Raise the limit for the run when we may, and put it back after."""
+    try:
+        before = int(INOTIFY_INSTANCES.read_text())
+    except (OSError, ValueError):
+        yield "unknown"
+        return
+    if before >= wanted:
+        yield f"{before} (unchanged)"
+        return
+    try:
+        INOTIFY_INSTANCES.write_text(str(wanted))
+    except OSError as exc:
+        say(f"cannot raise fs.inotify.max_user_instances from {before} ({exc}): past ~120 running pods "
+            "kwok ends log follow streams at once, and the operator reopens them")
+        yield f"{before} (could not raise)"
+        return
+    say(f"fs.inotify.max_user_instances {before} → {wanted} for this run (kwok: one per log follow)")
+    try:
+        yield f"{wanted} (raised from {before}, restored after)"
+    finally:
+        try:
+            INOTIFY_INSTANCES.write_text(str(before))
+        except OSError:
+            pass
+
+
 # --- the operator as it ships ----------------------------------------------------------------
 
 @dataclass

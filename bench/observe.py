@@ -33,9 +33,12 @@ class Observer:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _listed: int = 0
+    pods: bool = True  # also watch pods (P4, P5); the launch rate needs Jobs only
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run("Job")), asyncio.create_task(self._run("Pod"))]
+        kinds = ("Job", "Pod") if self.pods else ("Job",)
+        self._listed = 2 - len(kinds)
+        self._tasks = [asyncio.create_task(self._run(kind)) for kind in kinds]
         await self.ready.wait()
 
     async def stop(self) -> None:

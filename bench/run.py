@@ -149,7 +149,7 @@ class Bench:
         return name
 
     def start_operator(self, name: str) -> env.Operator:
-        op = env.start_operator(self.state, ["bench-*"], f"{name}-{self.run_id}", self.out / "logs")
+        op = env.start_operator(self.state, [f"bench-*-{self.run_id}"], f"{name}-{self.run_id}", self.out / "logs")
         self.cpu.track("operator", op.pid)
         self.operator = op
         return op
@@ -190,8 +190,8 @@ class Bench:
                 raise RuntimeError(f"{proc.name} did not get ready; see {proc.log}")
             await asyncio.sleep(0.1)
 
-    async def observer(self, namespace: str) -> Observer:
-        obs = Observer(self.kube, namespace)
+    async def observer(self, namespace: str, pods: bool = False) -> Observer:
+        obs = Observer(self.kube, namespace, pods=pods)
         await obs.start()
         return obs
 
@@ -272,6 +272,8 @@ async def burst(b: Bench) -> None:
     await obs.stop()
     b.series["burst_scrape"] = scrape
 
+    if "ceiling" not in b.args.executors:
+        return
     # baseline 1: assign + close, no Kubernetes
     etype = f"bench-burst-ceiling-{b.run_id}"
     submitted = await b.submit(b.spec(etype, run_for, 5), n)
@@ -285,6 +287,8 @@ async def burst(b: Bench) -> None:
                       "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)}
     b.series["burst"]["ceiling"] = [t - times[0] for t in times] if times else []
 
+    if "naive" not in b.args.executors:
+        return
     # baseline 2: pycolonies + kubernetes, a thread per process
     ns = b.namespace("burst-naive")
     etype = f"bench-burst-naive-{b.run_id}"
@@ -380,6 +384,8 @@ async def sustained(b: Bench) -> None:
         o["profile"] = profile.stop(b, spy)
     await obs.stop()
 
+    if "ceiling" not in b.args.executors:
+        return
     # baseline 1
     etype = f"bench-sustained-ceiling-{b.run_id}"
     proc, result, ready = b.start_baseline("ceiling", etype, n, None, seconds + 300)
@@ -393,6 +399,8 @@ async def sustained(b: Bench) -> None:
     c = out["ceiling"] = await measure("ceiling", None, submitted, done, sorted(t for _, t in data["assigned"]))
     c["cpu"] = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
 
+    if "naive" not in b.args.executors:
+        return
     # baseline 2
     ns = b.namespace("sustained-naive")
     etype = f"bench-sustained-naive-{b.run_id}"
@@ -434,7 +442,7 @@ async def scale(b: Bench) -> None:
     deadline = time.monotonic() + 60
     while not env.executor_ready(b.state, ns, "scale") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    obs = await b.observer(ns)
+    obs = await b.observer(ns, pods=True)
     key = f"{ns}/scale"
     base = b.scrape()
     cpu0 = b.cpu.sample()
@@ -524,7 +532,7 @@ async def recovery(b: Bench) -> None:
     deadline = time.monotonic() + 60
     while not env.executor_ready(b.state, ns, "recovery") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    obs = await b.observer(ns)
+    obs = await b.observer(ns, pods=True)
     key = f"{ns}/recovery"
     submitted = await b.submit(b.spec(etype, run_for, lines), n)
     say(f"P5: {n} processes submitted; waiting for all to run")
@@ -650,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated subset of burst,sustained,recovery,scale (in this order)")
     ap.add_argument("--burst", type=int, default=200, help="P1 backlog size")
     ap.add_argument("--run-for", default="2s", help="how long each P1 pod runs (kwok)")
-    ap.add_argument("--sustained-rate", type=float, default=50, help="P1 sustained submissions per second")
+    ap.add_argument("--sustained-rate", type=float, default=30, help="P1 sustained submissions per second")
     ap.add_argument("--sustained-seconds", type=float, default=60)
     ap.add_argument("--in-flight", type=int, default=5000, help="P4 target of processes in flight")
     ap.add_argument("--scale-timeout", type=float, default=900, help="P4: give up the ramp after this many seconds")
@@ -660,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-lines", type=int, default=20, help="P5 log lines per pod")
     ap.add_argument("--nodes", type=int, default=6, help="extra kwok nodes of 1000 pods each")
     ap.add_argument("--assign-concurrency", type=int, default=4, help="baseline 1's concurrent assign loops")
+    ap.add_argument("--executors", default="operator,ceiling,naive",
+                    help="P1: which of operator,ceiling,naive to run (the operator always runs)")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy on the operator")
     ap.add_argument("--stack-dir", help="reuse the healthy stack in this run dir instead of a fresh one")
     ap.add_argument("--keep-stack", action="store_true", help="keep the fresh stack's run dir (logs)")
@@ -671,10 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir / stamp
     (out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with env.bench_stack(args.stack_dir, keep=args.keep_stack) as state:
+    wanted = 2 * max(args.in_flight, args.recovery, args.burst) + 1000
+    with env.inotify_instances(wanted) as inotify, env.bench_stack(args.stack_dir, keep=args.keep_stack) as state:
         data = asyncio.run(main_async(args, state, out))
     data["meta"] = {"started": started, "seconds": time.time() - started, "args": vars(args),
-                    "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+                    "cpus": os.cpu_count(), "python": sys.version.split()[0], "inotify_max_user_instances": inotify}
     data["series"].pop("burst_scrape", None)
     json_path = results_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(data, indent=1, default=str))

@@ -36,6 +36,7 @@ from colonies_operator.colonies.models import (
 )
 
 MAX_LOG_COUNT = 500  # the server refuses getlogs counts above this
+MAX_IDLE_CONNECTIONS = 16
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ class Connection:
             base_url=address.base_url,
             verify=address.verify if address.tls else True,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            # Few idle connections: httpcore checks every pooled connection (a getpeername
+            # syscall each) on every request, so a large idle pool costs on every call.
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS)),
             transport=transport,
         )
         self.requests = 0  # RPCs sent, retries included: tests and metrics read this

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FUNCTION_NAME = "execute"
 HEARTBEAT_SECONDS = 300  # assign at least this often: Colonies deletes executors silent for 600 s
+ASSIGN_SLICES = 4        # assigns in flight at once while a backlog drains (DESIGN §2.4)
+CREATES_IN_FLIGHT = 16      # assign no faster than Jobs get created: assigned → created stays short
 MIB = 2**20
 
 
@@ -69,6 +71,19 @@ class ExecutorRuntime:
         self._config_changed = asyncio.Event()
         self._supervisors: dict[str, asyncio.Task[End]] = {}
         self._running: dict[str, Supervisor] = {}  # process id → its supervisor (not rejects)
+        # Concurrent assigns: while a backlog drains, up to ASSIGN_SLICES one-shot assigns are
+        # in flight, each advertising one "slice" the size of the last process admitted and
+        # holding it as a claim until its process is reserved, so that what is advertised and
+        # what is reserved never exceed the budget together.
+        self._estimate: Resources | None = None
+        self._claimed = Resources()
+        self._slices = 0
+        self._no_slices = asyncio.Event()
+        self._no_slices.set()
+        self._backlog = asyncio.Event()  # set while assigns keep finding work at once
+        # Back-pressure: every assign holds one of these until its process's Job is created
+        # (or it returned nothing). A burst then waits in Colonies, not assigned and unstarted.
+        self._creates = asyncio.Semaphore(CREATES_IN_FLIGHT)
         self.job_settings = config.job_settings(self.me.id)
 
     @property
@@ -134,13 +149,18 @@ class ExecutorRuntime:
         """Register, adopt, then assign until cancelled. Supervisors outlive nothing: they are
         cancelled with the runtime, and their Jobs wait for adoption by the next run."""
         fencing: asyncio.Task[None] | None = None
+        helpers: list[asyncio.Task[None]] = []
         try:
             await self.register()
             await self.watch.start()
             fencing = asyncio.create_task(self.fencing().run(), name=f"fencing-{self.config.executor_name}")
             await self.adopt()
+            helpers = [asyncio.create_task(self._slice_loop(), name=f"assign-{self.config.executor_name}-{i}")
+                       for i in range(ASSIGN_SLICES - 1)]
             await self._assign_loop()
         finally:
+            for task in helpers:
+                task.cancel()
             if fencing is not None:
                 fencing.cancel()
             tasks = list(self._supervisors.values())
@@ -153,6 +173,7 @@ class ExecutorRuntime:
         while True:
             self.health.last_loop_time = time.monotonic()
             if self.health.paused != self.config.paused:
+                await self._no_slices.wait()
                 self.health.paused = self.config.paused  # only now: no assign poll is in flight
                 self._on_change()
             if self.config.paused:
@@ -162,9 +183,23 @@ class ExecutorRuntime:
                 except TimeoutError:
                     await self._heartbeat()
                 continue
+            process: Process | None = None
+            slot = False  # holding one of the creates in flight for `process`
             try:
-                await asyncio.wait_for(self.capacity.wait_for_room(), HEARTBEAT_SECONDS / 2)
-                process = await self._assign(self.capacity.free)
+                try:
+                    await asyncio.wait_for(self.capacity.wait_for_room(), HEARTBEAT_SECONDS / 2)
+                    slice_ = self._slice()
+                    if slice_ is not None:
+                        await self._assign_slice(slice_)  # admits what it gets
+                    else:
+                        await self._no_slices.wait()  # advertise exactly what is free: no claims in flight
+                        await self._creates.acquire()
+                        slot = True
+                        process = await self._assign(self.capacity.free)
+                finally:
+                    if slot and process is None:
+                        self._creates.release()
+                        slot = False
             except TimeoutError:
                 process = await self._heartbeat()
             except (errors.ColoniesUnreachable, errors.ColoniesServerError) as exc:
@@ -180,7 +215,61 @@ class ExecutorRuntime:
                 continue
             delay = 1.0
             if process is not None:
-                await self.admit(process)
+                await self.admit(process, self._creates.release if slot else None)
+                self._backlog.set()  # more may be waiting: drain them with slices
+
+    def _slice(self) -> Resources | None:
+        """What one more concurrent assign may advertise now, or None: only while a backlog
+        drains, with no GPU budget (Colonies does not match GPUs), when the last admitted
+        process's request still fits in what is free and not claimed by other assigns."""
+        estimate = self._estimate
+        if estimate is None or not self._backlog.is_set() or self.config.paused or self.config.budget.gpus:
+            return None
+        if not estimate.fits_in(self.capacity.free - self._claimed):
+            return None
+        return estimate
+
+    async def _assign_slice(self, slice_: Resources) -> bool:
+        """One immediate assign advertising `slice_`, claimed until its process is admitted.
+        A miss (nothing that small is waiting) ends the backlog: back to one long poll."""
+        await self._creates.acquire()
+        self._claimed = self._claimed + slice_
+        self._slices += 1
+        self._no_slices.clear()
+        release: Callable[[], None] | None = self._creates.release
+        try:
+            started = time.monotonic()
+            process = await self.me.assign(
+                self.config.colony_name, -1, available_cpu=f"{max(slice_.cpu_millis, 0)}m",
+                available_mem=f"{-(-max(slice_.memory_bytes, 0) // 1024)}Ki")
+            self.health.last_assign_time = time.time()
+            if process is None:
+                self._backlog.clear()
+                return False
+            self.metrics.assign_seconds.observe(time.monotonic() - started)
+            release = None  # the supervisor releases it once its Job is created
+            await self.admit(process, self._creates.release)
+            return True
+        finally:
+            if release is not None:
+                release()
+            self._claimed = self._claimed - slice_
+            self._slices -= 1
+            if not self._slices:
+                self._no_slices.set()
+
+    async def _slice_loop(self) -> None:
+        """A helper assign loop: idle unless a backlog drains."""
+        while True:
+            await self._backlog.wait()
+            slice_ = self._slice()
+            if slice_ is None:
+                self._backlog.clear()  # no room for a slice: the main loop takes over
+                continue
+            try:
+                await self._assign_slice(slice_)
+            except errors.ColoniesError:  # the main loop reports and backs off
+                self._backlog.clear()
 
     async def _assign(self, free: Resources) -> Process | None:
         started = time.monotonic()
@@ -219,10 +308,15 @@ class ExecutorRuntime:
     # --- fencing -----------------------------------------------------------------------------
 
     def fencing(self) -> Fencing:
-        return Fencing(self.me, self.config.colony_name, self.config.executor_type, self.in_flight, self.fence)
+        return Fencing(self.me, self.config.colony_name, self.config.executor_type, self.in_flight, self.fence,
+                       attempt_of=self.attempt_of)
 
     def in_flight(self) -> dict[str, Attempt]:
         return {pid: Attempt(s.process.retries, s.process.starttime) for pid, s in self._running.items()}
+
+    def attempt_of(self, process_id: str) -> Attempt | None:
+        s = self._running.get(process_id)
+        return Attempt(s.process.retries, s.process.starttime) if s is not None else None
 
     def fence(self, process_id: str, reason: str) -> None:
         supervisor = self._running.get(process_id)
@@ -232,24 +326,34 @@ class ExecutorRuntime:
 
     # --- admitting a process -----------------------------------------------------------------
 
-    async def admit(self, process: Process) -> None:
-        """Validate, reserve capacity (waiting for it if need be), and start a supervisor."""
+    async def admit(self, process: Process, on_created: Callable[[], None] | None = None) -> None:
+        """Validate, reserve capacity (waiting for it if need be), and start a supervisor.
+        `on_created` is called once the process's Job was created, or it never will be."""
         assigned_at = time.monotonic()
-        await self._retire_previous_attempt(process)
+        handed = False
         try:
-            run = spec.parse_process(process, self.config.policy)
-            job = builder.build_job(run, self.job_settings)
-            request = request_of(job)
-        except (spec.SpecError, ValueError) as exc:
-            self._spawn(process.processid, self._reject(process, str(exc)))
-            return
-        over = request.over(self.config.budget)
-        if over:
-            self._spawn(process.processid, self._reject(
-                process, "invalid funcspec: conditions ask for more than this executor can ever run: " + ", ".join(over)))
-            return
-        await self.capacity.reserve(request)
-        self._supervise(Supervisor(self._context(), process, run, request, assigned_at, job=job))
+            await self._retire_previous_attempt(process)
+            try:
+                run = spec.parse_process(process, self.config.policy)
+                job = builder.build_job(run, self.job_settings)
+                request = request_of(job)
+            except (spec.SpecError, ValueError) as exc:
+                self._spawn(process.processid, self._reject(process, str(exc)))
+                return
+            over = request.over(self.config.budget)
+            if over:
+                self._spawn(process.processid, self._reject(
+                    process, "invalid funcspec: conditions ask for more than this executor can ever run: "
+                    + ", ".join(over)))
+                return
+            await self.capacity.reserve(request)
+            self._estimate = request
+            self._supervise(Supervisor(self._context(), process, run, request, assigned_at, job=job,
+                                       on_created=on_created))
+            handed = True
+        finally:
+            if not handed and on_created is not None:
+                on_created()
 
     async def _retire_previous_attempt(self, process: Process) -> None:
         """Colonies gave us a process we still run an older attempt of: that attempt was

@@ -55,11 +55,15 @@ def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | N
 
 class Fencing:
     def __init__(self, colonies: ColoniesClient, colony: str, executor_type: str,
-                 in_flight: Callable[[], dict[str, Attempt]], fence: Fence) -> None:
+                 in_flight: Callable[[], dict[str, Attempt]], fence: Fence,
+                 attempt_of: Callable[[str], Attempt | None] | None = None) -> None:
         self.colonies = colonies
         self.colony = colony
         self.executor_type = executor_type
         self._in_flight = in_flight  # process id → the attempt we run
+        # one process's attempt: every event of our executor type is checked, thousands while
+        # a backlog is submitted, so this must not build the whole map each time
+        self._attempt_of = attempt_of or (lambda pid: in_flight().get(pid))
         self._fence = fence
         self.polls = 0
 
@@ -68,7 +72,7 @@ class Fencing:
                              self._poll())
 
     def check(self, process: Process) -> None:
-        attempt = self._in_flight().get(process.processid)
+        attempt = self._attempt_of(process.processid)
         if attempt is not None:
             reason = lost_reason(process, self.colonies.id, attempt)
             if reason:

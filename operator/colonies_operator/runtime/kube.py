@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+from asyncio import sslproto
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +21,14 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
+
+
+# asyncio's TLS transport gives every connection a 256 KiB read buffer (SSLProtocol.max_size,
+# Python 3.11+). A log follow stream per running container makes that ~300 KiB of RSS per
+# process in flight; 8 KiB reads just as well and cuts it to ~50 KiB.
+SSL_READ_BUFFER = 8 * 1024
+if getattr(sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER:
+    sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
 class KubeError(Exception):
@@ -47,6 +57,11 @@ class NotFound(KubeError):
 
 class Gone(KubeError):
     """410: the resourceVersion a watch asked for is too old; list again."""
+
+
+def _proxy_in_env() -> bool:
+    return any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                            "ALL_PROXY", "all_proxy"))
 
 
 def _error(status: int, body: bytes) -> KubeError:
@@ -114,14 +129,29 @@ class LineSplitter:
 
 
 class KubeApi:
-    """Jobs, Pods, logs and Events in the namespaces the operator serves."""
+    """Jobs, Pods, logs and Events in the namespaces the operator serves.
 
-    def __init__(self, api_client: ApiClient) -> None:
+    Two connection pools: `api_client` for requests that answer at once (bounded), and
+    `stream_client` for watches and log follows, which hold a connection for as long as a
+    pod runs (unbounded). One shared bounded pool would be starved by the streams: past a
+    few hundred running pods no Job could be created any more.
+    """
+
+    REQUEST_POOL = 100  # concurrent short requests (creates, patches, deletes, lists)
+
+    def __init__(self, api_client: ApiClient, stream_client: ApiClient | None = None) -> None:
         self.api_client = api_client
+        self.stream_client = stream_client or api_client
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.stream_batch = client.BatchV1Api(self.stream_client)
+        self.stream_core = client.CoreV1Api(self.stream_client)
         self.counter = RequestCounter()
-        rest = api_client.rest_client
+        for api in {id(c): c for c in (api_client, self.stream_client)}.values():
+            self._instrument(api)
+
+    def _instrument(self, api: ApiClient) -> None:
+        rest = api.rest_client
         original = rest.request
         counter = self.counter
 
@@ -132,6 +162,12 @@ class KubeApi:
             return response
 
         rest.request = counted
+        session = getattr(rest, "pool_manager", None)
+        if session is not None and hasattr(session, "_trust_env") and not _proxy_in_env():
+            # kubernetes_asyncio asks aiohttp to trust the environment, which then reads
+            # ~/.netrc and the proxy variables in a worker thread on EVERY request (two thread
+            # hops each). With no proxy variable set there is nothing to find.
+            session._trust_env = False
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
@@ -144,11 +180,17 @@ class KubeApi:
                 await config.load_kube_config(client_configuration=configuration)
         else:
             await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        configuration.connection_pool_maxsize = 200  # one pool: many log streams, one watch, creates
-        return cls(ApiClient(configuration))
+        configuration.connection_pool_maxsize = cls.REQUEST_POOL
+        requests = ApiClient(configuration)
+        configuration.connection_pool_maxsize = 0  # aiohttp: no limit; one connection per stream
+        streams = ApiClient(configuration)
+        configuration.connection_pool_maxsize = cls.REQUEST_POOL
+        return cls(requests, streams)
 
     async def close(self) -> None:
         await self.api_client.close()
+        if self.stream_client is not self.api_client:
+            await self.stream_client.close()
 
     async def _json(self, call: Any) -> dict[str, Any]:
         response = await call
@@ -201,7 +243,7 @@ class KubeApi:
 
         Raises Gone when `resource_version` is too old: the caller must list again.
         """
-        method = self.batch.list_namespaced_job if kind == "Job" else self.core.list_namespaced_pod
+        method = self.stream_batch.list_namespaced_job if kind == "Job" else self.stream_core.list_namespaced_pod
         response = await method(
             namespace, label_selector=selector, watch=True, resource_version=resource_version,
             allow_watch_bookmarks=True, timeout_seconds=timeout_seconds, _preload_content=False,
@@ -234,7 +276,7 @@ class KubeApi:
         query: list[tuple[str, Any]] = [("container", container), ("follow", str(follow).lower()), ("timestamps", "true")]
         if since_time:
             query.append(("sinceTime", since_time))
-        response = await self.api_client.call_api(
+        response = await self.stream_client.call_api(
             "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET", {"namespace": namespace, "name": pod}, query,
             {"Accept": "*/*"}, auth_settings=["BearerToken"], _preload_content=False,
             _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),

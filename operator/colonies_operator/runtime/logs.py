@@ -104,7 +104,8 @@ class LogShipper:
         self.shipped_bytes = 0
         self.sends = 0
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()    # a full batch is waiting
+        self._queued = asyncio.Event()  # anything is waiting
 
     def add(self, text: str) -> None:
         """Queue one line (without its newline) for shipping."""
@@ -120,8 +121,9 @@ class LogShipper:
         self._accepted_bytes += size
         self._pending.append((line, size))
         self._pending_bytes += size
+        self._queued.set()  # the flusher's timer starts
         if self._pending_bytes >= self.batch_bytes:
-            self._wake.set()
+            self._wake.set()  # a full batch goes at once
 
     def resume(self, shipped_bytes: int, truncated: bool) -> None:
         """Continue counting toward the cap from what an earlier run shipped."""
@@ -159,19 +161,28 @@ class LogShipper:
         return text, size, text.count("\n")
 
     async def run(self) -> None:
-        """Flush on size or every `flush_seconds`, until cancelled."""
+        """Ship a batch when it is full or `flush_seconds` after its first line, until cancelled.
+
+        With nothing queued it waits on an event, with no timer: thousands of quiet processes
+        in flight cost no wakeups at all.
+        """
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
-            except TimeoutError:
-                pass
+            await self._queued.wait()
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+                except TimeoutError:
+                    pass
             self._wake.clear()
+            self._queued.clear()
             try:
                 await self.flush()
             except errors.Forbidden:
                 raise
             except errors.ColoniesError as exc:
                 log.warning("shipping logs failed, will retry: %s", exc)
+                if self._pending:
+                    self._queued.set()  # the batch stays queued: try again a flush interval later
 
 
 async def ship_container_log(

@@ -96,8 +96,10 @@ async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
 
 class Supervisor:
     def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
-                 assigned_at: float | None = None, job: dict[str, Any] | None = None) -> None:
+                 assigned_at: float | None = None, job: dict[str, Any] | None = None,
+                 on_created: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
+        self._on_created = on_created  # called once when creating the Job is over, however it went
         self.job = job  # the Job to create, when the caller built it already
         self.assigned_at = assigned_at  # monotonic time of the assign; None for an adopted Job
         self.process = process
@@ -151,6 +153,7 @@ class Supervisor:
             for task in [*self._followers.values(), shipping]:
                 task.cancel()
             await asyncio.gather(*self._followers.values(), shipping, return_exceptions=True)
+            self._created()  # ended (or was cancelled) before its Job was created
             self.ctx.watch.unsubscribe(self.job_name)
             await self.ctx.capacity.release(self.request)
             self.ctx.stats.count(end)
@@ -159,7 +162,10 @@ class Supervisor:
     async def _supervise(self, event: asyncio.Event, shipping: asyncio.Task[None]) -> End:
         if self.resume:
             await self._load_resume_point()
-        created = await self._create_job()
+        try:
+            created = await self._create_job()
+        finally:
+            self._created()
         if created is not None:
             return created
         seen_job = False
@@ -204,6 +210,11 @@ class Supervisor:
             pass
 
     # --- the Job ---------------------------------------------------------------------------
+
+    def _created(self) -> None:
+        callback, self._on_created = self._on_created, None
+        if callback is not None:
+            callback()
 
     async def _create_job(self) -> End | None:
         body = self.job or builder.build_job(self.run_spec, self.ctx.job_settings)
