@@ -209,13 +209,27 @@ class Scrape:
                 out[key] = out.get(key, 0) + v
         return out
 
-    def buckets(self, name: str) -> list[tuple[float, float]]:
-        out = [(float(l["le"]), v) for n, l, v in self.samples if n == f"{name}_bucket"]
-        return sorted(out)
+    def buckets(self, name: str, **labels: str) -> list[tuple[float, float]]:
+        """Cumulative buckets of a histogram, summed over the series matching `labels`."""
+        out: dict[float, float] = {}
+        for n, l, v in self.samples:
+            if n == f"{name}_bucket" and all(l.get(k) == x for k, x in labels.items()):
+                out[float(l["le"])] = out.get(float(l["le"]), 0.0) + v
+        return sorted(out.items())
 
 
 def scrape(url: str) -> Scrape:
-    text = httpx.get(url, timeout=30).text
+    return parse_metrics(httpx.get(url, timeout=30).text)
+
+
+def scrape_apiserver(state: StackState) -> Scrape:
+    with api(state).client() as c:
+        r = c.get("/metrics", timeout=30)
+        r.raise_for_status()
+        return parse_metrics(r.text)
+
+
+def parse_metrics(text: str) -> Scrape:
     samples = []
     for line in text.splitlines():
         if not line or line.startswith("#"):

@@ -190,6 +190,20 @@ class Bench:
                 raise RuntimeError(f"{proc.name} did not get ready; see {proc.log}")
             await asyncio.sleep(0.1)
 
+    async def settle(self, what: str, busy_cores: float = 0.35, timeout: float = 60) -> None:
+        """Wait until the stack is quiet (all components together under `busy_cores` over 2 s):
+        the previous phase's pods finishing, or the apiserver digesting a new CRD, would
+        otherwise eat into the next measurement on a small machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            before = self.cpu.sample()
+            await asyncio.sleep(2.0)
+            used = sum(v["cores"] for k, v in env.CpuMeter.delta(before, self.cpu.sample(), 2.0).items()
+                       if not k.startswith("bench"))
+            if used < busy_cores or time.monotonic() > deadline:
+                say(f"{what}: stack at {used:.2f} cores; starting")
+                return
+
     async def observer(self, namespace: str, pods: bool = False) -> Observer:
         obs = Observer(self.kube, namespace, pods=pods)
         await obs.start()
@@ -220,6 +234,13 @@ class Bench:
             return None
         return env.scrape(self.operator.metrics_url)
 
+    def scrape_apiserver(self) -> env.Scrape | None:
+        try:
+            return env.scrape_apiserver(self.state)
+        except Exception as exc:  # noqa: BLE001 - a missing figure, not a failed phase
+            say(f"apiserver /metrics: {exc}")
+            return None
+
 
 # --- P1 burst ------------------------------------------------------------------------------------
 
@@ -237,13 +258,15 @@ async def burst(b: Bench) -> None:
                         assignTimeoutSeconds=5)
     obs = await b.observer(ns)
     submitted = await b.submit(b.spec(etype, run_for, 5), n)
-    say(f"P1 burst: {n} processes waiting; starting the operator")
+    await b.settle("P1 burst, operator")
+    api_before = b.scrape_apiserver()
     cpu0 = b.cpu.sample()
     t0 = time.time()
     op = b.start_operator("operator")
     spy = profile.start(b, "p1-burst") if b.args.profile else None
     await b.wait_jobs(obs, n, 300, "operator burst")
     launched = obs.launch_times()
+    api_after = b.scrape_apiserver()
     done = await b.wait_final(list(submitted), 300, "operator burst")
     scrape = b.scrape()
     cpu1 = b.cpu.sample()
@@ -259,6 +282,7 @@ async def burst(b: Bench) -> None:
         "log_streams_per_process": scrape.kube_requests(exclude_verbs=()) / n - scrape.kube_requests() / n if scrape else None,
         "cpu": env.CpuMeter.delta(cpu0, cpu1, t1 - t0),
         "rss_mib": env.rss_mib(op.pid),
+        "apiserver_job_create_s": apiserver_job_creates(api_before, api_after),
     }
     if scrape:
         out["operator"]["histogram_assigned_to_job_created_s"] = hist_summary(
@@ -277,6 +301,7 @@ async def burst(b: Bench) -> None:
     # baseline 1: assign + close, no Kubernetes
     etype = f"bench-burst-ceiling-{b.run_id}"
     submitted = await b.submit(b.spec(etype, run_for, 5), n)
+    await b.settle("P1 burst, baseline 1")
     cpu0 = b.cpu.sample()
     t0 = time.time()
     proc, result, _ = b.start_baseline("ceiling", etype, n, None, 300)
@@ -294,11 +319,14 @@ async def burst(b: Bench) -> None:
     etype = f"bench-burst-naive-{b.run_id}"
     obs = await b.observer(ns)
     submitted = await b.submit(b.spec(etype, run_for, 5), n)
+    await b.settle("P1 burst, baseline 2")
+    api_before = b.scrape_apiserver()
     cpu0 = b.cpu.sample()
     t0 = time.time()
     proc, result, _ = b.start_baseline("naive", etype, n, ns, 600)
     await b.wait_jobs(obs, n, 600, "naive burst")
     launched = obs.launch_times()
+    api_after = b.scrape_apiserver()
     await b.wait_proc(proc, 600)
     done = await b.processes(list(submitted))
     data = json.loads(result.read_text())
@@ -309,6 +337,7 @@ async def burst(b: Bench) -> None:
         "assigned_to_job_created_s": summary(b.latencies(obs, done)),
         "succeeded": sum(p.state is ProcessState.SUCCESS for p in done.values()),
         "errors": data.get("error_count"), "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0),
+        "apiserver_job_create_s": apiserver_job_creates(api_before, api_after),
     }
     b.series["burst"]["naive"] = [t - launched[0] for t in launched] if launched else []
     b.series["latency_burst_naive"] = b.latencies(obs, done)
@@ -317,14 +346,19 @@ async def burst(b: Bench) -> None:
 
 # --- P1 sustained ---------------------------------------------------------------------------------
 
-async def sustained(b: Bench) -> None:
-    per_s, seconds = b.args.sustained_rate, b.args.sustained_seconds
+async def sustained(b: Bench, phase: str = "sustained") -> None:
+    """A steady rate of submissions: P1 sustained (a rate near the machine's ceiling) or, as
+    phase "light", P2 at a light load, where assigned → created is the operator's own
+    latency plus one uncontended Job create rather than the queueing of a saturated machine."""
+    if phase == "light":
+        per_s, seconds, key = b.args.light_rate, b.args.light_seconds, "p2_light"
+    else:
+        per_s, seconds, key = b.args.sustained_rate, b.args.sustained_seconds, "p1_sustained"
     n = int(per_s * seconds)
     out: dict[str, Any] = {"offered_per_second": per_s, "seconds": seconds, "processes": n,
                            "pod_run_for": b.args.run_for}
-    b.results["p1_sustained"] = out
-    b.series["sustained"] = {}
-    b.series["sustained_submit"] = {}
+    b.results[key] = out
+    b.series[phase] = {}
 
     async def measure(kind: str, obs: Observer | None, submitted: dict[str, float], done: dict[str, Any],
                       launched: list[float]) -> dict[str, Any]:
@@ -336,7 +370,7 @@ async def sustained(b: Bench) -> None:
                     lat.append(job.seen - submitted[job.process_id])
         else:
             lat = [p.starttime.timestamp() - submitted[pid] for pid, p in done.items() if p.starttime]
-        b.series["sustained"][kind] = [t - t_sub for t in launched]
+        b.series[phase][kind] = [t - t_sub for t in launched]
         return {"jobs_per_second": rate(launched), "launched": len(launched),
                 "behind_at_end_s": (max(launched) - max(submitted.values())) if launched else None,
                 "submitted_to_job_created_s": summary(lat),
@@ -345,29 +379,30 @@ async def sustained(b: Bench) -> None:
     # the operator (already running since the burst)
     if b.operator is None:
         b.start_operator("operator")
-    ns = b.namespace("sustained")
-    etype = f"bench-sustained-{b.run_id}"
-    env.create_executor(b.state, ns, "sustained", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
+    ns = b.namespace(phase)
+    etype = f"bench-{phase}-{b.run_id}"
+    env.create_executor(b.state, ns, phase, etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
                         assignTimeoutSeconds=5)
     deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "sustained") and time.monotonic() < deadline:
+    while not env.executor_ready(b.state, ns, phase) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     obs = await b.observer(ns)
-    say(f"P1 sustained: {per_s}/s for {seconds}s to the operator")
-    before = b.scrape()
+    await b.settle(f"{key} ({per_s}/s for {seconds:.0f}s), operator")
+    before, api_before = b.scrape(), b.scrape_apiserver()
     cpu0 = b.cpu.sample()
     t0 = time.time()
-    spy = profile.start(b, "p1-sustained") if b.args.profile else None
+    spy = profile.start(b, f"p1-{phase}") if b.args.profile and phase == "sustained" else None
     submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
-    await b.wait_jobs(obs, n, 300, "operator sustained")
+    await b.wait_jobs(obs, n, 300, f"operator {phase}")
     launched = obs.launch_times()
-    done = await b.wait_final(list(submitted), 300, "operator sustained")
+    done = await b.wait_final(list(submitted), 300, f"operator {phase}")
     await asyncio.sleep(2)  # the "reported" marks follow the closes
-    after = b.scrape()
+    after, api_after = b.scrape(), b.scrape_apiserver()
     t1 = time.time()
     o = out["operator"] = await measure("operator", obs, submitted, done, launched)
     o["assigned_to_job_created_s"] = summary(b.latencies(obs, done))
-    b.series["latency_sustained_operator"] = b.latencies(obs, done)
+    o["apiserver_job_create_s"] = apiserver_job_creates(api_before, api_after)
+    b.series[f"latency_{phase}_operator"] = b.latencies(obs, done)
     if before and after:
         o["kube_requests_per_process"] = (after.kube_requests() - before.kube_requests()) / n
         o["log_streams_per_process"] = ((after.kube_requests(exclude_verbs=()) - before.kube_requests(exclude_verbs=()))
@@ -387,9 +422,10 @@ async def sustained(b: Bench) -> None:
     if "ceiling" not in b.args.executors:
         return
     # baseline 1
-    etype = f"bench-sustained-ceiling-{b.run_id}"
+    etype = f"bench-{phase}-ceiling-{b.run_id}"
     proc, result, ready = b.start_baseline("ceiling", etype, n, None, seconds + 300)
     await b.wait_file(ready, proc)
+    await b.settle(f"{key}, baseline 1")
     cpu0 = b.cpu.sample()
     t0 = time.time()
     submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
@@ -402,26 +438,30 @@ async def sustained(b: Bench) -> None:
     if "naive" not in b.args.executors:
         return
     # baseline 2
-    ns = b.namespace("sustained-naive")
-    etype = f"bench-sustained-naive-{b.run_id}"
+    ns = b.namespace(f"{phase}-naive")
+    etype = f"bench-{phase}-naive-{b.run_id}"
     obs = await b.observer(ns)
     proc, result, ready = b.start_baseline("naive", etype, n, ns, seconds + 600)
     await b.wait_file(ready, proc)
+    await b.settle(f"{key}, baseline 2")
+    api_before = b.scrape_apiserver()
     cpu0 = b.cpu.sample()
     t0 = time.time()
     submitted = await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), per_s, seconds)
-    await b.wait_jobs(obs, n, 600, "naive sustained")
+    await b.wait_jobs(obs, n, 600, f"naive {phase}")
     launched = obs.launch_times()
+    api_after = b.scrape_apiserver()
     await b.wait_proc(proc, 600)
     done = await b.processes(list(submitted))
     nv = out["naive"] = await measure("naive", obs, submitted, done, launched)
     nv["assigned_to_job_created_s"] = summary(b.latencies(obs, done))
+    nv["apiserver_job_create_s"] = apiserver_job_creates(api_before, api_after)
     naive_data = json.loads(result.read_text())
     nv["errors"] = naive_data.get("error_count")
     for k in ("kube_requests_per_process", "log_reads_per_process", "polls_per_running_process_per_minute", "requests"):
         nv[k] = naive_data.get(k)
     nv["cpu"] = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
-    b.series["latency_sustained_naive"] = b.latencies(obs, done)
+    b.series[f"latency_{phase}_naive"] = b.latencies(obs, done)
     await obs.stop()
 
 
@@ -443,6 +483,7 @@ async def scale(b: Bench) -> None:
     while not env.executor_ready(b.state, ns, "scale") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     obs = await b.observer(ns, pods=True)
+    await b.settle("P4")
     key = f"{ns}/scale"
     base = b.scrape()
     cpu0 = b.cpu.sample()
@@ -519,7 +560,7 @@ async def scale(b: Bench) -> None:
 
 async def recovery(b: Bench) -> None:
     n, lines = b.args.recovery, b.args.log_lines
-    run_for = f"{int(n / 8 + 90)}s"  # all must be running before any finishes
+    run_for = f"{int(n / 10 + 60)}s"  # all must be running before any finishes
     out: dict[str, Any] = {"processes": n, "log_lines_each": lines, "pod_run_for": run_for}
     b.results["p5_recovery"] = out
     if b.operator is None:
@@ -533,6 +574,7 @@ async def recovery(b: Bench) -> None:
     while not env.executor_ready(b.state, ns, "recovery") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     obs = await b.observer(ns, pods=True)
+    await b.settle("P5")
     key = f"{ns}/recovery"
     submitted = await b.submit(b.spec(etype, run_for, lines), n)
     say(f"P5: {n} processes submitted; waiting for all to run")
@@ -558,6 +600,7 @@ async def recovery(b: Bench) -> None:
     say(f"P5: SIGKILL with {out['in_flight_at_kill']} in flight ({open_at_kill} open in Colonies); restarting")
     op = b.start_operator("operator-restarted")
     live = time.monotonic() - killed
+    spy = profile.start(b, "p5-readopt") if b.args.profile else None
     readopted = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -566,6 +609,8 @@ async def recovery(b: Bench) -> None:
             readopted = time.monotonic() - killed
             break
         await asyncio.sleep(0.1)
+    if spy:
+        out["readopt_profile"] = profile.stop(b, spy)
     out["restart_to_liveness_s"] = live
     out["kill_to_all_readopted_s"] = readopted
     out["liveness_to_all_readopted_s"] = readopted - live if readopted is not None else None
@@ -617,6 +662,16 @@ def hist_summary(buckets: list[tuple[float, float]]) -> dict[str, Any] | None:
             "buckets": {str(le): c for le, c in buckets}}
 
 
+def apiserver_job_creates(before: env.Scrape | None, after: env.Scrape | None) -> dict[str, Any] | None:
+    """The apiserver's own latency of POST jobs (its request-duration histogram): how much of
+    assigned → created is the apiserver answering, whoever asks."""
+    if before is None or after is None:
+        return None
+    name, labels = "apiserver_request_duration_seconds", {"verb": "POST", "resource": "jobs"}
+    b = dict(before.buckets(name, **labels))
+    return hist_summary([(le, v - b.get(le, 0.0)) for le, v in after.buckets(name, **labels)])
+
+
 def rpcs_delta(before: env.Scrape, after: env.Scrape, per: int) -> dict[str, float]:
     def table(s: env.Scrape) -> dict[str, float]:
         return {f"{l.get('method')} {l.get('outcome')}": v for n, l, v in s.samples
@@ -625,7 +680,11 @@ def rpcs_delta(before: env.Scrape, after: env.Scrape, per: int) -> dict[str, flo
     return {k: round((v - b.get(k, 0)) / per, 3) for k, v in a.items() if v - b.get(k, 0)}
 
 
-PHASES = {"burst": burst, "sustained": sustained, "recovery": recovery, "scale": scale}
+async def light(b: Bench) -> None:
+    await sustained(b, "light")
+
+
+PHASES = {"burst": burst, "light": light, "sustained": sustained, "recovery": recovery, "scale": scale}
 
 
 async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> dict[str, Any]:
@@ -654,12 +713,14 @@ async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
-    ap.add_argument("--phases", default="burst,sustained,recovery,scale",
-                    help="comma-separated subset of burst,sustained,recovery,scale (in this order)")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma-separated subset of {','.join(PHASES)} (run in this order)")
     ap.add_argument("--burst", type=int, default=200, help="P1 backlog size")
     ap.add_argument("--run-for", default="2s", help="how long each P1 pod runs (kwok)")
     ap.add_argument("--sustained-rate", type=float, default=30, help="P1 sustained submissions per second")
     ap.add_argument("--sustained-seconds", type=float, default=60)
+    ap.add_argument("--light-rate", type=float, default=5, help="P2 at a light load: submissions per second")
+    ap.add_argument("--light-seconds", type=float, default=30)
     ap.add_argument("--in-flight", type=int, default=5000, help="P4 target of processes in flight")
     ap.add_argument("--scale-timeout", type=float, default=900, help="P4: give up the ramp after this many seconds")
     ap.add_argument("--stall-seconds", type=float, default=120, help="P4: give up when nothing progressed this long")

@@ -49,7 +49,10 @@ async def run_a_job(state: StackState, ns: str) -> str:
             return any(c.type == "Complete" and c.status == "True" for c in j.status.conditions or [])
         await wait_for(complete, 60, "the Job to complete")
         pods = await core.list_namespaced_pod(ns, label_selector="job-name=echo")
-        return await core.read_namespaced_pod_log(pods.items[0].metadata.name, ns)
+        # kwok serves a pod's log once its own watch of Logs objects delivered the pod's; after
+        # an apiserver restart that watch resumes a moment later than the ones that ran the Job
+        return await wait_for(lambda: core.read_namespaced_pod_log(pods.items[0].metadata.name, ns), 30,
+                              "kwok to serve the pod's log")
 
 
 async def test_the_apiserver_restarts_on_its_port_with_its_data(own_stack):

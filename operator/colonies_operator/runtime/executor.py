@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 FUNCTION_NAME = "execute"
 HEARTBEAT_SECONDS = 300  # assign at least this often: Colonies deletes executors silent for 600 s
 ASSIGN_SLICES = 4        # assigns in flight at once while a backlog drains (DESIGN §2.4)
-CREATES_IN_FLIGHT = 16      # assign no faster than Jobs get created: assigned → created stays short
+ADOPT_CONCURRENCY = 32   # Colonies lookups in flight while adopting Jobs after a restart
+CREATES_IN_FLIGHT = 16   # assign no faster than Jobs get created: assigned → created stays short
 MIB = 2**20
 
 
@@ -233,6 +234,10 @@ class ExecutorRuntime:
         """One immediate assign advertising `slice_`, claimed until its process is admitted.
         A miss (nothing that small is waiting) ends the backlog: back to one long poll."""
         await self._creates.acquire()
+        if self._slice() != slice_:  # room or backlog changed while waiting for a create slot
+            self._creates.release()
+            self._backlog.clear()
+            return False
         self._claimed = self._claimed + slice_
         self._slices += 1
         self._no_slices.clear()
@@ -401,27 +406,36 @@ class ExecutorRuntime:
         the ones whose attempt is still ours; mark the ones closed before a crash as reported
         (never report twice); delete the ones that stopped being ours."""
         label = builder.label_value(self.config.executor_name)
-        for job in self.watch.jobs_of_executor(label):
-            meta = job.get("metadata", {})
-            annotations = meta.get("annotations") or {}
-            pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
-            if not pid or annotations.get(REPORTED_ANNOTATION) or pid in self._supervisors:
-                continue
-            attempt = int((meta.get("labels") or {}).get(builder.ATTEMPT_LABEL) or 0)
-            try:
-                process = await self.me.get_process(pid)
-            except errors.NotFound:
-                await self.kube.delete_job(self.config.namespace, meta["name"])
-                continue
-            mine = process.assignedexecutorid == self.me.id and process.retries == attempt
-            if process.state is ProcessState.RUNNING and mine:
+        gate = asyncio.Semaphore(ADOPT_CONCURRENCY)  # one Colonies lookup per Job: not one after another
+
+        async def one(job: dict) -> None:
+            async with gate:
+                await self._adopt_job(job)
+
+        await asyncio.gather(*(one(job) for job in self.watch.jobs_of_executor(label)))
+
+    async def _adopt_job(self, job: dict) -> None:
+        meta = job.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
+        if not pid or annotations.get(REPORTED_ANNOTATION) or pid in self._supervisors:
+            return
+        attempt = int((meta.get("labels") or {}).get(builder.ATTEMPT_LABEL) or 0)
+        try:
+            process = await self.me.get_process(pid)
+        except errors.NotFound:
+            await self.kube.delete_job(self.config.namespace, meta["name"])
+            return
+        mine = process.assignedexecutorid == self.me.id and process.retries == attempt
+        if process.state is ProcessState.RUNNING and mine:
+            if pid not in self._supervisors:
                 await self._adopt(process, job)
-            elif process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and process.assignedexecutorid == self.me.id:
-                outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
-                await self.kube.annotate_job(self.config.namespace, meta["name"], {REPORTED_ANNOTATION: outcome})
-            else:
-                log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
-                await self.kube.delete_job(self.config.namespace, meta["name"])
+        elif process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and process.assignedexecutorid == self.me.id:
+            outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
+            await self.kube.annotate_job(self.config.namespace, meta["name"], {REPORTED_ANNOTATION: outcome})
+        else:
+            log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
+            await self.kube.delete_job(self.config.namespace, meta["name"])
 
     async def _adopt(self, process: Process, job: dict) -> None:
         try:

@@ -138,6 +138,11 @@ class KubeApi:
     """
 
     REQUEST_POOL = 100  # concurrent short requests (creates, patches, deletes, lists)
+    # Log follow streams open at once, operator-wide. Each holds a TLS connection (~50 KiB of
+    # memory here, a connection in the apiserver and one to the kubelet). Past this many
+    # running containers, the next ones' logs are followed as streams close, and a finished
+    # container's log is always read to its end: later, never lost.
+    FOLLOW_STREAMS = 1000
 
     def __init__(self, api_client: ApiClient, stream_client: ApiClient | None = None) -> None:
         self.api_client = api_client
@@ -147,6 +152,7 @@ class KubeApi:
         self.stream_batch = client.BatchV1Api(self.stream_client)
         self.stream_core = client.CoreV1Api(self.stream_client)
         self.counter = RequestCounter()
+        self.follow_slots = asyncio.Semaphore(self.FOLLOW_STREAMS)
         for api in {id(c): c for c in (api_client, self.stream_client)}.values():
             self._instrument(api)
 

@@ -9,6 +9,7 @@ emitter, so tests can drive a resource without kopf.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +50,7 @@ class Shared:
 
     def __post_init__(self) -> None:
         self.metrics.add_source(self._collect)
+        tune_gc()
 
     def _collect(self) -> list[Any]:
         kube = self.kube.counter.snapshot()
@@ -87,6 +89,29 @@ class Shared:
             await watch.stop()
         for connection in self.connections.values():
             await connection.aclose()
+
+
+_GC_TUNED = False
+
+
+def tune_gc() -> None:
+    """Keep Python's cycle collector from stopping the event loop for seconds.
+
+    A full collection scans every tracked object: with thousands of processes in flight that
+    is a million objects and 0.5-2 s, and it runs whenever the long-lived heap grew by a
+    quarter, i.e. several times while a backlog ramps up (measured: event-loop lag p99 2.2 s
+    on the way to 5,000 in flight). So: move everything that exists at start (modules, kopf,
+    the clients: ~150,000 objects) out of the scans for good, and collect the young
+    generations less often, which makes full collections rarer; reference counting still
+    frees everything that is not in a cycle at once.
+    """
+    global _GC_TUNED
+    if _GC_TUNED:
+        return
+    _GC_TUNED = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 class Problem(Exception):

@@ -163,7 +163,10 @@ class Supervisor:
         if self.resume:
             await self._load_resume_point()
         try:
-            created = await self._create_job()
+            if self.resume and self.ctx.watch.state(self.job_name)[0] is not None:
+                created = None  # adopted: the Job was listed at start; creating it again would only 409
+            else:
+                created = await self._create_job()
         finally:
             self._created()
         if created is not None:
@@ -321,8 +324,14 @@ class Supervisor:
         give_up = asyncio.get_running_loop().time() + DRAIN_PATIENCE
         while True:
             try:
-                await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor, self.shipper,
-                                              follow=follow, prefix=prefix)
+                slots = getattr(self.ctx.kube, "follow_slots", None) if follow else None
+                if slots is not None:
+                    async with slots:  # waits (no polling) while too many streams are open
+                        await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor,
+                                                      self.shipper, follow=True, prefix=prefix)
+                else:
+                    await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor,
+                                                  self.shipper, follow=follow, prefix=prefix)
                 if not follow:
                     return
                 failure = "the stream ended"
