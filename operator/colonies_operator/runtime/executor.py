@@ -408,7 +408,8 @@ class ExecutorRuntime:
 
         Every Job is looked up first, and only then do the adopted supervisors start: each one
         reads its shipped log back from Colonies and opens a log stream, work that would slow
-        the remaining lookups down (measured, 1,000 Jobs after a SIGKILL: all re-adopted 3.1 s after liveness instead of 6.9 s)."""
+        the remaining lookups down (1,000 Jobs after a SIGKILL: all re-adopted 3.1 s after
+        liveness this way, 6.9 s interleaved)."""
         label = builder.label_value(self.config.executor_name)
         gate = asyncio.Semaphore(ADOPT_CONCURRENCY)  # one Colonies lookup per Job: not one after another
         adopted: list[Supervisor] = []
