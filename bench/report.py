@@ -174,8 +174,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize=8)
 
     ax = axes[1][0]
-    for key, label, color, style in (("latency_burst_operator", "operator, burst", "tab:blue", "-"),
+    for key, label, color, style in (("latency_light_operator", "operator, light load", "tab:blue", ":"),
+                                     ("latency_burst_operator", "operator, burst", "tab:blue", "-"),
                                      ("latency_sustained_operator", "operator, sustained", "tab:blue", "--"),
+                                     ("latency_light_naive", "baseline 2, light load", "tab:red", ":"),
                                      ("latency_burst_naive", "baseline 2, burst", "tab:red", "-"),
                                      ("latency_sustained_naive", "baseline 2, sustained", "tab:red", "--")):
         values = sorted(v * 1000 for v in series.get(key) or [] if v > 0)

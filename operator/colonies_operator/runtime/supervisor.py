@@ -11,6 +11,7 @@ the Job is deleted and nothing is reported (fencing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -324,12 +325,8 @@ class Supervisor:
         give_up = asyncio.get_running_loop().time() + DRAIN_PATIENCE
         while True:
             try:
-                slots = getattr(self.ctx.kube, "follow_slots", None) if follow else None
-                if slots is not None:
-                    async with slots:  # waits (no polling) while too many streams are open
-                        await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor,
-                                                      self.shipper, follow=True, prefix=prefix)
-                else:
+                # a follow waits (no polling) while too many streams are open; a drain never waits
+                async with self.ctx.kube.follow_slots if follow else contextlib.nullcontext():
                     await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor,
                                                   self.shipper, follow=follow, prefix=prefix)
                 if not follow:
