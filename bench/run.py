@@ -601,7 +601,7 @@ async def recovery(b: Bench) -> None:
     open_at_kill = sum(p.state is ProcessState.RUNNING for p in states.values())
     out["open_at_kill"] = open_at_kill
     say(f"P5: SIGKILL with {out['in_flight_at_kill']} in flight ({open_at_kill} open in Colonies); restarting")
-    op = b.start_operator("operator-restarted")
+    b.start_operator("operator-restarted")  # returns once the new process is live
     live = time.monotonic() - killed
     spy = profile.start(b, "p5-readopt") if b.args.profile else None
     readopted = None

@@ -19,7 +19,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 from teststack import procs, stack  # noqa: E402
 from teststack.__main__ import default_run_dir  # noqa: E402
 from teststack.progress import say  # noqa: E402
-from teststack.state import load_state, record_proc  # noqa: E402
+from teststack.state import record_proc  # noqa: E402
 
 NAMESPACE = "sandbox"
 OPERATOR_STATE = "operator.json"

@@ -9,8 +9,6 @@ KWOK_TERMINATION_MESSAGE, KWOK_LOG / KWOK_LOG_LINES, and images under unpullable
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes_asyncio import client

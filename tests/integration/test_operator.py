@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime
 
 import httpx
 import pytest

@@ -23,7 +23,7 @@ from colonies_operator.colonies.models import ProcessState
 from teststack import colonies_server, kube as stack_kube, procs
 from teststack.state import StackState
 from tests.fixtures.colonies import Colonies
-from tests.fixtures.operator import GROUP, PLURAL, VERSION, Executor, running_operator, start_executor
+from tests.fixtures.operator import Executor, running_operator, start_executor
 from tests.helpers import fresh_stack, wait_for
 
 pytestmark = pytest.mark.integration
