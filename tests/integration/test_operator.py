@@ -53,12 +53,18 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     assert done.state is ProcessState.SUCCESS, done.errors
     assert done.output == ({"answer": 42},)
     assert await ex.log_lines(process.processid) == ["hello world"]
-    job = await job_of(ex, process.processid)
+
+    async def marked():  # the mark follows the close
+        job = await job_of(ex, process.processid)
+        return job if job.metadata.annotations.get("colonyos.io/reported") == "success" else None
+    job = await wait_for(marked, 30, "the Job to be marked reported")
     container = job.spec.template.spec.containers[0]
     assert container.command == ["/bin/sh", "-c", "echo hello world"]
     assert container.resources.requests == {"cpu": "250m", "memory": "128Mi"} == container.resources.limits
     assert job.spec.backoff_limit == 0
-    assert job.metadata.annotations["colonyos.io/reported"] == "success"
+    succeeded = ("colonies_operator_processes_total", {"outcome": "succeeded"})
+    await wait_for(lambda: total(scrape(operator.metrics_url), succeeded[0], **succeeded[1])
+                   > total(before, succeeded[0], **succeeded[1]), 30, "the process to be counted")
     after = scrape(operator.metrics_url)
     for name, labels in [
         ("colonies_operator_colonies_rpcs_total", {"method": "assignprocessmsg", "outcome": "ok"}),
@@ -116,8 +122,11 @@ async def test_a_nonzero_exit_fails_with_the_exit_code_and_the_last_log_lines(ex
     assert done.errors[0].startswith("ExitCode(3)")
     assert "boom: disk full" in done.errors[0]
     job = await job_of(executor_cr, process.processid)
-    events = [e for e in await executor_cr.events()
-              if e.involved_object.name == job.metadata.name and e.source.component == "colonies-operator"]
+
+    async def job_events():  # posted right after the close
+        return [e for e in await executor_cr.events()
+                if e.involved_object.name == job.metadata.name and e.source.component == "colonies-operator"]
+    events = await wait_for(job_events, 30, "the operator's Event on the Job")
     assert [(e.type, e.reason) for e in events] == [("Warning", "ExitCode")]
     assert events[0].message.startswith("ExitCode(3)")
     assert await executor_cr.log_lines(process.processid) == ["starting", "working", "boom: disk full"]
@@ -298,7 +307,10 @@ async def test_an_unusable_spec_is_a_condition_and_an_event_and_fixing_it_recove
 
     cond = await wait_for(invalid, 30, "Ready=False, reason InvalidSpec")
     assert "spec.capacity.cpu" in cond["message"]
-    assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in await ex.events())
+
+    async def warned():  # Events are posted after the status patch, by kopf's own poster
+        return any(e.reason == "InvalidSpec" and e.type == "Warning" for e in await ex.events())
+    await wait_for(warned, 30, "a Warning Event with reason InvalidSpec")
     await patch_spec(api, namespace, ex.name, {"capacity": {"cpu": "2"}})
 
     async def ready():

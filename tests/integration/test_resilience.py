@@ -120,7 +120,8 @@ async def test_a_cancelled_process_has_its_job_deleted_and_nothing_reported(own,
     await wait_for(job_gone, 30, "the Job to be deleted")
     done = await ex.colonies.user.get_process(process.processid)
     assert done.state is ProcessState.CANCELLED and done.errors == () and done.output == ()
-    assert scrape_total(own_operator.metrics_url, "colonies_operator_processes_total", outcome="fenced") == fenced + 1
+    await wait_for(lambda: scrape_total(own_operator.metrics_url, "colonies_operator_processes_total",
+                                        outcome="fenced") == fenced + 1, 30, "the process to be counted as fenced")
     assert scrape_total(own_operator.metrics_url, "colonies_operator_processes_total", outcome="succeeded") == 0
 
 
@@ -191,7 +192,9 @@ async def test_sigkill_with_jobs_running_then_restart_reports_each_once_with_exa
             done = await ex.final(process.processid, timeout=120)
             assert done.state is ProcessState.SUCCESS, done.errors
             assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, lines + 1)]
-        assert scrape_total(second.metrics_url, "colonies_operator_processes_total", outcome="succeeded") == open_at_kill
+        # each is counted once its Job is marked, just after the close
+        await wait_for(lambda: scrape_total(second.metrics_url, "colonies_operator_processes_total",
+                                            outcome="succeeded") == open_at_kill, 30, "every process to be counted")
     print(f"\n{open_at_kill} of {count} processes open at SIGKILL; re-adopted in {readopt:.1f}s "
           f"(including the operator's start); {count * lines} log lines compared")
 
