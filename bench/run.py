@@ -56,15 +56,6 @@ def quantile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(ordered, n=1000, method="inclusive")[min(998, max(0, round(q * 1000) - 1))]
 
 
-def per_second(times: list[float], origin: float) -> list[int]:
-    if not times:
-        return []
-    bins = [0] * (int(max(times) - origin) + 1)
-    for t in times:
-        bins[max(0, int(t - origin))] += 1
-    return bins
-
-
 @dataclass
 class Bench:
     state: StackState

@@ -230,14 +230,14 @@ class ExecutorRuntime:
             return None
         return estimate
 
-    async def _assign_slice(self, slice_: Resources) -> bool:
+    async def _assign_slice(self, slice_: Resources) -> None:
         """One immediate assign advertising `slice_`, claimed until its process is admitted.
         A miss (nothing that small is waiting) ends the backlog: back to one long poll."""
         await self._creates.acquire()
         if self._slice() != slice_:  # room or backlog changed while waiting for a create slot
             self._creates.release()
             self._backlog.clear()
-            return False
+            return
         self._claimed = self._claimed + slice_
         self._slices += 1
         self._no_slices.clear()
@@ -250,11 +250,10 @@ class ExecutorRuntime:
             self.health.last_assign_time = time.time()
             if process is None:
                 self._backlog.clear()
-                return False
+                return
             self.metrics.assign_seconds.observe(time.monotonic() - started)
             release = None  # the supervisor releases it once its Job is created
             await self.admit(process, self._creates.release)
-            return True
         finally:
             if release is not None:
                 release()
@@ -317,11 +316,11 @@ class ExecutorRuntime:
                        attempt_of=self.attempt_of)
 
     def in_flight(self) -> dict[str, Attempt]:
-        return {pid: Attempt(s.process.retries, s.process.starttime) for pid, s in self._running.items()}
+        return {pid: _attempt(s) for pid, s in self._running.items()}
 
     def attempt_of(self, process_id: str) -> Attempt | None:
         s = self._running.get(process_id)
-        return Attempt(s.process.retries, s.process.starttime) if s is not None else None
+        return _attempt(s) if s is not None else None
 
     def fence(self, process_id: str, reason: str) -> None:
         supervisor = self._running.get(process_id)
@@ -472,3 +471,7 @@ class ExecutorRuntime:
         for job in self.watch.jobs_of_executor(builder.label_value(self.config.executor_name)):
             await self.kube.delete_job(self.config.namespace, job["metadata"]["name"])
         await self.unregister()
+
+
+def _attempt(supervisor: Supervisor) -> Attempt:
+    return Attempt(supervisor.process.retries, supervisor.process.starttime)

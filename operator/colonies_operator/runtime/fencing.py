@@ -56,14 +56,14 @@ def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | N
 class Fencing:
     def __init__(self, colonies: ColoniesClient, colony: str, executor_type: str,
                  in_flight: Callable[[], dict[str, Attempt]], fence: Fence,
-                 attempt_of: Callable[[str], Attempt | None] | None = None) -> None:
+                 attempt_of: Callable[[str], Attempt | None]) -> None:
         self.colonies = colonies
         self.colony = colony
         self.executor_type = executor_type
         self._in_flight = in_flight  # process id → the attempt we run
         # one process's attempt: every event of our executor type is checked, thousands while
         # a backlog is submitted, so this must not build the whole map each time
-        self._attempt_of = attempt_of or (lambda pid: in_flight().get(pid))
+        self._attempt_of = attempt_of
         self._fence = fence
         self.polls = 0
 

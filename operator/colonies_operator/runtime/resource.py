@@ -9,6 +9,7 @@ emitter, so tests can drive a resource without kopf.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections import Counter
@@ -91,9 +92,7 @@ class Shared:
             await connection.aclose()
 
 
-_GC_TUNED = False
-
-
+@functools.cache  # once per process, however many resources start
 def tune_gc() -> None:
     """Keep Python's cycle collector from stopping the event loop for seconds.
 
@@ -105,10 +104,6 @@ def tune_gc() -> None:
     generations less often, which makes full collections rarer; reference counting still
     frees everything that is not in a cycle at once.
     """
-    global _GC_TUNED
-    if _GC_TUNED:
-        return
-    _GC_TUNED = True
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
