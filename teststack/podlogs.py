@@ -8,14 +8,17 @@ stage that makes a pod Running waits for that annotation, so a Running pod alway
 complete log: an operator that starts reading at Running never sees an empty log.
 
 What a container "prints", first match wins:
-- env `KWOK_LOG`: its lines (separated by newlines or by the two characters `\\n`);
+- env `KWOK_LOG`: its lines (separated by newlines or by the two characters `\\n`; `\\r`, `\\f`
+  and `\\0` stand for a carriage return, a form feed and a NUL byte inside a line);
 - env `KWOK_LOG_LINES=N`: `line 1` ... `line N`;
 - `sh|bash|dash|ash -c <script>`: the output of each `echo` statement of the script
   (statements split on `;`, `&&`, `||`, `|`, newlines; shell quoting honoured; anything that is
   not echo, or echo redirected to a file, prints nothing);
 - command `echo a b`: `a b`.
 Then env `KWOK_LOG_LONG_LINE=N` adds one line of N `x` characters (a huge single line).
-Timestamps start at the moment the pod is seen and grow by 1 ms per line.
+Timestamps start at the moment the pod is seen and grow by 1 ms per line. With env
+`KWOK_LOG_INTERVAL_MS=N` the first line is written at once and each further one N ms after
+the previous (timestamped when written), so a follower sees the log grow as a program's does.
 
 Run as `python3 -m teststack.podlogs --api ... --ca ... --cert ... --key ... --out DIR`.
 """
@@ -40,6 +43,7 @@ from teststack import kubeapi
 READY_ANNOTATION = "teststack.colonyos.io/logs-ready"
 READY_FILE = ".ready"
 _SHELLS = {"sh", "bash", "dash", "ash", "busybox"}
+_ESCAPES = {"\\n": "\n", "\\r": "\r", "\\f": "\f", "\\0": "\x00"}
 
 
 # ---- what a container prints -------------------------------------------------------------
@@ -102,7 +106,9 @@ def container_output(container: dict) -> list[str]:
 def _printed(container: dict) -> list[str]:
     env = _env(container)
     if "KWOK_LOG" in env:
-        text = env["KWOK_LOG"].replace("\\n", "\n")
+        text = env["KWOK_LOG"]
+        for escape, char in _ESCAPES.items():
+            text = text.replace(escape, char)
         return text.split("\n") if text else []
     if env.get("KWOK_LOG_LINES", "").strip().isdigit():
         return [f"line {i}" for i in range(1, int(env["KWOK_LOG_LINES"]) + 1)]
@@ -119,6 +125,12 @@ def _printed(container: dict) -> list[str]:
     return []
 
 
+def interval_ms(container: dict) -> int:
+    """`KWOK_LOG_INTERVAL_MS`: the pause between lines of a log that grows while the pod runs."""
+    value = _env(container).get("KWOK_LOG_INTERVAL_MS", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def cri_lines(lines: list[str], start: dt.datetime) -> str:
     """CRI log format, one full (`F`) stdout entry per line, strictly increasing timestamps."""
     out = []
@@ -126,6 +138,17 @@ def cri_lines(lines: list[str], start: dt.datetime) -> str:
         t = start + dt.timedelta(milliseconds=i)
         out.append(f"{t.strftime('%Y-%m-%dT%H:%M:%S')}.{t.microsecond * 1000:09d}Z stdout F {line}\n")
     return "".join(out)
+
+
+def _grow(path: Path, lines: list[str], every_ms: int) -> None:
+    """Append one line every `every_ms`, stamped when written, until done or the pod is gone."""
+    for line in lines:
+        time.sleep(every_ms / 1000)
+        try:
+            with path.open("a") as f:
+                f.write(cri_lines([line], dt.datetime.now(dt.timezone.utc)))
+        except OSError:  # the pod was deleted and its directory removed
+            return
 
 
 # ---- the watcher -------------------------------------------------------------------------
@@ -206,7 +229,10 @@ class PodLogs:
         entries = []
         for c in spec.get("containers", []):
             f = d / f"{c['name']}.log"
-            f.write_text(cri_lines(container_output(c), start))
+            lines, every = container_output(c), interval_ms(c)
+            f.write_text(cri_lines(lines[:1] if every else lines, start))
+            if every and len(lines) > 1:
+                threading.Thread(target=_grow, args=(f, lines[1:], every), daemon=True).start()
             entries.append({"containers": [c["name"]], "logsFile": str(f), "follow": True})
         return entries
 

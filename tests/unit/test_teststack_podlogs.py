@@ -33,3 +33,17 @@ def test_cri_lines_have_strictly_increasing_nanosecond_timestamps():
     assert cri_lines(["a", "b"], start) == (
         "2026-01-01T00:00:00.000000000Z stdout F a\n"
         "2026-01-01T00:00:00.001000000Z stdout F b\n")
+
+
+def test_escapes_in_the_log_env_stand_for_control_characters_inside_a_line():
+    c = {"env": env(KWOK_LOG="a\\rb\\nnul\\0byte\\fff")}
+    assert container_output(c) == ["a\rb", "nul\x00byte\fff"]
+
+
+def test_a_log_interval_makes_the_file_grow_line_by_line(tmp_path):
+    from teststack.podlogs import _grow
+    f = tmp_path / "c.log"
+    f.write_text("")
+    _grow(f, ["one", "two"], 1)
+    lines = f.read_text().splitlines()
+    assert [line.split(" stdout F ")[1] for line in lines] == ["one", "two"]
