@@ -93,6 +93,7 @@ class ExecutorConfig:
     logs: LogSettings = LogSettings()
     pending_grace_seconds: float = 300.0
     assign_timeout_seconds: int = 20
+    heartbeat_seconds: float = 60.0        # an assign at least this often, even when paused or full
     paused: bool = False
     location_name: str = ""
     capabilities: Mapping[str, Any] = field(default_factory=dict)
@@ -140,7 +141,27 @@ def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     return overlay
 
 
-def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings: OperatorSettings) -> ExecutorConfig:
+def default_executor_name(namespace: str, name: str, uid: str) -> str:
+    """Unique per resource, so per namespace and per cluster: two ColonyExecutors called `k8s`
+    in two namespaces (or clusters) of one colony must not take each other's name."""
+    return f"{namespace}-{name}-{uid.replace('-', '')[:8]}" if uid else f"{namespace}-{name}"
+
+
+def _seconds(spec: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = spec.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a number of seconds, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(key, f"must be between {low:g} and {high:g} seconds, got {number:g}")
+    return number
+
+
+def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings: OperatorSettings,
+                    uid: str = "") -> ExecutorConfig:
     """A ColonyExecutor's spec (with the CRD's defaults applied) → ExecutorConfig, or ConfigError."""
     server = spec.get("server") or {}
     host = server.get("host") or settings.server_host
@@ -180,7 +201,11 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
                             job_template=_overlay(template))
     except ValueError as exc:
         raise ConfigError("jobTemplate", str(exc)) from None
-    executor_name = spec.get("executorName") or name
+    executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
+    # Colonies removes an executor it has not heard from for 600 s; an assign is the only way
+    # to be heard, so both the long poll and the heartbeat stay well below that.
+    assign_timeout = _seconds(spec, "assignTimeoutSeconds", 20, 1, 300)
+    heartbeat = _seconds(spec, "heartbeatSeconds", 60, 1, 300)
     return ExecutorConfig(
         namespace=namespace, resource_name=name,
         server=ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify),
@@ -197,7 +222,8 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
                          flush_seconds=float(logs.get("flushSeconds") or 1.0),
                          max_bytes=int(logs.get("maxBytes", 100 * 2**20))),
         pending_grace_seconds=float(spec.get("pendingGraceSeconds") or 300),
-        assign_timeout_seconds=int(spec.get("assignTimeoutSeconds") or 20),
+        assign_timeout_seconds=int(assign_timeout),
+        heartbeat_seconds=heartbeat,
         paused=bool(spec.get("paused", False)),
         location_name=str(spec.get("locationName") or ""),
         capabilities=dict(spec.get("capabilities") or {}),

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from colonies_operator import config as cfg
 from colonies_operator.metrics import Metrics
-from colonies_operator.runtime.executor import HEARTBEAT_SECONDS
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.resource import ExecutorResource, Shared
 
 GROUP, VERSION, PLURAL = "colonyos.io", "v1alpha1", "colonyexecutors"
+STUCK_SECONDS = 600  # an assign loop that did not go round this long (it wakes at least every 30 s) is stuck
 
 
 @kopf.on.startup()
@@ -62,14 +62,17 @@ async def serve_metrics(metrics: Metrics, port: int) -> web.AppRunner:
 
 @kopf.on.probe(id="executors")
 def executors_alive(memo: kopf.Memo, **_: Any) -> dict[str, float]:
-    """Seconds since each executor's assign loop last went round; a stuck loop fails liveness
-    (a loop wakes at least every HEARTBEAT_SECONDS / 2, even when full or paused)."""
+    """Seconds since each executor's assign loop last went round, or since its runtime started
+    while it has not reached its loop yet (registering, listing, adopting). A loop wakes at
+    least every 30 s, even when full or paused; one stuck, or a runtime that never reaches
+    its loop, fails liveness."""
     shared: Shared = memo.shared
-    ages = {key: time.monotonic() - r.health.last_loop_time for key, r in shared.runtimes.items()
-            if r.health.last_loop_time}
-    stuck = [key for key, age in ages.items() if age > 2 * HEARTBEAT_SECONDS]
+    now = time.monotonic()
+    ages = {key: now - (r.health.last_loop_time if r.health.assigning else r.started_at)
+            for key, r in shared.runtimes.items()}
+    stuck = [key for key, age in ages.items() if age > STUCK_SECONDS]
     if stuck:
-        raise RuntimeError(f"assign loops stuck: {', '.join(stuck)}")
+        raise RuntimeError(f"executors stuck: {', '.join(stuck)}")
     return {key: round(age, 1) for key, age in ages.items()}
 
 

@@ -67,5 +67,5 @@ async def test_one_process_costs_at_most_six_kubernetes_requests_and_none_while_
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await watch.stop()
-        await runtime.unregister()
+        await runtime.registration.unregister()
         await kube.close()

@@ -41,7 +41,6 @@ def test_hello_world_becomes_this_job():
             "backoffLimit": 0,
             "parallelism": 1,
             "completions": 1,
-            "ttlSecondsAfterFinished": 300,
             "template": {
                 "metadata": {"labels": LABELS, "annotations": ANNOTATIONS},
                 "spec": {
@@ -114,10 +113,11 @@ def test_the_walltime_becomes_the_active_deadline(conditions, maxexectime, deadl
     assert job["spec"].get("activeDeadlineSeconds") == deadline
 
 
-def test_no_ttl_leaves_finished_jobs_in_place():
-    settings = JobSettings(namespace="n", executor_name="kube", executor_id="e", colony_name="dev",
-                           ttl_seconds_after_finished=None)
-    assert "ttlSecondsAfterFinished" not in builder.build_job(run_of(), settings)["spec"]
+def test_a_job_is_created_without_a_ttl_so_it_cannot_vanish_before_it_is_reported():
+    for ttl in (None, 0, 300):
+        settings = JobSettings(namespace="n", executor_name="kube", executor_id="e", colony_name="dev",
+                               ttl_seconds_after_finished=ttl)
+        assert "ttlSecondsAfterFinished" not in builder.build_job(run_of(), settings)["spec"]
 
 
 def test_the_job_template_overlay_is_merged_and_cannot_replace_our_labels():

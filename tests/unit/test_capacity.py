@@ -1,10 +1,19 @@
-"""The executor's budget: what is free, when to assign, and waiting for room."""
+"""The executor's budget: what is free, when to assign, and waiting for room in line."""
 
 import asyncio
 
-from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.assigning import has_room
+from colonies_operator.runtime.capacity import BACKFILL_SECONDS, Capacity, Resources
 
 GIB = 2**30
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_free_is_budget_minus_reservations():
@@ -14,17 +23,19 @@ def test_free_is_budget_minus_reservations():
 
 
 def test_no_assigning_without_cpu_memory_or_a_job_slot():
-    assert not Capacity(Resources(0, GIB, 0, 1)).room_to_assign()
-    assert not Capacity(Resources(1000, 0, 0, 1)).room_to_assign()
-    assert not Capacity(Resources(1000, GIB, 0, 0)).room_to_assign()
-    assert Capacity(Resources(1000, GIB, 0, 1)).room_to_assign()
+    budget = Resources(1000, GIB, 0, 1)
+    assert not has_room(Resources(0, GIB, 0, 1), budget)
+    assert not has_room(Resources(1000, 0, 0, 1), budget)
+    assert not has_room(Resources(1000, GIB, 0, 0), budget)
+    assert has_room(Resources(1000, GIB, 0, 1), budget)
 
 
 def test_a_gpu_executor_assigns_only_while_a_gpu_is_free():
-    capacity = Capacity(Resources(8000, 8 * GIB, 1, 10))
-    assert capacity.room_to_assign()
+    budget = Resources(8000, 8 * GIB, 1, 10)
+    capacity = Capacity(budget)
+    assert has_room(capacity.free, budget)
     assert capacity.try_reserve(Resources(100, GIB, 1, 1))
-    assert not capacity.room_to_assign()
+    assert not has_room(capacity.free, budget)
 
 
 def test_over_budget_names_each_dimension():
@@ -38,15 +49,49 @@ async def test_a_reservation_waits_for_a_release():
     assert capacity.try_reserve(first)
     waiting = asyncio.create_task(capacity.reserve(Resources(500, GIB // 4, 0, 1)))
     await asyncio.sleep(0)
-    assert not waiting.done()
-    await capacity.release(first)
+    assert not waiting.done() and capacity.waiting == 1
+    capacity.release(first)
     await asyncio.wait_for(waiting, 1)
     assert capacity.used == Resources(500, GIB // 4, 0, 1)
 
 
-async def test_a_bigger_budget_wakes_waiters():
+async def test_a_bigger_budget_serves_waiters():
     capacity = Capacity(Resources(0, GIB, 0, 10))
-    waiting = asyncio.create_task(capacity.wait_for_room())
+    waiting = asyncio.create_task(capacity.reserve(Resources(500, GIB // 4, 0, 1)))
     await asyncio.sleep(0)
-    await capacity.set_budget(Resources(1000, GIB, 0, 10))
+    capacity.set_budget(Resources(1000, GIB, 0, 10))
     await asyncio.wait_for(waiting, 1)
+
+
+async def test_smaller_processes_start_around_a_waiting_one_until_it_has_waited_long():
+    clock = Clock()
+    capacity = Capacity(Resources(2000, 8 * GIB, 0, 10), clock=clock)
+    assert capacity.try_reserve(Resources(750, GIB, 0, 1))
+    wide = asyncio.create_task(capacity.reserve(Resources(1500, GIB, 0, 1)))
+    await asyncio.sleep(0)
+    assert capacity.try_reserve(Resources(100, GIB, 0, 1))  # backfill: it fits in what is free
+    clock.now = BACKFILL_SECONDS
+    assert capacity.offered().cpu_millis == 2000 - 850 - 1500  # the waiting one's room is held back now
+    assert not capacity.try_reserve(Resources(100, GIB, 0, 1))
+    assert not wide.done()
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_holds_nothing():
+    capacity = Capacity(Resources(1000, GIB, 0, 10))
+    assert capacity.try_reserve(Resources(1000, GIB, 0, 1))
+    waiting = asyncio.create_task(capacity.reserve(Resources(500, GIB, 0, 1)))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert capacity.waiting == 0
+    capacity.release(Resources(1000, GIB, 0, 1))
+    assert capacity.used == Resources()
+
+
+async def test_listeners_hear_every_change_of_the_free_room():
+    capacity = Capacity(Resources(1000, GIB, 0, 10))
+    heard = capacity.listen()
+    assert capacity.try_reserve(Resources(100, GIB // 2, 0, 1)) and heard.is_set()
+    heard.clear()
+    capacity.release(Resources(100, GIB // 2, 0, 1))
+    assert heard.is_set()

@@ -12,7 +12,7 @@ MINIMAL = {"colonyKeySecretRef": {"name": "colony-key"}}
 def test_a_minimal_spec_takes_the_operator_defaults():
     config = cfg.executor_config("jobs", "k8s", MINIMAL, SETTINGS)
     assert (config.server.host, config.server.port, config.server.tls) == ("colonies.example", 443, True)
-    assert config.colony_name == "dev" and config.executor_name == "k8s"
+    assert config.colony_name == "dev" and config.executor_name == "jobs-k8s"
     assert config.executor_type == "container-executor"
     assert config.colony_key == cfg.SecretRef("colony-key", "colonyPrvKey") and config.executor_key is None
     assert config.budget == Resources(4000, 8 * 2**30, 0, 100)
@@ -62,3 +62,17 @@ def test_operator_settings_come_from_the_colonyos_environment_variables():
         "COLONIES_COLONY_NAME": "c", "COLONIES_OPERATOR_NAMESPACES": "a,b"})
     assert (settings.server_host, settings.server_port, settings.server_tls, settings.colony_name) == ("h", 8080, True, "c")
     assert settings.namespaces == ("a", "b")
+
+
+def test_the_default_executor_name_is_unique_per_resource():
+    names = {cfg.executor_config(ns, "k8s", MINIMAL, SETTINGS, uid).executor_name
+             for ns, uid in [("a", "1f0e2d3c-0000-4000-8000-000000000001"), ("b", "1f0e2d3c-0000-4000-8000-000000000001"),
+                             ("a", "9a8b7c6d-0000-4000-8000-000000000002")]}
+    assert names == {"a-k8s-1f0e2d3c", "b-k8s-1f0e2d3c", "a-k8s-9a8b7c6d"}
+
+
+@pytest.mark.parametrize("field,value", [("heartbeatSeconds", 0), ("heartbeatSeconds", 600),
+                                         ("assignTimeoutSeconds", 900), ("heartbeatSeconds", "often")])
+def test_assign_timing_outside_what_keeps_the_executor_registered_is_refused(field, value):
+    with pytest.raises(cfg.ConfigError, match=field):
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, field: value}, SETTINGS)

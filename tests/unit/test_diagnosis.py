@@ -277,7 +277,7 @@ def test_long_api_messages_are_cut_in_the_summary():
 def test_reason_values_are_the_documented_contract():
     assert [r.value for r in Reason] == [
         "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
-        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown"]
+        "Evicted", "Preempted", "NodeLost", "CreateFailed", "PodCreateRefused", "ContainerCannotRun", "Unknown"]
     assert Reason.OOM_KILLED == "OOMKilled"
 
 

@@ -76,7 +76,9 @@ _NO_ANSWER = (httpx.TransportError,)
 def envelope(msgtype: str, fields: Mapping[str, Any], key: Key) -> bytes:
     """The signed request body for one RPC."""
     message = {"msgtype": msgtype, **fields}
-    payload = base64.b64encode(json.dumps(message, separators=(",", ":")).encode()).decode()
+    # allow_nan=False: Python would write NaN/Infinity, which no JSON parser (the server's Go
+    # decoder included) accepts; a non-finite number reaching here is a bug, said at once.
+    payload = base64.b64encode(json.dumps(message, separators=(",", ":"), allow_nan=False).encode()).decode()
     return json.dumps(
         {"payloadtype": msgtype, "payload": payload, "signature": key.sign(payload)},
         separators=(",", ":"),
@@ -223,9 +225,10 @@ class Connection:
             raise errors.ColoniesUnreachable(self.address.ws_url, 1, 0.0, exc) from exc
 
 
-_ANONYMOUS = Key("01" * 32)
+_ANONYMOUS = Key("01" * 32)  # signs the two payload types the server does not check
 _OUTCOMES = {errors.NotFound: "not_found", errors.Forbidden: "forbidden", errors.BadRequest: "bad_request",
-             errors.ColoniesServerError: "server_error", errors.ColoniesUnreachable: "unreachable"}  # signs the two payload types the server does not check
+             errors.AssignmentsPaused: "paused",
+             errors.ColoniesServerError: "server_error", errors.ColoniesUnreachable: "unreachable"}
 
 
 class ColoniesClient:
@@ -280,6 +283,19 @@ class ColoniesClient:
 
     async def get_executors(self, colony: str) -> list[Executor]:
         return [Executor.from_json(e) for e in await self._call("getexecutorsmsg", colonyname=colony) or []]
+
+    async def update_executor(self, colony: str, name: str, *, hardware: Sequence[Mapping[str, Any]] = (),
+                              software: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Replace the executor's capabilities (signed by the executor itself)."""
+        await self._call("updateexecutormsg", colonyname=colony, executorname=name,
+                         capabilities={"hardware": list(hardware), "software": list(software)})
+
+    async def pause_assignments(self, colony: str) -> None:
+        """Pause every assign in the colony (colony owner); assigns answer 408/503 until resumed."""
+        await self._call("pauseassignmentsmsg", colonyname=colony)
+
+    async def resume_assignments(self, colony: str) -> None:
+        await self._call("resumeassignmentsmsg", colonyname=colony)
 
     async def add_function(self, colony: str, executor_name: str, funcname: str, executor_type: str = "") -> dict[str, Any]:
         fun = {"executorname": executor_name, "colonyname": colony, "funcname": funcname, "executortype": executor_type}

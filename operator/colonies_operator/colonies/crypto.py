@@ -11,6 +11,7 @@ Private keys never appear in messages or reprs: errors describe the input's shap
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 
@@ -18,6 +19,7 @@ import coincurve
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX130 = re.compile(r"[0-9a-fA-F]{130}")
+_DERIVE_SALT = b"colonies-operator key derivation v1"
 
 
 def sha3_256(data: bytes) -> bytes:
@@ -57,6 +59,21 @@ class Key:
     @classmethod
     def generate(cls) -> Key:
         return cls(new_private_key())
+
+    def derive(self, purpose: str) -> Key:
+        """A key derived from this one for `purpose` (HKDF-SHA256, RFC 5869): the same inputs
+        always give the same key, and it tells nothing about this one. Lets the operator
+        have a stable executor key per ColonyExecutor without storing it anywhere."""
+        ikm = bytes.fromhex(self._hex)
+        prk = hmac.new(_DERIVE_SALT, ikm, hashlib.sha256).digest()
+        for counter in range(1, 256):  # a result outside [1, n-1] is astronomically rare: next block
+            block = hmac.new(prk, purpose.encode() + bytes([counter]), hashlib.sha256).digest()
+            try:
+                coincurve.PrivateKey(block)
+            except ValueError:
+                continue
+            return Key(block.hex())
+        raise ValueError("no valid key could be derived")  # unreachable in practice
 
     @property
     def private_hex(self) -> str:

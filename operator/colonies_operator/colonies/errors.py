@@ -7,7 +7,8 @@
         └── ColoniesRejected     4xx: the server refused this request; retrying will not help
             ├── BadRequest       400: malformed input; `message` is the server's text
             ├── Forbidden        403: bad signature, not a member, or the process is no longer ours
-            └── NotFound         404, or 500 "... is nil": no such object (404 from assign: nothing to do)
+            ├── NotFound         404, or 500 "... is nil": no such object (404 from assign: nothing to do)
+            └── AssignmentsPaused  408/503 from assign: the colony's assignments are paused on the server
 
 Messages carry the server's own text, cut short; never keys or signatures.
 """
@@ -56,8 +57,16 @@ class NotFound(ColoniesRejected):
     pass
 
 
+class AssignmentsPaused(ColoniesRejected):
+    """The colony owner paused assignments (`pauseassignmentsmsg`): a long poll waits it out
+    and answers 408, a one-shot assign answers 503. Nothing is wrong with the executor; not
+    retried, since only a resume helps."""
+
+
 def error_for(status: int, message: str, msgtype: str) -> ColoniesHTTPError:
     """The typed error for an HTTP status the server answered with."""
+    if status in (408, 503) and "assignments are paused" in message:
+        return AssignmentsPaused(status, message, msgtype)
     if status == 500 and message.rstrip().endswith("is nil"):
         # v1.9.12 answers a lookup of an unknown executor or process with 500 "... is nil"
         return NotFound(status, message, msgtype)

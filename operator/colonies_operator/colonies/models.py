@@ -269,15 +269,20 @@ class Executor:
     state: ExecutorState = ExecutorState.PENDING
     locationname: str = ""
     lastheardfromtime: datetime | None = None
+    hardware: tuple[Mapping[str, Any], ...] = ()  # capabilities.hardware
+    software: tuple[Mapping[str, Any], ...] = ()  # capabilities.software
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Executor:
         state = _enum(ExecutorState, d.get("state"), ExecutorState.PENDING)
+        capabilities = _map(d.get("capabilities"))
         return cls(
             executorid=str(d.get("executorid") or ""), executorname=str(d.get("executorname") or ""),
             executortype=str(d.get("executortype") or ""), colonyname=str(d.get("colonyname") or ""),
             state=state, locationname=str(d.get("locationname") or ""),
             lastheardfromtime=parse_time(d.get("lastheardfromtime")),
+            hardware=tuple(h for h in _list(capabilities.get("hardware")) if isinstance(h, Mapping)),
+            software=tuple(s for s in _list(capabilities.get("software")) if isinstance(s, Mapping)),
         )
 
 

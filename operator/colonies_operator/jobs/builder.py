@@ -31,6 +31,10 @@ PROCESS_LABEL: Final = "colonyos.io/process"  # the first 20 hex of the process 
 ATTEMPT_LABEL: Final = "colonyos.io/attempt"
 PROCESS_ID_ANNOTATION: Final = "colonyos.io/process-id"  # the full id: label values stop at 63
 EXECUTOR_ID_ANNOTATION: Final = "colonyos.io/executor-id"
+# The server's start time of the assignment this Job runs: a process re-queued with its
+# retries count unchanged (its executor was removed) comes back under the same Job name,
+# and this tells the new assignment's Job from the old one's.
+ASSIGNED_AT_ANNOTATION: Final = "colonyos.io/assigned-at"
 
 JOB_NAME_PREFIX: Final = "colony-"
 SHORT_ID_LENGTH: Final = 20  # 80 bits of the process id: unique enough, and fits in a name
@@ -57,6 +61,8 @@ class JobSettings:
     colony_name: str
     gpu_resource_name: str = "nvidia.com/gpu"  # the extended resource a GPU is requested as
     gpu_node_label: str = "accelerator"  # the node label conditions.gpu.name selects on
+    # Set on the Job when its result is in Colonies, in the patch that marks it reported, never
+    # before: a finished Job the TTL removed while the operator was down would lose its result.
     ttl_seconds_after_finished: int | None = 300  # None: finished Jobs stay until deleted
     job_template: Mapping[str, Any] = field(default_factory=dict)  # overlay, keys in OVERLAY_KEYS
 
@@ -110,6 +116,8 @@ def _metadata(run: spec.RunSpec, settings: JobSettings) -> tuple[dict[str, str],
         ATTEMPT_LABEL: str(run.attempt),
     }
     annotations = {PROCESS_ID_ANNOTATION: run.process_id, EXECUTOR_ID_ANNOTATION: settings.executor_id}
+    if run.assigned_at:
+        annotations[ASSIGNED_AT_ANNOTATION] = run.assigned_at
     overlay = settings.job_template
     return {**overlay.get("labels", {}), **labels}, {**overlay.get("annotations", {}), **annotations}
 
@@ -203,8 +211,6 @@ def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
         job_spec["completionMode"] = "Indexed"  # each node's pod gets JOB_COMPLETION_INDEX
     if run.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = run.deadline_seconds
-    if settings.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
     # Labels go on the pods too: the operator watches pods by these labels.
     job_spec["template"] = {
         "metadata": {"labels": dict(labels), "annotations": dict(annotations)},

@@ -45,6 +45,7 @@ class Reason(str, Enum):
     PREEMPTED = "Preempted"
     NODE_LOST = "NodeLost"
     CREATE_FAILED = "CreateFailed"  # the apiserver refused the Job (quota, admission, validation)
+    POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, its pods are refused (quota, admission)
     CONTAINER_CANNOT_RUN = "ContainerCannotRun"
     UNKNOWN = "Unknown"
 
@@ -297,3 +298,15 @@ def termination_output(pods: Sequence[Mapping[str, Any]]) -> list[Any]:
                 output.extend(_as_output(message))
         return output
     return []
+
+
+def pod_create_refused(message: str) -> Diagnosis:
+    """The Job controller could not create the Job's pods (its FailedCreate Event says why)."""
+    lowered = message.lower()
+    if "exceeded quota" in lowered:
+        hint = "the namespace's ResourceQuota has no room for the pod; it may once other pods end, or raise the quota"
+    elif "podsecurity" in lowered:
+        hint = "the namespace's Pod Security level refused the pod: see the ColonyExecutor's jobTemplate security settings"
+    else:
+        hint = "an admission check of the cluster refused the pod; the message says which"
+    return _make(Reason.POD_CREATE_REFUSED, message, "the Job's pods could not be created", hint, infrastructure=True)

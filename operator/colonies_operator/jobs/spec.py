@@ -83,6 +83,7 @@ class RunSpec:
     nodes: int  # pods (Indexed Job when > 1)
     processes_per_node: int  # containers per pod
     deadline_seconds: int | None  # Job activeDeadlineSeconds
+    assigned_at: str = ""  # the server's start time of this assignment (tells re-queued assignments apart)
 
 
 def is_label_value(text: str) -> bool:
@@ -288,4 +289,5 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         nodes=nodes or 1,  # 0 is what the server stores when the user left it out
         processes_per_node=per_node or 1,
         deadline_seconds=_deadline(spec, conditions),
+        assigned_at=process.starttime.isoformat() if process.starttime else "",
     )

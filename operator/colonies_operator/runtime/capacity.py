@@ -1,15 +1,21 @@
-"""The executor's resource budget and what its live Jobs hold of it.
+"""The executor's resource budget and what its processes hold of it.
 
 Assign asks Colonies only for what is free (`availablecpu`/`availablemem`), but Colonies
 matches a process's per-container cpu/mem, not its total (nodes × containers), and never
-GPUs; so a process is admitted here too, before its Job is created, and waits for room
-when its total does not fit yet.
+GPUs; so a process is admitted here too, before its Job is created. One that does not fit
+yet waits for room in its own task, in line: smaller processes that do fit keep starting
+around it (backfill) until it has waited `BACKFILL_SECONDS`, after which the room it needs
+is no longer offered to newcomers, so it cannot starve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+BACKFILL_SECONDS = 60.0  # how long a waiting process lets smaller newcomers start before it
 
 
 @dataclass(frozen=True)
@@ -43,47 +49,109 @@ class Resources:
         return out
 
 
-class Capacity:
-    """Budget minus held reservations; waiters wake whenever something is released."""
+@dataclass
+class _Waiter:
+    request: Resources
+    since: float
+    granted: asyncio.Future[None]
 
-    def __init__(self, budget: Resources) -> None:
+
+class Capacity:
+    """Budget minus what is held; waiters are served in line as room appears, and
+    listeners (the assign loop) are woken whenever the free room changes."""
+
+    def __init__(self, budget: Resources, clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = budget
         self.used = Resources()
-        self._changed = asyncio.Condition()
+        self._clock = clock
+        self._waiters: list[_Waiter] = []
+        self._listeners: set[asyncio.Event] = set()
 
     @property
     def free(self) -> Resources:
         return self.budget - self.used
 
-    def room_to_assign(self) -> bool:
-        """Whether asking Colonies for more work makes sense now."""
-        free = self.free
-        if free.jobs <= 0 or free.cpu_millis <= 0 or free.memory_bytes <= 0:
-            return False
-        return self.budget.gpus == 0 or free.gpus > 0  # GPU executors assign only with a GPU free
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
-    async def wait_for_room(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(self.room_to_assign)
+    def offered(self) -> Resources:
+        """What newcomers may take: the free room, less what long-waiting processes need."""
+        now = self._clock()
+        held = Resources()
+        for waiter in self._waiters:
+            if now - waiter.since >= BACKFILL_SECONDS:
+                held = held + waiter.request
+        return self.free - held
+
+    def listen(self) -> asyncio.Event:
+        """An event set whenever the free room changes (the listener clears it)."""
+        event = asyncio.Event()
+        self._listeners.add(event)
+        return event
+
+    def unlisten(self, event: asyncio.Event) -> None:
+        self._listeners.discard(event)
 
     def try_reserve(self, request: Resources) -> bool:
-        if not request.fits_in(self.free):
+        """Hold `request` now if it fits in what newcomers are offered."""
+        if not request.fits_in(self.offered()):
             return False
         self.used = self.used + request
+        self._changed()
         return True
 
+    def hold(self, request: Resources) -> None:
+        """Hold `request` whether it fits or not: an adopted Job already runs."""
+        self.used = self.used + request
+        self._changed()
+
     async def reserve(self, request: Resources) -> None:
-        """Hold `request`, waiting for room. The caller checks `request.over(budget)` first."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: request.fits_in(self.free))
-            self.used = self.used + request
+        """Hold `request`, waiting in line for room. The caller checks `request.over(budget)` first."""
+        if self.try_reserve(request):
+            return
+        waiter = _Waiter(request, self._clock(), asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._changed()  # what is offered to newcomers may shrink once it has waited long
+        try:
+            await waiter.granted
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.granted.done() and not waiter.granted.cancelled():
+                self.release(request)  # granted just as it was cancelled: give it back
+            raise
 
-    async def release(self, request: Resources) -> None:
-        async with self._changed:
-            self.used = self.used - request
-            self._changed.notify_all()
+    def release(self, request: Resources) -> None:
+        self.used = self.used - request
+        self._grant()
+        self._changed()
 
-    async def set_budget(self, budget: Resources) -> None:
-        async with self._changed:
-            self.budget = budget
-            self._changed.notify_all()
+    def set_budget(self, budget: Resources) -> None:
+        self.budget = budget
+        self._grant()
+        self._changed()
+
+    def tick(self) -> None:
+        """Re-evaluate after time passed (a waiter may have stopped letting others pass)."""
+        self._changed()
+
+    def _grant(self) -> None:
+        """Serve waiters in line; a later one that fits starts before an earlier one that does
+        not (backfill), unless an earlier one has waited BACKFILL_SECONDS."""
+        now = self._clock()
+        blocked = Resources()  # room that long-waiting, still unserved waiters claim
+        for waiter in list(self._waiters):
+            if waiter.granted.done():
+                self._waiters.remove(waiter)
+                continue
+            if waiter.request.fits_in(self.free - blocked):
+                self._waiters.remove(waiter)
+                self.used = self.used + waiter.request
+                waiter.granted.set_result(None)
+            elif now - waiter.since >= BACKFILL_SECONDS:
+                blocked = blocked + waiter.request
+
+    def _changed(self) -> None:
+        for event in self._listeners:
+            event.set()

@@ -1,13 +1,20 @@
-"""Noticing that a process stopped being ours: cancelled, unassigned after its
-maxexectime, or assigned to another executor.
+"""Noticing that a process stopped being ours (cancelled, unassigned after its maxexectime,
+given to another executor, or re-queued and given back to us as a new assignment), and
+finding processes that are ours with nobody running them (orphans).
 
 Primary: two `/pubsub` subscriptions per executor (processes of our executor type entering
-CANCELLED and WAITING) tell within milliseconds. Fallback, in case a subscription is down:
-one `getprocessesmsg` (RUNNING, our executor type, oldest first) per poll interval, whatever
-the number of processes in flight; an in-flight process missing from it, older than the
-newest listed, is looked at individually (those are real changes, not polling). Exact while
-at most 100 processes of the type run (the server's page size); above that the newer ones
-rely on the subscriptions and on the 403 that any later report gets.
+CANCELLED and WAITING) tell within milliseconds; a WAITING event with the retries count of
+the attempt we run is a late event of its submission, or a re-queue that kept the count
+(its executor was removed), so such a process is read again. Fallback, in case a
+subscription is down: one `getprocessesmsg` (RUNNING, our executor type, oldest first) per
+poll interval, whatever the number in flight; an in-flight process missing from it, older
+than the newest listed, is looked at individually (those are real changes, not polling).
+Exact while at most 100 processes of the type run (the server's page size); above that the
+newer ones rely on the subscriptions and on the 403 that any later report gets.
+
+The same list shows orphans: RUNNING on our executor id, with no supervisor (a crash
+between the assign reply and the Job create, a lost assign reply). One seen in two polls in
+a row (or at start, before anything is assigned) is handed to `on_orphan`.
 """
 
 from __future__ import annotations
@@ -34,20 +41,22 @@ Fence = Callable[[str, str], None]  # (process id, reason)
 @dataclass(frozen=True)
 class Attempt:
     retries: int                    # process.retries when it was assigned to us
-    assigned_at: datetime | None    # the server's start time of this attempt
+    assigned_at: datetime | None    # the server's start time of this assignment
 
 
 def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | None:
-    """Why `process` is no longer ours to run, or None while it still is."""
+    """Why `process` is no longer ours to run, or None while it still is (or cannot be told)."""
     if process.state is ProcessState.CANCELLED:
         return "cancelled"
     if process.state is ProcessState.WAITING:
-        # a late event from its submission says WAITING too, but with the same retries
         if process.retries > attempt.retries:
             return "unassigned by Colonies (maxexectime passed); it waits for a new attempt"
-        return None
-    if process.state is ProcessState.RUNNING and process.assignedexecutorid != executor_id:
-        return "assigned to another executor"
+        return None  # a late submission event, or a re-queue with the same count: read it again
+    if process.state is ProcessState.RUNNING:
+        if process.assignedexecutorid != executor_id:
+            return "assigned to another executor"
+        if attempt.assigned_at is not None and process.starttime is not None and process.starttime != attempt.assigned_at:
+            return "re-queued and assigned to this executor again, as a new assignment"
     if process.state in (ProcessState.SUCCESS, ProcessState.FAILED):
         return f"already closed as {process.state.name}"
     return None
@@ -56,7 +65,8 @@ def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | N
 class Fencing:
     def __init__(self, colonies: ColoniesClient, colony: str, executor_type: str,
                  in_flight: Callable[[], dict[str, Attempt]], fence: Fence,
-                 attempt_of: Callable[[str], Attempt | None]) -> None:
+                 attempt_of: Callable[[str], Attempt | None],
+                 on_orphan: Callable[[Process], None] = lambda process: None) -> None:
         self.colonies = colonies
         self.colony = colony
         self.executor_type = executor_type
@@ -65,18 +75,26 @@ class Fencing:
         # a backlog is submitted, so this must not build the whole map each time
         self._attempt_of = attempt_of
         self._fence = fence
+        self._on_orphan = on_orphan
+        self._suspects: set[str] = set()      # orphans seen in the last poll
+        self._rereads: set[str] = set()       # WAITING events to check against a fresh read
+        self._reread_wake = asyncio.Event()
         self.polls = 0
 
     async def run(self) -> None:
         await asyncio.gather(self._subscribe(ProcessState.CANCELLED), self._subscribe(ProcessState.WAITING),
-                             self._poll())
+                             self._poll(), self._reread())
 
     def check(self, process: Process) -> None:
         attempt = self._attempt_of(process.processid)
-        if attempt is not None:
-            reason = lost_reason(process, self.colonies.id, attempt)
-            if reason:
-                self._fence(process.processid, reason)
+        if attempt is None:
+            return
+        reason = lost_reason(process, self.colonies.id, attempt)
+        if reason:
+            self._fence(process.processid, reason)
+        elif process.state is ProcessState.WAITING:
+            self._rereads.add(process.processid)
+            self._reread_wake.set()
 
     async def _subscribe(self, state: ProcessState) -> None:
         delay = 1.0
@@ -93,6 +111,30 @@ class Fencing:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def _reread(self) -> None:
+        """A process we run was reported WAITING with its retries count unchanged: read it now.
+        WAITING in a fresh read means it went back to the queue (its executor was removed)."""
+        while True:
+            await self._reread_wake.wait()
+            self._reread_wake.clear()
+            pids, self._rereads = self._rereads, set()
+            for pid in pids:
+                attempt = self._attempt_of(pid)
+                if attempt is None:
+                    continue
+                try:
+                    process = await self.colonies.get_process(pid)
+                except errors.NotFound:
+                    self._fence(pid, "no longer exists in Colonies")
+                    continue
+                except errors.ColoniesError as exc:
+                    log.info("reading %s again failed: %s", pid[:12], exc)
+                    continue
+                if process.state is ProcessState.WAITING and process.retries == attempt.retries:
+                    self._fence(pid, "returned to the queue by Colonies")
+                else:
+                    self.check(process)
+
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
@@ -101,16 +143,22 @@ class Fencing:
             except errors.ColoniesError as exc:
                 log.info("fencing poll failed: %s", exc)
 
-    async def poll_once(self) -> None:
-        in_flight = self._in_flight()
-        if not in_flight:
-            return
+    async def poll_once(self, *, at_start: bool = False) -> None:
+        """One look at what runs: fence what is no longer ours, hand over orphans."""
         self.polls += 1
+        in_flight = self._in_flight()
         running = await self.colonies.get_processes(self.colony, ProcessState.RUNNING,
                                                     executor_type=self.executor_type, count=PAGE)
         listed = {p.processid: p for p in running}
+        suspects = set()
         for process in running:
-            self.check(process)
+            if process.processid in in_flight:
+                self.check(process)
+            elif process.assignedexecutorid == self.colonies.id and self._attempt_of(process.processid) is None:
+                suspects.add(process.processid)
+                if at_start or process.processid in self._suspects:
+                    self._on_orphan(process)
+        self._suspects = suspects
         newest = max((p.starttime for p in running if p.starttime), default=None)
         for pid, attempt in in_flight.items():
             if pid in listed:

@@ -213,12 +213,6 @@ class KubeApi:
     async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json(self.batch.create_namespaced_job(namespace, job, _preload_content=False))
 
-    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except NotFound:
-            return None
-
     async def delete_job(self, namespace: str, name: str, *, propagation: str = "Foreground") -> bool:
         """Delete a Job and (foreground) its pods first; False when it was already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
@@ -228,17 +222,23 @@ class KubeApi:
         except NotFound:
             return False
 
-    async def annotate_job(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict[str, Any]:
-        patch = {"metadata": {"annotations": dict(annotations)}}
+    async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of a Job (annotations, spec.ttlSecondsAfterFinished)."""
         return await self._json(self.batch.patch_namespaced_job(
-            name, namespace, patch, _preload_content=False,
-            _content_type="application/merge-patch+json"))
+            name, namespace, dict(patch), _preload_content=False, _content_type="application/merge-patch+json"))
 
-    async def list_jobs(self, namespace: str, selector: str) -> dict[str, Any]:
-        return await self._json(self.batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False))
+    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str | None = None) -> dict[str, Any]:
+        kwargs = {"field_selector": field_selector} if field_selector else {}
+        return await self._json(self.batch.list_namespaced_job(namespace, label_selector=selector,
+                                                               _preload_content=False, **kwargs))
 
     async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
         return await self._json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
+
+    async def list_events(self, namespace: str, field_selector: str) -> dict[str, Any]:
+        """Events (core/v1) matching `field_selector`, e.g. a Job's FailedCreate events."""
+        return await self._json(self.core.list_namespaced_event(namespace, field_selector=field_selector,
+                                                                _preload_content=False))
 
     # --- streams ---------------------------------------------------------------------------
 

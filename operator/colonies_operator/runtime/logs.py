@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces of this size
 TRUNCATION_MARK = "[colonies-operator: log truncated"
+REPLACEMENT = "\ufffd"  # what a NUL byte in a log line becomes
 
 
 def timestamp_nanos(stamp: str) -> int:
@@ -83,7 +84,13 @@ class CursorStream:
 
 
 class LogShipper:
-    """Batches one process's lines into `addlogmsg` calls; a single writer keeps them in order."""
+    """Batches one process's lines into `addlogmsg` calls; a single writer keeps them in order.
+
+    Nothing blocks the rest of a log: a NUL byte (PostgreSQL refuses it in text) is replaced
+    before sending, and a batch the server refuses for good is sent again line by line, each
+    line it still refuses replaced by one marker line with the same prefix, so line counts
+    (the resume point after a restart) stay exact.
+    """
 
     def __init__(
         self, send: Callable[[str], Awaitable[None]], *, batch_bytes: int = 65536, flush_seconds: float = 1.0,
@@ -96,31 +103,31 @@ class LogShipper:
         self.flush_seconds = flush_seconds
         self.max_bytes = max_bytes
         self.tail: deque[str] = deque(maxlen=tail_lines)
-        self._pending: deque[tuple[str, int]] = deque()  # (text with newline, bytes)
+        self._pending: deque[_Line] = deque()
         self._pending_bytes = 0
         self._accepted_bytes = 0
         self.truncated = False
         self.shipped_lines = 0
         self.shipped_bytes = 0
+        self.refused_lines = 0
         self.sends = 0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()    # a full batch is waiting
         self._queued = asyncio.Event()  # anything is waiting
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, prefix: str = "") -> None:
         """Queue one line (without its newline) for shipping."""
-        self.tail.append(text)
+        text = text.replace("\x00", REPLACEMENT)
+        self.tail.append(prefix + text)
         if self.truncated:
             return
-        line = text + "\n"
-        size = len(line.encode())
-        if self.max_bytes and self._accepted_bytes + size > self.max_bytes:
+        line = _Line.of(prefix, text + "\n")
+        if self.max_bytes and self._accepted_bytes + line.size > self.max_bytes:
             self.truncated = True
-            line = f"{TRUNCATION_MARK} after {self._accepted_bytes} bytes (limit {self.max_bytes})]\n"
-            size = len(line.encode())
-        self._accepted_bytes += size
-        self._pending.append((line, size))
-        self._pending_bytes += size
+            line = _Line.of("", f"{TRUNCATION_MARK} after {self._accepted_bytes} bytes (limit {self.max_bytes})]\n")
+        self._accepted_bytes += line.size
+        self._pending.append(line)
+        self._pending_bytes += line.size
         self._queued.set()  # the flusher's timer starts
         if self._pending_bytes >= self.batch_bytes:
             self._wake.set()  # a full batch goes at once
@@ -132,33 +139,63 @@ class LogShipper:
 
     async def flush(self) -> None:
         """Send everything queued. Forbidden propagates (the process is no longer ours);
-        other failures keep the batch for the next flush, so nothing is dropped."""
+        a transient failure keeps the lines for the next flush, so nothing is dropped."""
         async with self._lock:
             while self._pending:
-                batch, size, count = self._take()
+                batch = self._take()
                 try:
-                    await self._send(batch)
-                except errors.Forbidden:
-                    raise
+                    await self._send("".join(line.text for line in batch))
+                except errors.ColoniesRejected as exc:
+                    if _not_ours(exc):
+                        raise
+                    await self._one_by_one(batch, exc)
                 except errors.ColoniesError:
-                    self._pending.appendleft((batch, size))  # back in front, as one piece
-                    self._pending_bytes += size
+                    self._put_back(batch)
                     raise
-                self.sends += 1
-                self.shipped_lines += count
-                self.shipped_bytes += size
-                self._on_shipped(count, size)
+                self._shipped(batch)
 
-    def _take(self) -> tuple[str, int, int]:
-        taken: list[str] = []
+    async def _one_by_one(self, batch: list[_Line], refusal: errors.ColoniesRejected) -> None:
+        """The server refused `batch` for its content: send each line alone, and a marker for
+        each line it refuses alone."""
+        log.warning("Colonies refused a batch of %d log lines (%s); sending them one by one", len(batch), refusal)
+        for i, line in enumerate(batch):
+            try:
+                try:
+                    await self._send(line.text)
+                except errors.ColoniesRejected as exc:
+                    if _not_ours(exc):
+                        raise
+                    self.refused_lines += 1
+                    await self._send(line.prefix + f"[colonies-operator: Colonies refused this log line: {exc.message}]\n")
+            except errors.ColoniesRejected as exc:
+                if _not_ours(exc):
+                    raise
+                log.warning("Colonies refused even the marker line: %s", exc)
+            except errors.ColoniesError:
+                self._put_back(batch[i:])
+                raise
+
+    def _take(self) -> list[_Line]:
+        taken: list[_Line] = []
         size = 0
-        while self._pending and (not taken or size + self._pending[0][1] <= self.batch_bytes):
-            line, line_size = self._pending.popleft()
+        while self._pending and (not taken or size + self._pending[0].size <= self.batch_bytes):
+            line = self._pending.popleft()
             taken.append(line)
-            size += line_size
+            size += line.size
         self._pending_bytes -= size
-        text = "".join(taken)
-        return text, size, text.count("\n")
+        return taken
+
+    def _put_back(self, lines: list[_Line]) -> None:
+        for line in reversed(lines):
+            self._pending.appendleft(line)
+            self._pending_bytes += line.size
+
+    def _shipped(self, batch: list[_Line]) -> None:
+        size = sum(line.size for line in batch)
+        self.sends += 1
+        self.shipped_lines += len(batch)
+        self.shipped_bytes += size
+        self._on_shipped(len(batch), size)
 
     async def run(self) -> None:
         """Ship a batch when it is full or `flush_seconds` after its first line, until cancelled.
@@ -177,12 +214,32 @@ class LogShipper:
             self._queued.clear()
             try:
                 await self.flush()
-            except errors.Forbidden:
+            except errors.ColoniesRejected:
                 raise
             except errors.ColoniesError as exc:
                 log.warning("shipping logs failed, will retry: %s", exc)
                 if self._pending:
-                    self._queued.set()  # the batch stays queued: try again a flush interval later
+                    self._queued.set()  # the lines stay queued: try again a flush interval later
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    prefix: str
+    body: str  # the text after the prefix, with its newline
+    size: int  # bytes of prefix + body
+
+    @classmethod
+    def of(cls, prefix: str, body: str) -> _Line:
+        return cls(prefix, body, len(prefix.encode()) + len(body.encode()))
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.body
+
+
+def _not_ours(exc: errors.ColoniesRejected) -> bool:
+    """403/404: the process is no longer ours (or gone); not a problem with the lines."""
+    return isinstance(exc, (errors.Forbidden, errors.NotFound))
 
 
 async def ship_container_log(
@@ -206,7 +263,7 @@ async def ship_container_log(
         if cursor.skip:
             cursor.skip -= 1  # shipped before the operator restarted
             continue
-        shipper.add(prefix + text)
+        shipper.add(text, prefix)
 
 
 def shipped_so_far(messages: list[str], prefixes: list[str]) -> tuple[dict[str, int], int, bool]:
@@ -215,7 +272,8 @@ def shipped_so_far(messages: list[str], prefixes: list[str]) -> tuple[dict[str, 
     counts = dict.fromkeys(prefixes, 0)
     text = "".join(messages)
     truncated = False
-    for line in text.splitlines():
+    # split on "\n" only: the rule lines were cut by (a "\r" or "\u2028" is inside a line)
+    for line in text.split("\n")[:-1]:
         if line.startswith(TRUNCATION_MARK):
             truncated = True
             continue

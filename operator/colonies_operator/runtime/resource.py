@@ -24,8 +24,10 @@ from colonies_operator.metrics import Metrics
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import Connection, ServerAddress
 from colonies_operator.colonies.crypto import Key
+from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.executor import ExecutorRuntime
-from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
+from colonies_operator.runtime.kube import KubeApi, KubeError
+from colonies_operator.runtime.registration import NameConflict
 from colonies_operator.runtime.watch import JobWatch
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,8 @@ class ExecutorResource:
         self._published: dict[str, Any] = {}
         self._last_event: tuple[str, str] | None = None
         self.runtime: ExecutorRuntime | None = None
+        self.capacity: Capacity | None = None  # shared by the runtimes of successive identities
+        self._draining: str = ""               # why the current runtime takes no new work
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -143,9 +147,9 @@ class ExecutorResource:
         while True:
             generation = self._generation()
             try:
-                config = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
+                config = self._config()
                 colony_key = await self._colony_key(config)
-                executor_key = await self._executor_key(config)
+                executor_key = await self._executor_key(config, colony_key)
             except cfg.ConfigError as exc:
                 await self._not_ready("InvalidSpec", str(exc))
             except Problem as exc:
@@ -157,15 +161,22 @@ class ExecutorResource:
             if await wait_stopped(RETRY_SECONDS):
                 return
 
+    def _config(self) -> cfg.ExecutorConfig:
+        return cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings, self.uid)
+
     async def _run(self, config: cfg.ExecutorConfig, colony_key: Key, executor_key: Key, generation: int,
                    wait_stopped: WaitStopped, deleted: Callable[[], bool]) -> bool:
         """Run until stopped (True) or until the runtime must be rebuilt (False)."""
+        if self.capacity is None:
+            self.capacity = Capacity(config.budget)
         runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
                                   executor_key=executor_key, kube=self.shared.kube,
-                                  watch=self.shared.watch(self.namespace), metrics=self.shared.metrics)
+                                  watch=self.shared.watch(self.namespace), capacity=self.capacity,
+                                  metrics=self.shared.metrics)
         self.runtime = runtime
         self.shared.runtimes[f"{self.namespace}/{self.name}"] = runtime
         task = asyncio.create_task(runtime.run(), name=f"executor-{self.namespace}/{self.name}")
+        draining: asyncio.Task[None] | None = None
         registered = False
         try:
             while not task.done():
@@ -177,17 +188,26 @@ class ExecutorResource:
                     registered = True
                     self._event("Normal", "Registered",
                                 f"executor {config.executor_name} ({runtime.executor_id[:12]}…) registered in colony {config.colony_name}")
-                if self._generation() != generation:
+                if draining is None and self._generation() != generation:
                     generation = self._generation()
                     try:
-                        new = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
+                        new = self._config()
                     except cfg.ConfigError as exc:
                         self._event("Warning", "InvalidSpec", f"{exc}; keeping the previous configuration")
                     else:
                         if _identity(new) != _identity(config):
-                            return False  # another server, colony, name or key: start over
-                        await runtime.update_config(new)
-                        config = new
+                            # Another server, colony, name, type, location or key: what runs now
+                            # finishes and reports under the identity that took it, then the new
+                            # one registers (two registrations of one name or id cannot coexist).
+                            self._draining = (f"the executor's identity changed; {{n}} processes taken by "
+                                              f"{config.executor_name} finish first")
+                            draining = asyncio.create_task(runtime.drain())
+                        else:
+                            await runtime.update_config(new)
+                            config = new
+                if draining is not None and draining.done():
+                    await self._retire(runtime, task)
+                    return False
                 await self._publish(runtime, config, generation)
             exc = task.exception()
             if exc is None:
@@ -196,18 +216,41 @@ class ExecutorResource:
             await self._not_ready(reason, message, executor_id=runtime.executor_id)
             return await wait_stopped(RETRY_SECONDS)
         finally:
+            self._draining = ""
+            if draining is not None:
+                draining.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            self._fold(runtime)
             self.runtime = None
             self.shared.runtimes.pop(f"{self.namespace}/{self.name}", None)
 
-    async def _remove(self, runtime: ExecutorRuntime, task: asyncio.Task[None]) -> None:
+    def _fold(self, runtime: ExecutorRuntime) -> None:
+        """Keep an ended runtime's counts: the status counts over the resource's whole life."""
+        self._base["succeeded"] += runtime.stats.succeeded
+        self._base["failed"] += runtime.stats.failed
+        runtime.stats.succeeded = runtime.stats.failed = 0
+
+    async def _retire(self, runtime: ExecutorRuntime, task: asyncio.Task[None]) -> None:
+        """The old identity has nothing in flight any more: stop it and unregister it."""
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         try:
-            await runtime.stop_and_fail_in_flight(
-                f"ExecutorRemoved: the ColonyExecutor {self.namespace}/{self.name} was deleted while this process ran")
+            await runtime.registration.unregister()
+        except errors.ColoniesError as exc:
+            log.warning("unregistering the previous executor %s failed: %s", runtime.config.executor_name, exc)
+
+    async def _remove(self, runtime: ExecutorRuntime, task: asyncio.Task[None]) -> None:
+        reason = (f"ExecutorRemoved: the ColonyExecutor {self.namespace}/{self.name} was deleted while this "
+                  "process ran; its Job was deleted. Submit it again to run it on another executor")
+        removal = asyncio.ensure_future(runtime.remove(reason, task))
+        try:
+            await asyncio.shield(removal)
+        except asyncio.CancelledError:
+            # kopf's cancellation_backoff ran out; it still waits cancellation_timeout for us
+            await asyncio.gather(removal, return_exceptions=True)
+            raise
         except errors.ColoniesError as exc:
             log.warning("removing executor %s from Colonies failed: %s", self.name, exc)
 
@@ -221,32 +264,21 @@ class ExecutorResource:
                                                     f"create it with the colony's private key under '{ref.key}'")
         return self._key(data, ref, "InvalidColonyKey")
 
-    async def _executor_key(self, config: cfg.ExecutorConfig) -> Key:
+    async def _executor_key(self, config: cfg.ExecutorConfig, colony_key: Key) -> Key:
+        """The key named by executorKeySecretRef; else the one an earlier version generated into
+        `<name>-executor-key`; else one derived from the colony key and this resource's
+        identity, which needs no Secret at all (and no right to create Secrets)."""
         ref = config.executor_key
         if ref is not None:
             data = await self._secret(ref.name)
             if data is None:
                 raise Problem("ExecutorKeySecretMissing", f"Secret {self.namespace}/{ref.name} does not exist")
             return self._key(data, ref, "InvalidExecutorKey")
-        ref = cfg.SecretRef(config.generated_key_secret, EXECUTOR_KEY_FIELD)
-        data = await self._secret(ref.name)
-        if data is None:
-            secret = {
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": ref.name, "labels": {"app.kubernetes.io/managed-by": "colonies-operator"},
-                             "ownerReferences": [{"apiVersion": "colonyos.io/v1alpha1", "kind": "ColonyExecutor",
-                                                  "name": self.name, "uid": self.uid}]},
-                "stringData": {ref.key: Key.generate().private_hex},
-            }
-            try:
-                await self.shared.kube.create_secret(self.namespace, secret)
-                self._event("Normal", "ExecutorKeyCreated", f"generated the executor key into Secret {ref.name}")
-            except Conflict:
-                pass  # created meanwhile: read it
-            except KubeError as exc:
-                raise Problem("ExecutorKeySecretFailed", f"creating Secret {ref.name} failed: {exc}") from None
-            data = await self._secret(ref.name) or {}
-        return self._key(data, ref, "InvalidExecutorKey")
+        legacy = cfg.SecretRef(config.generated_key_secret, EXECUTOR_KEY_FIELD)
+        data = await self._secret(legacy.name)
+        if data is not None:
+            return self._key(data, legacy, "InvalidExecutorKey")
+        return colony_key.derive(f"executor/{self.namespace}/{self.name}/{self.uid}")
 
     async def _secret(self, name: str) -> dict[str, str] | None:
         try:
@@ -294,21 +326,15 @@ class ExecutorResource:
     async def _publish(self, runtime: ExecutorRuntime, config: cfg.ExecutorConfig, generation: int) -> None:
         health = runtime.health
         if health.registered:
-            self._set_condition("Registered", True, "Registered", f"executor id {runtime.executor_id}")
-            if health.paused:
-                self._set_condition("Ready", False, "Paused", "spec.paused is true: not assigning new processes")
-            elif config.paused:
-                self._set_condition("Ready", False, "Pausing", "waiting for the assign poll in flight to return")
-            elif health.colonies_ok:
-                self._set_condition("Ready", True, "Assigning", "registered and assigning processes")
-            else:
-                self._set_condition("Ready", False, "ColoniesUnreachable", health.problem)
+            self._set_condition("Registered", True, "Registered", f"executor {config.executor_name}, id {runtime.executor_id}")
+            self._set_condition("Ready", *_readiness(runtime, config, self._draining))
             self._set_condition("Degraded", not health.colonies_ok, "ColoniesUnreachable" if not health.colonies_ok
                                 else "AsExpected", health.problem or "no problems")
             if not health.colonies_ok:
                 self._event("Warning", "ColoniesUnreachable", health.problem)
         status: dict[str, Any] = {
-            "executorId": runtime.executor_id, "observedGeneration": generation,
+            "executorId": runtime.executor_id, "executorName": config.executor_name,
+            "observedGeneration": generation,
             "inFlight": runtime.stats.in_flight,
             "succeeded": self._base["succeeded"] + runtime.stats.succeeded,
             "failed": self._base["failed"] + runtime.stats.failed,
@@ -335,7 +361,28 @@ def _identity(config: cfg.ExecutorConfig) -> tuple[Any, ...]:
             config.colony_key, config.executor_key, config.location_name)
 
 
+def _readiness(runtime: ExecutorRuntime, config: cfg.ExecutorConfig, draining: str) -> tuple[bool, str, str]:
+    """(Ready, reason, message): Ready only while the assign loop runs and can take work."""
+    health = runtime.health
+    if draining:
+        return False, "Draining", draining.format(n=runtime.stats.in_flight)
+    if not health.assigning:
+        return False, "Starting", "registered; listing Jobs and taking back those of an earlier run"
+    if health.paused:
+        return False, "Paused", "spec.paused is true: not assigning new processes"
+    if config.paused:
+        return False, "Pausing", "waiting for the assign poll in flight to return"
+    if not health.colonies_ok:
+        return False, "ColoniesUnreachable", health.problem
+    if health.colony_paused:
+        return False, "ColonyPaused", ("the colony's assignments are paused on the Colonies server; processes "
+                                       "wait in the queue until its owner resumes them")
+    return True, "Assigning", "registered and assigning processes"
+
+
 def _registration_problem(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, NameConflict):
+        return "NameConflict", str(exc)
     if isinstance(exc, errors.ColoniesUnreachable):
         return "ColoniesUnreachable", str(exc)
     if isinstance(exc, errors.Forbidden):

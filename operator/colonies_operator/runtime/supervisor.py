@@ -1,41 +1,44 @@
-"""One asyncio task per process: create (or adopt) its Job, follow it through the shared
-watch, ship its logs, and report the end to Colonies exactly once.
+"""One asyncio task per process: wait for room, create (or adopt) its Job, follow it through
+the shared watch, ship its logs, and report the end to Colonies exactly once.
 
 The end is decided from cached state only (`diagnosis.job_outcome` / `diagnose`), so a
-supervisor makes no periodic requests. Its Kubernetes cost is the Job create and the
-"reported" annotation (plus a delete when a Job must be stopped). A "forbidden" from
+supervisor makes no periodic requests. Its Kubernetes cost is the Job create and the patch
+that marks it reported (plus a delete when a Job must be stopped). A "forbidden" from
 Colonies means the process is no longer ours (cancelled, unassigned, closed elsewhere):
-the Job is deleted and nothing is reported (fencing).
+the Job is deleted and nothing is reported (fencing). Every supervisor ends with the
+process closed or fenced: an unexpected error fails the process with `InternalError(...)`
+rather than leaving it RUNNING with nobody watching.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, TypeVar
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
-from colonies_operator.colonies.models import Process
+from colonies_operator.colonies.models import Process, ProcessState
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime import logs
 from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.following import LogFollower
 from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
 from colonies_operator.runtime.watch import JobWatch
 
 log = logging.getLogger(__name__)
 
 REPORTED_ANNOTATION = "colonyos.io/reported"
-TERMINAL_PHASES = ("Succeeded", "Failed")
-RECHECK_SECONDS = 30.0  # re-evaluate cached state at least this often (pending grace periods)
-DRAIN_PATIENCE = 60.0   # how long reading the end of a finished container's log is retried
-SETTLE_SECONDS = 10.0   # how long a finished Job waits for its pods' final status to arrive
+RECHECK_SECONDS = 30.0       # re-evaluate cached state at least this often (pending grace periods)
+SETTLE_SECONDS = 10.0        # how long a finished Job waits for its pods' final status to arrive
+JOB_APPEAR_SECONDS = 30.0    # a created Job not seen by the watch this long is looked up once
+T = TypeVar("T")
 
 
 class Fenced(Exception):
@@ -95,10 +98,16 @@ async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
             delay = min(delay * 2, 30.0)
 
 
+def internal_error(exc: BaseException) -> str:
+    return (f"InternalError({type(exc).__name__}: {exc}): the operator failed while running this process, "
+            "and stopped its Job; this is a bug of colonies-operator, please report it with the operator's log")
+
+
 class Supervisor:
     def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
                  assigned_at: float | None = None, job: dict[str, Any] | None = None,
-                 on_created: Callable[[], None] | None = None) -> None:
+                 on_created: Callable[[], None] | None = None, *, reserved: bool = True,
+                 previous: asyncio.Task[Any] | None = None, adopted: bool = False) -> None:
         self.ctx = ctx
         self._on_created = on_created  # called once when creating the Job is over, however it went
         self.job = job  # the Job to create, when the caller built it already
@@ -106,6 +115,9 @@ class Supervisor:
         self.process = process
         self.run_spec = run
         self.request = request
+        self.reserved = reserved        # the capacity `request` is held (else: wait for it first)
+        self.previous = previous        # an older attempt's supervisor to wait out first
+        self.adopted = adopted          # the Job exists (listed at start): resume, do not create
         self.job_name = builder.job_name(process.processid, run.attempt)
         self.namespace = ctx.job_settings.namespace
         self.shipper = logs.LogShipper(
@@ -113,14 +125,11 @@ class Supervisor:
             batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
             on_shipped=ctx.metrics.shipped,
         )
-        self.resume = False          # adopted after a restart: skip what Colonies already holds
-        self._resume_counts: dict[str, int] | None = None
+        self.follower = LogFollower(ctx.kube, self.namespace, run, self.shipper)
         self._fenced: str | None = None
         self._closing = False
-        self._event: asyncio.Event | None = None
-        self._cursors: dict[tuple[str, str], logs.Cursor] = {}
-        self._followers: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._drained: set[tuple[str, str]] = set()
+        self._event = asyncio.Event()       # fencing or a change of the Job / its pods
+        self._watched: list[str] = []      # Job names whose changes set `_event`
 
     @property
     def pid(self) -> str:
@@ -132,86 +141,137 @@ class Supervisor:
         if self._closing or self._fenced:
             return
         self._fenced = reason
-        if self._event is not None:
-            self._event.set()
+        self._event.set()
 
     async def run(self) -> End:
-        """Supervise to the end. The capacity `request` was reserved by the caller; it is released here."""
-        event = self._event = self.ctx.watch.subscribe(self.job_name)
+        """Supervise to the end. The capacity `request` is released here."""
+        self._watch(self.job_name)
         shipping = asyncio.create_task(self.shipper.run(), name=f"logs-{self.job_name}")
         end = End.STOPPED
         try:
-            end = await self._supervise(event, shipping)
-            return end
-        except (errors.Forbidden, Fenced) as exc:
-            log.info("process %s is no longer ours (%s); deleting its Job", self.pid[:12], exc)
-            await self._job_event("Normal", "Fenced", f"process {self.pid} is no longer this executor's ({exc}); "
-                                                      "deleting the Job, reporting nothing")
-            await self._delete_job()
-            end = End.FENCED
-            return end
+            end = await self._supervise(shipping)
+        except (errors.Forbidden, errors.NotFound, Fenced) as exc:
+            end = await self._fenced_end(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: say so to the user, stop the Job, never leave it RUNNING
+            log.exception("supervisor of %s failed", self.pid[:12])
+            end = await self._internal_error(exc)
         finally:
-            for task in [*self._followers.values(), shipping]:
-                task.cancel()
-            await asyncio.gather(*self._followers.values(), shipping, return_exceptions=True)
+            await self.follower.stop()
+            shipping.cancel()
+            await asyncio.gather(shipping, return_exceptions=True)
             self._created()  # ended (or was cancelled) before its Job was created
-            self.ctx.watch.unsubscribe(self.job_name)
-            await self.ctx.capacity.release(self.request)
+            for name in self._watched:
+                self.ctx.watch.unsubscribe(name, self._event)
+            if self.reserved:
+                self.ctx.capacity.release(self.request)
             self.ctx.stats.count(end)
             self.ctx.on_change()
+        return end
 
-    async def _supervise(self, event: asyncio.Event, shipping: asyncio.Task[None]) -> End:
-        if self.resume:
-            await self._load_resume_point()
+    async def _supervise(self, shipping: asyncio.Task[None]) -> End:
+        if self.previous is not None:
+            await self._until(asyncio.gather(self.previous, return_exceptions=True))
+            await self._still_ours()  # the old attempt may have closed it as it ended
+        if not self.reserved:
+            await self._until(self.ctx.capacity.reserve(self.request))
+            self.reserved = True
         try:
-            if self.resume and self.ctx.watch.state(self.job_name)[0] is not None:
-                created = None  # adopted: the Job was listed at start; creating it again would only 409
+            if self.adopted:
+                await self.follower.load_resume_point(self.ctx.colonies, self.ctx.job_settings.colony_name, self.pid)
+                created_at = None
             else:
-                created = await self._create_job()
+                ended = await self._make_job()
+                if ended is not None:
+                    return ended
+                created_at = time.monotonic()
         finally:
             self._created()
-        if created is not None:
-            return created
+        return await self._follow(shipping, created_at)
+
+    async def _follow(self, shipping: asyncio.Task[None], created_at: float | None) -> End:
         seen_job = False
         settle_by: float | None = None
+        looked_for_events_at: float | None = None
         while True:
-            event.clear()
-            if self._fenced:
-                raise Fenced(self._fenced)
+            self._event.clear()
+            self._check_fenced()
             if shipping.done() and shipping.exception() is not None:
                 raise shipping.exception()  # type: ignore[misc]
             job, pods = self.ctx.watch.state(self.job_name)
             if job is None:
                 if seen_job:
                     return await self._fail_with("JobDeleted: the Job was deleted before it finished", pods)
+                if created_at is not None and time.monotonic() - created_at > JOB_APPEAR_SECONDS:
+                    if not await self._job_exists():
+                        return await self._fail_with("JobDeleted: the Job was deleted before the operator saw it", [])
+                    created_at = None  # it exists; the watch will bring it
             else:
                 seen_job = True
-                self._follow_logs(pods)
+                self.follower.follow(pods)
                 outcome = diagnosis.job_outcome(job, pods)
                 if outcome is not diagnosis.Outcome.RUNNING and not _pods_settled(pods):
                     # Jobs and Pods come through separate watches: the Job may say "done" before
                     # its pods' final status arrives. Wait for it (bounded): the logs, the exit
                     # code and the output are read from the pods.
-                    loop = asyncio.get_running_loop()
-                    settle_by = settle_by or loop.time() + SETTLE_SECONDS
-                    if loop.time() < settle_by:
-                        await self._wait(event, settle_by - loop.time())
+                    now = time.monotonic()
+                    settle_by = settle_by or now + SETTLE_SECONDS
+                    if now < settle_by:
+                        await self._wait(settle_by - now)
                         continue
                 if outcome is diagnosis.Outcome.SUCCEEDED:
                     return await self._succeed(pods)
-                found = diagnosis.diagnose(job, pods, now=datetime.now(timezone.utc),
-                                           pending_grace_seconds=self.ctx.pending_grace_seconds)
+                now = datetime.now(timezone.utc)
+                found = diagnosis.diagnose(job, pods, now=now, pending_grace_seconds=self.ctx.pending_grace_seconds)
+                if found is None and outcome is diagnosis.Outcome.RUNNING and self._pods_refused_by_now(job, pods, now):
+                    if looked_for_events_at is None or time.monotonic() - looked_for_events_at > RECHECK_SECONDS:
+                        looked_for_events_at = time.monotonic()
+                        found = await self._refusal()
                 if outcome is diagnosis.Outcome.FAILED or found is not None:
                     found = found or diagnosis.create_failed("the Job failed")
                     return await self._fail_with(found, pods, job_finished=outcome is diagnosis.Outcome.FAILED)
-            await self._wait(event, RECHECK_SECONDS)
+            await self._wait(RECHECK_SECONDS)
 
-    @staticmethod
-    async def _wait(event: asyncio.Event, seconds: float) -> None:
+    async def _wait(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(event.wait(), seconds)
+            await asyncio.wait_for(self._event.wait(), seconds)
         except TimeoutError:
             pass
+
+    def _watch(self, job_name: str) -> None:
+        """Wake this supervisor on changes of `job_name` (its own Job, or another attempt's)."""
+        if job_name not in self._watched:
+            self.ctx.watch.subscribe(job_name, self._event)
+            self._watched.append(job_name)
+
+    def _check_fenced(self) -> None:
+        if self._fenced:
+            raise Fenced(self._fenced)
+
+    async def _until(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable`, but stop at once (Fenced) when the process stops being ours."""
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            self._event.clear()
+            self._check_fenced()
+            waiter = asyncio.ensure_future(self._event.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if self._fenced and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise Fenced(self._fenced)
+        return task.result()
+
+    async def _still_ours(self) -> None:
+        """After an older attempt ended: is this assignment still RUNNING on us?"""
+        process = await self.ctx.colonies.get_process(self.pid)
+        if (process.state is not ProcessState.RUNNING or process.assignedexecutorid != self.ctx.colonies.id
+                or process.starttime != self.process.starttime):
+            raise Fenced(f"it was {process.state.name.lower()} when the older attempt ended")
 
     # --- the Job ---------------------------------------------------------------------------
 
@@ -220,33 +280,93 @@ class Supervisor:
         if callback is not None:
             callback()
 
-    async def _create_job(self) -> End | None:
+    async def _make_job(self) -> End | None:
+        """Create this assignment's Job once no other Job of the process runs; None when it exists."""
         body = self.job or builder.build_job(self.run_spec, self.ctx.job_settings)
         delay = 1.0
-        for attempt in range(6):
+        failures = 0
+        while True:
+            await self._others_gone()
             try:
                 await self.ctx.kube.create_job(self.namespace, body)
                 if self.assigned_at is not None:
                     self.ctx.metrics.job_created_seconds.observe(time.monotonic() - self.assigned_at)
                 return None
             except Conflict:
-                return None  # same deterministic name: created before (e.g. before a restart); adopt it
+                if await self._conflicting_job_is_ours():
+                    return None  # created before (e.g. before a restart): adopt it
+                continue  # an older assignment's Job under the same name: it is gone now, create again
             except KubeError as exc:
                 if exc.status < 500 and exc.status != 429:
                     return await self._fail_with(diagnosis.create_failed(exc.message or str(exc)), [], job_exists=False)
-                failure = exc
+                failure: Exception = exc
             except Exception as exc:  # connection trouble: the apiserver may be restarting
-                failure = exc  # type: ignore[assignment]
-            log.warning("creating Job %s failed (attempt %d): %s", self.job_name, attempt + 1, failure)
-            await asyncio.sleep(delay)
+                failure = exc
+            failures += 1
+            if failures >= 6:
+                return await self._fail_with(diagnosis.create_failed(f"apiserver unavailable: {failure}"), [],
+                                             job_exists=False)
+            log.warning("creating Job %s failed (attempt %d): %s", self.job_name, failures, failure)
+            await self._until(asyncio.sleep(delay))
             delay = min(delay * 2, 15.0)
-        return await self._fail_with(diagnosis.create_failed(f"apiserver unavailable: {failure}"), [], job_exists=False)
 
-    async def _delete_job(self) -> None:
+    def _is_this_assignment(self, job: dict[str, Any]) -> bool:
+        meta = job.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        return (not meta.get("deletionTimestamp")
+                and annotations.get(builder.EXECUTOR_ID_ANNOTATION) == self.ctx.colonies.id
+                and annotations.get(builder.ASSIGNED_AT_ANNOTATION, "") == self.run_spec.assigned_at)
+
+    async def _conflicting_job_is_ours(self) -> bool:
+        """A Job of our name exists: ours (adopt it) or an older assignment's (wait it out)."""
+        job = await self._until(self._cached_job(self.job_name))
+        if job is None:
+            return False  # gone meanwhile
+        if self._is_this_assignment(job):
+            return True
+        await self._others_gone(include_own_name=True)
+        return False
+
+    async def _cached_job(self, name: str) -> dict[str, Any] | None:
+        """The Job as the watch has it; a Job the apiserver just reported may take a moment."""
+        for _ in range(50):
+            job, _ = self.ctx.watch.state(name)
+            if job is not None:
+                return job
+            await asyncio.sleep(0.1)
+        return None
+
+    async def _others_gone(self, include_own_name: bool = False) -> None:
+        """Wait until no other Job of this process runs: an older attempt's, or an older
+        assignment's under the same name. Unfinished ones nobody stops are deleted; the wait
+        ends once their pods are gone (a real kubelet keeps a pod through its grace period)."""
+        while True:
+            self._event.clear()
+            self._check_fenced()
+            others = [j for j in self.ctx.watch.jobs_of_process(self.pid)
+                      if j["metadata"]["name"] != self.job_name or (include_own_name and not self._is_this_assignment(j))]
+            running = [j for j in others if not _done_with(j, self.ctx.watch.state(j["metadata"]["name"])[1])]
+            if not running:
+                return
+            for job in running:
+                name = job["metadata"]["name"]
+                self._watch(name)
+                if not job["metadata"].get("deletionTimestamp"):
+                    log.info("process %s: stopping %s, an older attempt's Job, before starting %s",
+                             self.pid[:12], name, self.job_name)
+                    await self._delete_job(name)
+            await self._wait(RECHECK_SECONDS)
+
+    async def _job_exists(self) -> bool:
+        listing = await self.ctx.kube.list_jobs(self.namespace, self.ctx.watch.selector,
+                                                field_selector=f"metadata.name={self.job_name}")
+        return bool(listing.get("items"))
+
+    async def _delete_job(self, name: str | None = None) -> None:
         try:
-            await self.ctx.kube.delete_job(self.namespace, self.job_name)
+            await self.ctx.kube.delete_job(self.namespace, name or self.job_name)
         except KubeError as exc:
-            log.warning("deleting Job %s failed: %s", self.job_name, exc)
+            log.warning("deleting Job %s failed: %s", name or self.job_name, exc)
 
     async def _job_event(self, type_: str, reason: str, message: str) -> None:
         """An Event on the Job, for `kubectl describe job`; best effort."""
@@ -265,124 +385,59 @@ class Supervisor:
             log.info("Event on Job %s not posted: %s", self.job_name, exc)
 
     async def _mark_reported(self, how: str) -> None:
+        """The result is in Colonies: mark the Job, and only now let its TTL remove it."""
+        patch: dict[str, Any] = {"metadata": {"annotations": {REPORTED_ANNOTATION: how}}}
+        if self.ctx.job_settings.ttl_seconds_after_finished is not None:
+            patch["spec"] = {"ttlSecondsAfterFinished": self.ctx.job_settings.ttl_seconds_after_finished}
         try:
-            await self.ctx.kube.annotate_job(self.namespace, self.job_name, {REPORTED_ANNOTATION: how})
+            await self.ctx.kube.patch_job(self.namespace, self.job_name, patch)
         except KubeError as exc:  # the Job may be gone already; the report itself has landed
             log.info("marking Job %s reported failed: %s", self.job_name, exc)
 
-    # --- logs ------------------------------------------------------------------------------
+    # --- refused pods --------------------------------------------------------------------------
 
-    async def _load_resume_point(self) -> None:
-        """After a restart, Colonies is the record of what was shipped: count its lines per
-        container, so the follower skips exactly those and nothing is lost or sent twice."""
-        _, pods = self.ctx.watch.state(self.job_name)  # listed before adoption; no pods: nothing to follow
-        prefixes = [prefix for _, _, prefix in self._containers(pods)]
-        entries = await self.ctx.colonies.get_all_logs(self.ctx.job_settings.colony_name, self.pid)
-        counts, size, truncated = logs.shipped_so_far([e.message for e in entries], prefixes)
-        self._resume_counts = counts
-        self.shipper.resume(size, truncated)
+    def _pods_refused_by_now(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
+        """No pod at all, a grace period after the Job was created: the Job controller may be
+        failing to create them (quota, LimitRange, Pod Security admission, a webhook)."""
+        if pods or (job.get("spec") or {}).get("suspend"):
+            return False
+        created = statuses.metadata(job).get("creationTimestamp")
+        return statuses.seconds_overdue(created, now, self.ctx.pending_grace_seconds) is not None
 
-    def _containers(self, pods: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
-        """(pod, container, line prefix) for every container of every pod, in index order."""
-        out = []
-        ordered = statuses.ordered_pods(pods)
-        many = len(ordered) > 1 or any(len(p.get("spec", {}).get("containers") or []) > 1 for p in ordered)
-        for pod in ordered:
-            index = statuses.completion_index(pod) or "0"
-            for container in pod.get("spec", {}).get("containers") or []:
-                name = container["name"]
-                out.append((pod, name, f"[{index}/{name}] " if many else ""))
-        return out
-
-    def _follow_logs(self, pods: list[dict[str, Any]]) -> None:
-        """Follow running containers; once a pod is terminal, replace its follower by a drain."""
-        for pod, container, prefix in self._containers(pods):
-            phase = statuses.phase(pod)
-            if phase not in ("Running", *TERMINAL_PHASES):
-                continue
-            key = (pod["metadata"]["name"], container)
-            cursor = self._cursors.get(key)
-            if cursor is None:
-                skip = self._resume_counts.get(prefix, 0) if self._resume_counts else 0
-                cursor = self._cursors[key] = logs.Cursor(skip=skip)
-            task = self._followers.get(key)
-            if phase == "Running":
-                if task is None:
-                    self._followers[key] = asyncio.create_task(self._ship(key, cursor, prefix, follow=True))
-            elif key not in self._drained:
-                if task is not None:
-                    task.cancel()  # a follow stream may never end by itself (kwok's never does)
-                self._drained.add(key)
-                previous = task
-                self._followers[key] = asyncio.create_task(self._drain(previous, key, cursor, prefix))
-
-    async def _ship(self, key: tuple[str, str], cursor: logs.Cursor, prefix: str, *, follow: bool) -> None:
-        """Follow (until cancelled) or drain one container's log, resuming from the cursor
-        after any failure. A drain that keeps failing gives up after DRAIN_PATIENCE seconds
-        and says so in the log itself, rather than holding the result back forever."""
-        pod, container = key
-        delay = 0.5
-        give_up = asyncio.get_running_loop().time() + DRAIN_PATIENCE
-        while True:
-            try:
-                # a follow waits (no polling) while too many streams are open; a drain never waits
-                async with self.ctx.kube.follow_slots if follow else contextlib.nullcontext():
-                    await logs.ship_container_log(self.ctx.kube, self.namespace, pod, container, cursor,
-                                                  self.shipper, follow=follow, prefix=prefix)
-                if not follow:
-                    return
-                failure = "the stream ended"
-            except asyncio.CancelledError:
-                raise
-            except KubeError as exc:
-                if exc.status in (400, 404) and not follow:
-                    return  # the container never started or the pod is gone: nothing more to read
-                failure = str(exc)
-            except Exception as exc:  # a dropped stream: resume from the cursor
-                failure = f"{type(exc).__name__}: {exc}"
-            log.info("log stream of %s/%s: %s; resuming", pod, container, failure)
-            if not follow and asyncio.get_running_loop().time() + delay > give_up:
-                self.shipper.add(f"{prefix}[colonies-operator: the rest of this log could not be read: {failure}]")
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    async def _drain(self, previous: asyncio.Task[None] | None, key: tuple[str, str], cursor: logs.Cursor,
-                     prefix: str) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
-        await self._ship(key, cursor, prefix, follow=False)
-
-    async def _finish_logs(self, pods: list[dict[str, Any]]) -> None:
-        self._follow_logs(pods)  # turns every follower of a terminal pod into a drain
-        pending = [t for k, t in self._followers.items() if k in self._drained]
-        await asyncio.gather(*pending, return_exceptions=True)
-        await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
+    async def _refusal(self) -> diagnosis.Diagnosis | None:
+        """The Job controller's own words, from its FailedCreate Events on this Job."""
+        selector = f"involvedObject.kind=Job,involvedObject.name={self.job_name},reason=FailedCreate"
+        try:
+            events = (await self.ctx.kube.list_events(self.namespace, selector)).get("items") or []
+        except KubeError as exc:
+            log.info("reading the Events of Job %s failed: %s", self.job_name, exc)
+            return None
+        if not events:
+            return None
+        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return diagnosis.pod_create_refused(str(latest.get("message") or ""))
 
     # --- the end ---------------------------------------------------------------------------
 
     async def _succeed(self, pods: list[dict[str, Any]]) -> End:
-        await self._finish_logs(pods)
+        await self.follower.finish(pods)
+        await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
         self._closing = True
         output = diagnosis.termination_output(pods)
-        await report(lambda: self.ctx.colonies.close_successful(self.pid, output), f"closing {self.pid[:12]}")
+        await self._close(lambda: self.ctx.colonies.close_successful(self.pid, output), "closing")
         await self._mark_reported("success")
         return End.SUCCEEDED
 
     async def _fail_with(self, found: diagnosis.Diagnosis | str, pods: list[dict[str, Any]], *,
                          job_finished: bool = True, job_exists: bool = True) -> End:
         if pods:
-            await self._finish_logs(pods)
-        else:
-            await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
+            await self.follower.finish(pods)
+        await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
         self._closing = True
         message = found if isinstance(found, str) else found.error_message(list(self.shipper.tail))
-        try:
-            await report(lambda: self.ctx.colonies.close_failed(self.pid, [message]), f"failing {self.pid[:12]}")
-        except errors.BadRequest:
-            raise errors.Forbidden(400, "the process was closed or cancelled elsewhere", "closefailedmsg") from None
+        await self._close(lambda: self.ctx.colonies.close_failed(self.pid, [message]), "failing")
         if job_exists:
-            reason = "Failed" if isinstance(found, str) else found.reason.value
+            reason = message.split("(", 1)[0].split(":", 1)[0] if isinstance(found, str) else found.reason.value
             await self._job_event("Warning", reason, message.split("\n", 1)[0])
             if job_finished:
                 await self._mark_reported("failed")
@@ -390,7 +445,42 @@ class Supervisor:
                 await self._delete_job()  # never leave a pod pending or a container running for nothing
         return End.FAILED
 
+    async def _close(self, call: Callable[[], Awaitable[None]], what: str) -> None:
+        """Report the end. A 400 means the process was closed or cancelled meanwhile (fencing),
+        or, if it is still ours and running, that Colonies refused what we sent: a bug to surface."""
+        try:
+            await report(call, f"{what} {self.pid[:12]}")
+        except errors.BadRequest as exc:
+            process = await self.ctx.colonies.get_process(self.pid)
+            if process.state is not ProcessState.RUNNING or process.assignedexecutorid != self.ctx.colonies.id:
+                raise Fenced(f"it was {process.state.name.lower()} when we closed it") from None
+            raise RuntimeError(f"Colonies refused {what} the process: {exc.message}") from None
+
+    async def _fenced_end(self, exc: BaseException) -> End:
+        log.info("process %s is no longer ours (%s); deleting its Job", self.pid[:12], exc)
+        if self.ctx.watch.state(self.job_name)[0] is not None:
+            await self._job_event("Normal", "Fenced", f"process {self.pid} is no longer this executor's ({exc}); "
+                                                      "deleting the Job, reporting nothing")
+        await self._delete_job()
+        return End.FENCED
+
+    async def _internal_error(self, exc: Exception) -> End:
+        await self._delete_job()
+        self._closing = True
+        try:
+            await report(lambda: self.ctx.colonies.close_failed(self.pid, [internal_error(exc)]), f"failing {self.pid[:12]}")
+        except errors.ColoniesRejected:
+            return End.FENCED
+        return End.FAILED
+
+
+def _done_with(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """A Job no longer runs anything: finished, and every pod of it terminal."""
+    finished = statuses.true_condition(job, "Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+    return bool(finished) and all(statuses.phase(p) in ("Succeeded", "Failed") for p in pods)
+
 
 def _pods_settled(pods: list[dict[str, Any]]) -> bool:
     """Every pod is terminal or on its way out (a Job past its deadline deletes its pods)."""
-    return all(statuses.phase(p) in TERMINAL_PHASES or p.get("metadata", {}).get("deletionTimestamp") for p in pods)
+    return all(statuses.phase(p) in ("Succeeded", "Failed") or p.get("metadata", {}).get("deletionTimestamp")
+               for p in pods)

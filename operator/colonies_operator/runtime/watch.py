@@ -72,7 +72,7 @@ class JobWatch:
         self.timeout_seconds = timeout_seconds
         self.jobs: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # job name → pod name → pod
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: dict[str, set[asyncio.Event]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()  # set once both kinds were listed
         self._listed: set[str] = set()
@@ -81,18 +81,33 @@ class JobWatch:
 
     # --- what supervisors use --------------------------------------------------------------
 
-    def subscribe(self, job_name: str) -> asyncio.Event:
-        return self._events.setdefault(job_name, asyncio.Event())
+    def subscribe(self, job_name: str, event: asyncio.Event | None = None) -> asyncio.Event:
+        """An event (`event`, or a new one) set whenever the Job `job_name` or one of its pods
+        changes, and after every relist. One event may follow several Jobs."""
+        event = event or asyncio.Event()
+        self._events.setdefault(job_name, set()).add(event)
+        return event
 
-    def unsubscribe(self, job_name: str) -> None:
-        self._events.pop(job_name, None)
+    def unsubscribe(self, job_name: str, event: asyncio.Event) -> None:
+        events = self._events.get(job_name)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._events[job_name]
 
     def state(self, job_name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         return self.jobs.get(job_name), list(self.pods.get(job_name, {}).values())
 
-    def jobs_of_executor(self, executor_label: str) -> list[dict[str, Any]]:
+    def jobs_of_executor(self, executor_id: str) -> list[dict[str, Any]]:
+        """The Jobs an executor created, by its id (names can be shared, ids cannot)."""
         return [j for j in self.jobs.values()
-                if (j.get("metadata", {}).get("labels") or {}).get(builder.EXECUTOR_LABEL) == executor_label]
+                if (j.get("metadata", {}).get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) == executor_id]
+
+    def jobs_of_process(self, process_id: str) -> list[dict[str, Any]]:
+        """Every Job of a process in this namespace: every attempt, whichever executor made it."""
+        short = process_id[:builder.SHORT_ID_LENGTH]
+        return [j for j in self.jobs.values()
+                if (j.get("metadata", {}).get("labels") or {}).get(builder.PROCESS_LABEL) == short]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -181,10 +196,10 @@ class JobWatch:
         return version
 
     def _wake(self, job_name: str) -> None:
-        event = self._events.get(job_name)
-        if event is not None:
+        for event in self._events.get(job_name, ()):
             event.set()
 
     def _wake_all(self) -> None:
-        for event in self._events.values():
-            event.set()
+        for events in self._events.values():
+            for event in events:
+                event.set()

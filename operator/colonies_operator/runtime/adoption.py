@@ -1,0 +1,126 @@
+"""After a restart: take back this executor's Jobs, and the processes that are ours in
+Colonies but have no Job (orphans).
+
+Jobs are this executor's by the executor id on them, not by name (names can be shared
+across namespaces and clusters). A Job belongs to one assignment of its process (the
+server's start time on it); only the assignment that is still RUNNING on us is resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from colonies_operator.colonies import errors
+from colonies_operator.colonies.models import Process, ProcessState
+from colonies_operator.jobs import builder, spec, statuses
+from colonies_operator.runtime.admission import reject, request_of
+from colonies_operator.runtime.supervisor import REPORTED_ANNOTATION, End, Supervisor, report
+
+if TYPE_CHECKING:
+    from colonies_operator.runtime.executor import ExecutorRuntime
+
+log = logging.getLogger(__name__)
+
+ADOPT_CONCURRENCY = 32  # Colonies lookups in flight while adopting Jobs after a restart
+
+
+async def adopt(rt: ExecutorRuntime) -> None:
+    """Supervise the unreported Jobs whose assignment is still ours; mark the ones closed
+    before a crash as reported (never report twice); delete the ones that stopped being ours.
+
+    Every Job is looked up first, and only then do the adopted supervisors start: each one
+    reads its shipped log back from Colonies and opens a log stream, work that would slow
+    the remaining lookups down (1,000 Jobs after a SIGKILL: all re-adopted 3.1 s after
+    liveness this way, 6.9 s interleaved)."""
+    gate = asyncio.Semaphore(ADOPT_CONCURRENCY)  # one Colonies lookup per Job: not one after another
+    adopted: list[Supervisor] = []
+
+    async def one(job: dict[str, Any]) -> None:
+        async with gate:
+            supervisor = await _adopt_job(rt, job)
+        if supervisor is not None:
+            adopted.append(supervisor)
+
+    await asyncio.gather(*(one(job) for job in rt.watch.jobs_of_executor(rt.me.id)))
+    for supervisor in adopted:
+        rt.supervise(supervisor)
+
+
+def same_assignment(job: dict[str, Any], process: Process) -> bool:
+    """Whether `job` runs the assignment `process` is in now (Jobs made before the start time
+    was recorded on them fall back to the retries count)."""
+    meta = job.get("metadata") or {}
+    stamp = (meta.get("annotations") or {}).get(builder.ASSIGNED_AT_ANNOTATION)
+    if stamp is not None:
+        return stamp == (process.starttime.isoformat() if process.starttime else "")
+    return int((meta.get("labels") or {}).get(builder.ATTEMPT_LABEL) or 0) == process.retries
+
+
+async def _adopt_job(rt: ExecutorRuntime, job: dict[str, Any]) -> Supervisor | None:
+    meta = job.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
+    if not pid or annotations.get(REPORTED_ANNOTATION) or pid in rt.supervisors:
+        return None
+    try:
+        process = await rt.me.get_process(pid)
+    except errors.NotFound:
+        await rt.kube.delete_job(rt.config.namespace, meta["name"])
+        return None
+    ours = process.assignedexecutorid == rt.me.id and same_assignment(job, process)
+    if process.state is ProcessState.RUNNING and ours and not meta.get("deletionTimestamp"):
+        return _resume(rt, process, job)
+    finished = statuses.true_condition(job, "Complete", "Failed")
+    if process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and ours and finished:
+        outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
+        patch: dict[str, Any] = {"metadata": {"annotations": {REPORTED_ANNOTATION: outcome}}}
+        if rt.job_settings.ttl_seconds_after_finished is not None:
+            patch["spec"] = {"ttlSecondsAfterFinished": rt.job_settings.ttl_seconds_after_finished}
+        await rt.kube.patch_job(rt.config.namespace, meta["name"], patch)
+    else:
+        log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
+        await rt.kube.delete_job(rt.config.namespace, meta["name"])
+    return None
+
+
+def _resume(rt: ExecutorRuntime, process: Process, job: dict[str, Any]) -> Supervisor | None:
+    try:
+        run = spec.parse_process(process, rt.config.policy)
+    except spec.SpecError as exc:
+        reject(rt, process, str(exc))
+        return None
+    request = request_of(job, rt.config.gpu_resource_name)
+    rt.capacity.hold(request)  # already running: held even over budget
+    return Supervisor(rt.context(), process, run, request, adopted=True)
+
+
+async def take_orphan(rt: ExecutorRuntime, process: Process) -> End:
+    """A process RUNNING on us that no supervisor runs: run it, unless it had started (then
+    it may have done part of its work: fail it rather than run it twice)."""
+    pid = process.processid
+    job = next((j for j in rt.watch.jobs_of_process(pid)
+                if (j["metadata"].get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) == rt.me.id
+                and same_assignment(j, process) and not j["metadata"].get("deletionTimestamp")), None)
+    if job is not None and not (job["metadata"].get("annotations") or {}).get(REPORTED_ANNOTATION):
+        supervisor = _resume(rt, process, job)
+        if supervisor is not None:
+            rt.supervise(supervisor)
+        return End.STOPPED
+    since = int(process.starttime.timestamp() * 1_000_000_000) if process.starttime else 0
+    printed = await rt.me.get_logs(rt.config.colony_name, pid, count=1, since=since)
+    if printed:
+        message = ("Orphaned(its Job is gone): this assignment had started (it has log lines) and nothing "
+                   "watched it to its end, so it is not run a second time; submit it again")
+        log.info("process %s: %s", pid[:12], message)
+        try:
+            await report(lambda: rt.me.close_failed(pid, [message]), f"failing orphan {pid[:12]}")
+        except errors.ColoniesRejected:
+            return End.FENCED
+        rt.stats.count(End.FAILED)
+        return End.FAILED
+    log.info("process %s runs on this executor without a Job (an assign reply lost, or a crash before "
+             "the Job was created): running it", pid[:12])
+    rt.admit(process)
+    return End.STOPPED
