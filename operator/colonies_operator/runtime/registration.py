@@ -20,6 +20,7 @@ from typing import Any
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
+from colonies_operator.colonies.crypto import Key
 from colonies_operator.colonies.models import Executor, ExecutorState
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Registration:
             await self.owner.remove_executor(ident.colony, ident.name)
             current = False
         if not current:
+            await self._free_our_id()
             try:
                 await self.owner.add_executor(ident.colony, self.me.id, ident.name, ident.executor_type,
                                               location=ident.location, hardware=hardware, software=software)
@@ -117,6 +119,20 @@ class Registration:
             return False
         await self.owner.remove_executor(self.identity.colony, self.identity.name)
         return True
+
+    async def _free_our_id(self) -> None:
+        """Colonies looks an executor up by id and takes the first row it finds: our id must not
+        stay on another name (a rename with the same key), or every assign is refused. A removed
+        row keeps its id; re-adding its name under a throwaway id and removing it again frees ours."""
+        ident = self.identity
+        for other in await self.reader.get_executors(ident.colony):
+            if other.executorid != self.me.id or other.executorname == ident.name:
+                continue
+            log.info("freeing executor id %s from the old name %s", self.me.id[:12], other.executorname)
+            if other.state is not ExecutorState.UNREGISTERED:
+                await self.owner.remove_executor(ident.colony, other.executorname)
+            await self.owner.add_executor(ident.colony, Key.generate().id, other.executorname, other.executortype)
+            await self.owner.remove_executor(ident.colony, other.executorname)
 
     async def _add_reader(self) -> None:
         name = f"colonies-operator-{self.reader.id[:12]}"

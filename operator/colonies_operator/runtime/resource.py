@@ -169,6 +169,7 @@ class ExecutorResource:
         """Run until stopped (True) or until the runtime must be rebuilt (False)."""
         if self.capacity is None:
             self.capacity = Capacity(config.budget)
+        self.capacity.set_budget(config.budget)
         runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
                                   executor_key=executor_key, kube=self.shared.kube,
                                   watch=self.shared.watch(self.namespace), capacity=self.capacity,
@@ -278,7 +279,8 @@ class ExecutorResource:
         data = await self._secret(legacy.name)
         if data is not None:
             return self._key(data, legacy, "InvalidExecutorKey")
-        return colony_key.derive(f"executor/{self.namespace}/{self.name}/{self.uid}")
+        # The executor name is part of it: Colonies cannot hold one id under two names.
+        return colony_key.derive(f"executor/{self.namespace}/{self.name}/{self.uid}/{config.executor_name}")
 
     async def _secret(self, name: str) -> dict[str, str] | None:
         try:
