@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import _OUTCOMES, ColoniesClient, Connection, RetryPolicy, ServerAddress
@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 ADDRESS = ServerAddress("colonies.fake", 50080)
 
 
-class FakeConnection:
-    """A `Connection` to a fake server: same `call`/`subscribe`/`calls`/`requests` surface."""
+class FakeConnection(Connection):
+    """A `Connection` to a fake server: same `call`/`subscribe`/`calls`/`requests` surface.
+    Connection.__init__ is not called: there is no HTTP pool to open or close."""
 
     def __init__(self, server: FakeColoniesServer, *, timeout: float = 30.0) -> None:
         self.server = server
@@ -87,8 +88,7 @@ class FakeColoniesClient(ColoniesClient):
     """The production client over a `FakeConnection`, plus the calls the runtime gets next."""
 
     def __init__(self, connection: FakeConnection, key: Key) -> None:
-        # ColoniesClient only uses connection.call/.subscribe/.timeout, which the fake has.
-        super().__init__(cast(Connection, connection), key)
+        super().__init__(connection, key)
 
     async def update_executor(self, colony: str, name: str, capabilities: Mapping[str, Any]) -> None:
         """Replace the executor's capabilities ({"hardware": [...], "software": [...]}); itself only."""

@@ -53,7 +53,10 @@ class StreamEnd:
         self.reason = ""  # "down", "timeout" (a watch ends cleanly), "gone" (410 in the stream)
 
 
-class FakeKube:
+class FakeKube(KubeApi):
+    """A `KubeApi` (so it goes wherever one is expected) whose every method the runtime uses
+    is answered in memory. KubeApi.__init__ is not called: there is no API client at all."""
+
     def __init__(
         self, *, clock: Callable[[], float] = time.time, auto_pods: bool = True, auto_schedule: bool = True,
         termination_grace: bool = False, endless_follow: bool = False, timeout_scale: float = 1.0,
@@ -74,6 +77,9 @@ class FakeKube:
         self.jobs = JobController(self, auto_pods=auto_pods)
         self.kubelet = FakeKubelet(self, auto_schedule=auto_schedule, termination_grace=termination_grace,
                                    endless_follow=endless_follow)
+
+    async def close(self) -> None:
+        pass
 
     # --- the store ----------------------------------------------------------------------------
 
@@ -166,10 +172,13 @@ class FakeKube:
         return copy.deepcopy(job)
 
     async def delete_job(self, namespace: str, name: str, *, propagation: str = "Foreground") -> bool:
-        """True once the deletion was accepted (also for a Job already being deleted)."""
+        """True once the deletion was accepted (also for a Job already being deleted), False
+        when there was no such Job."""
         path = self._path("Job", namespace, name)
         self._enter("delete_job", "DELETE", path)
-        self._existing("DELETE", "Job", namespace, name)
+        if self.get("Job", namespace, name) is None:
+            self.counter.record("DELETE", URL + path, 404)
+            return False
         gone = self.jobs.delete(namespace, name, propagation)
         self.counter.record("DELETE", URL + path, 200 if gone else 202)  # 202: still there, finalizers pending
         return True
