@@ -15,6 +15,7 @@ This module holds what both fakes share: the manual clock and the fault-injectio
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -53,3 +54,16 @@ class Faults:
             queued = self._queued.get(name)
             if queued:
                 raise queued.pop(0)
+
+
+async def first_of(wake: asyncio.Event, stop: asyncio.Event, deadline: float | None) -> bool:
+    """Wait until `wake` is set (True), or `stop` is set or the loop time passes `deadline`
+    (False): how the fakes' long polls and streams wait for news, an end, or their timeout."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    remaining = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+    try:
+        await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return wake.is_set() and not stop.is_set()

@@ -30,7 +30,7 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.crypto import Key
 from colonies_operator.colonies.models import ExecutorState, ProcessState
 
-from tests.fakes import Faults
+from tests.fakes import Faults, first_of
 from tests.fakes import colonies_quirks as go
 from tests.fakes.colonies_assign import AssignHandlers
 from tests.fakes.colonies_client import FakeColoniesClient, FakeConnection
@@ -202,14 +202,21 @@ class FakeColoniesServer:
             if p.assigned == ex.id and p.state == RUNNING:
                 p.isassigned, p.start_ns, p.end_ns, p.assigned, p.state = False, 0, 0, "", WAITING
 
-    def mark_failed(self, p: FakeProcess, errs: list[str]) -> None:
-        refusal = {SUCCESS: "Tried to set successful process as failed",
-                   FAILED: "Tried to set failed process as failed",
-                   CANCELLED: "Tried to set cancelled process as failed"}.get(p.state)
+    def end(self, p: FakeProcess, state: int, refusals: dict[int, str], errs: list[str] | None = None) -> None:
+        """Move a process to a final state, unless its current state is refused (400); the
+        controller then signals the process as it now is."""
+        refusal = refusals.get(p.state)
         if refusal:
             raise Reply(400, refusal)
-        p.state, p.end_ns, p.errors = FAILED, self.now_ns(), errs
+        p.state, p.end_ns = state, self.now_ns()
+        if errs is not None:
+            p.errors = errs
         self.events.signal(self.render(p))
+
+    def mark_failed(self, p: FakeProcess, errs: list[str]) -> None:
+        self.end(p, FAILED, {SUCCESS: "Tried to set successful process as failed",
+                             FAILED: "Tried to set failed process as failed",
+                             CANCELLED: "Tried to set cancelled process as failed"}, errs)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -223,7 +230,9 @@ class FakeColoniesServer:
         return p.to_json(self.time.format)
 
     async def rpc(self, msgtype: str, text: str, caller: str) -> Any:
-        """One `POST /api` request: the decoded reply payload, or the client's typed error."""
+        """One `POST /api` request: the decoded reply payload, or the client's typed error.
+        Like a network round trip it lets other tasks run first."""
+        await asyncio.sleep(0)
         method = METHODS.get(msgtype, msgtype)
         self.faults.enter(method, msgtype)
         handler = next((h for g in self._handlers if (h := getattr(g, f"on_{msgtype}", None))), None)
@@ -249,15 +258,7 @@ class FakeColoniesServer:
 
     async def wait(self, wake: asyncio.Event, deadline: float | None) -> bool:
         """Until `wake` is set (True) or the deadline (loop time) or expire_waits() (False)."""
-        expiry = self._expiry
-        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(expiry.wait())]
-        remaining = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
-        try:
-            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        return wake.is_set() and not expiry.is_set()
+        return await first_of(wake, self._expiry, deadline)
 
     def deadline(self, timeout: float) -> float:
         return asyncio.get_running_loop().time() + timeout * self.timeout_scale

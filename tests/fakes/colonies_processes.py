@@ -96,12 +96,10 @@ class ProcessHandlers:
     def on_cancelprocessmsg(self, caller: str, msg: dict[str, Any]) -> Any:
         p = self._process(msg, "cancel process")
         self.server.require_member(caller, p.colony)
-        refusal = {SUCCESS: "Tried to cancel successful process", FAILED: "Tried to cancel failed process",
-                   CANCELLED: "Tried to cancel already cancelled process"}.get(p.state)
-        if refusal:
-            raise Reply(400, refusal)
-        p.state, p.end_ns = CANCELLED, self.server.now_ns()  # the executor stays assigned: its later calls fail
-        self.server.events.signal(self.server.render(p))
+        # the executor stays assigned: its later calls get 400 (close) or 403 (logs, output)
+        self.server.end(p, CANCELLED, {SUCCESS: "Tried to cancel successful process",
+                                       FAILED: "Tried to cancel failed process",
+                                       CANCELLED: "Tried to cancel already cancelled process"})
         return {}
 
     def _assigned_to_caller(self, caller: str, p: FakeProcess, verb: str) -> None:
@@ -117,13 +115,10 @@ class ProcessHandlers:
         self._assigned_to_caller(caller, p, "successful")
         if msg.get("out"):
             p.out = list(msg["out"])  # CloseSuccessful stores the output before MarkSuccessful checks
-        refusal = {FAILED: "Tried to set failed process as successful",
-                   CANCELLED: "Tried to set cancelled process as successful",
-                   WAITING: "Tried to set waiting process as successful without being running"}.get(p.state)
-        if refusal:
-            raise Reply(400, refusal)
-        p.state, p.end_ns = SUCCESS, self.server.now_ns()  # SUCCESS again is fine: no guard against it
-        self.server.events.signal(self.server.render(p))
+        # SUCCESS again is fine: MarkSuccessful has no guard against it
+        self.server.end(p, SUCCESS, {FAILED: "Tried to set failed process as successful",
+                                     CANCELLED: "Tried to set cancelled process as successful",
+                                     WAITING: "Tried to set waiting process as successful without being running"})
         return {}
 
     def on_closefailedmsg(self, caller: str, msg: dict[str, Any]) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 from colonies_operator.runtime.kube import Conflict, Gone, KubeApi, KubeError, NotFound, RequestCounter
 
-from tests.fakes import Faults
+from tests.fakes import Faults, first_of
 from tests.fakes.kube_jobs import JobController, default_job
 from tests.fakes.kubelet import FakeKubelet
 from tests.fakes.selectors import matches_fields, matches_labels
@@ -77,6 +77,13 @@ class FakeKube(KubeApi):
         self.jobs = JobController(self, auto_pods=auto_pods)
         self.kubelet = FakeKubelet(self, auto_schedule=auto_schedule, termination_grace=termination_grace,
                                    endless_follow=endless_follow)
+        # The knobs tests drive most, also at the top: kube.start("j") is kube.kubelet.start("j").
+        kubelet, jobs = self.kubelet, self.jobs
+        self.start, self.log, self.succeed, self.fail = kubelet.start, kubelet.log, kubelet.succeed, kubelet.fail
+        self.wait, self.unschedulable, self.evict = kubelet.wait, kubelet.unschedulable, kubelet.evict
+        self.delete_pod, self.finish_termination = kubelet.delete_pod, kubelet.finish_termination
+        self.refuse_pods, self.accept_pods, self.create_pods = jobs.refuse_pods, jobs.accept_pods, jobs.create_pods
+        self.exceed_deadline, self.ttl_sweep = jobs.exceed_deadline, jobs.ttl_sweep
 
     async def close(self) -> None:
         pass
@@ -123,8 +130,10 @@ class FakeKube(KubeApi):
     def _path(self, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
         return PATHS[kind].format(ns=namespace) + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
-    def _enter(self, method: str, verb: str, path: str) -> None:
-        """A request reaches the apiserver: or not (down, an injected fault)."""
+    async def _enter(self, method: str, verb: str, path: str) -> None:
+        """A request reaches the apiserver: or not (down, an injected fault). Like a network
+        round trip it lets other tasks run first, so no caller can loop without yielding."""
+        await asyncio.sleep(0)
         if self.is_down:
             raise aiohttp.ClientConnectionError("Cannot connect to host apiserver.fake:6443 (fake: down)")
         try:
@@ -159,14 +168,14 @@ class FakeKube(KubeApi):
     # --- Jobs --------------------------------------------------------------------------------
 
     async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
-        self._enter("create_job", "POST", self._path("Job", namespace))
+        await self._enter("create_job", "POST", self._path("Job", namespace))
         created = self.write("Job", default_job(self._create("Job", namespace, job)), "ADDED")
         self.jobs.sync(namespace, created["metadata"]["name"])
         return copy.deepcopy(created)
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         path = self._path("Job", namespace, name)
-        self._enter("get_job", "GET", path)
+        await self._enter("get_job", "GET", path)
         job = self.get("Job", namespace, name)
         self.counter.record("GET", URL + path, 200 if job else 404)
         return copy.deepcopy(job)
@@ -175,7 +184,7 @@ class FakeKube(KubeApi):
         """True once the deletion was accepted (also for a Job already being deleted), False
         when there was no such Job."""
         path = self._path("Job", namespace, name)
-        self._enter("delete_job", "DELETE", path)
+        await self._enter("delete_job", "DELETE", path)
         if self.get("Job", namespace, name) is None:
             self.counter.record("DELETE", URL + path, 404)
             return False
@@ -193,7 +202,7 @@ class FakeKube(KubeApi):
 
     async def _patch_job(self, method: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         path = self._path("Job", namespace, name)
-        self._enter(method, "PATCH", path)
+        await self._enter(method, "PATCH", path)
         job = self._existing("PATCH", "Job", namespace, name)
         for field in ("template", "selector", "completionMode", "completions"):
             if field in (patch.get("spec") or {}):
@@ -208,14 +217,14 @@ class FakeKube(KubeApi):
         return copy.deepcopy(self.get("Job", namespace, name) or patched)
 
     async def list_jobs(self, namespace: str, selector: str) -> dict[str, Any]:
-        return self._list("list_jobs", "Job", namespace, selector)
+        return await self._list("list_jobs", "Job", namespace, selector)
 
     async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
-        return self._list("list_pods", "Pod", namespace, selector)
+        return await self._list("list_pods", "Pod", namespace, selector)
 
-    def _list(self, method: str, kind: str, namespace: str, selector: str) -> dict[str, Any]:
+    async def _list(self, method: str, kind: str, namespace: str, selector: str) -> dict[str, Any]:
         path = self._path(kind, namespace)
-        self._enter(method, "GET", path)
+        await self._enter(method, "GET", path)
         items = [_as_item(o) for (ns, _), o in self.objects[kind].items()
                  if ns == namespace and matches_labels(o, selector)]
         self.counter.record("GET", URL + path, 200)
@@ -230,7 +239,7 @@ class FakeKube(KubeApi):
         """ADDED/MODIFIED/DELETED events after `resource_version` ("" or "0": the current
         objects as ADDED first), until `timeout_seconds` pass; no bookmarks."""
         path = self._path(kind, namespace) + "?watch=true"
-        self._enter("watch", "GET", path)
+        await self._enter("watch", "GET", path)
         self.counter.record("GET", URL + path, 200)
         ending = self._watch_end
         deadline = asyncio.get_running_loop().time() + timeout_seconds * self.timeout_scale
@@ -257,15 +266,7 @@ class FakeKube(KubeApi):
 
     async def wait_change(self, ending: StreamEnd, deadline: float | None) -> bool:
         """Until something changes (True), or the stream ends or times out (False)."""
-        changed = self._changed
-        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(ending.event.wait())]
-        remaining = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
-        try:
-            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        return changed.is_set() and not ending.event.is_set()
+        return await first_of(self._changed, ending.event, deadline)
 
     async def pod_log(
         self, namespace: str, pod: str, container: str, *, follow: bool, since_time: str | None = None,
@@ -273,7 +274,7 @@ class FakeKube(KubeApi):
     ) -> AsyncIterator[bytes]:
         """`<RFC3339Nano> <text>` lines without newline (kubelet.py has the stream)."""
         path = self._path("Pod", namespace, pod, "log")
-        self._enter("pod_log", "GET", path)
+        await self._enter("pod_log", "GET", path)
         try:
             self.kubelet.check_log(namespace, pod, container)
         except KubeError as exc:
@@ -287,12 +288,12 @@ class FakeKube(KubeApi):
     # --- Events, Secrets, our resource ----------------------------------------------------------
 
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
-        self._enter("post_event", "POST", self._path("Event", namespace))
+        await self._enter("post_event", "POST", self._path("Event", namespace))
         self.write("Event", self._create("Event", namespace, event), "ADDED")
 
     async def list_events(self, namespace: str, field_selector: str = "") -> dict[str, Any]:
         path = self._path("Event", namespace)
-        self._enter("list_events", "GET", path)
+        await self._enter("list_events", "GET", path)
         self.counter.record("GET", URL + path, 200)
         return {"metadata": {"resourceVersion": str(self.rv)},
                 "items": [_as_item(e) for (ns, _), e in self.objects["Event"].items()
@@ -300,7 +301,7 @@ class FakeKube(KubeApi):
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         path = self._path("Secret", namespace, name)
-        self._enter("read_secret", "GET", path)
+        await self._enter("read_secret", "GET", path)
         secret = self.get("Secret", namespace, name)
         self.counter.record("GET", URL + path, 200 if secret else 404)
         if secret is None:
@@ -308,7 +309,7 @@ class FakeKube(KubeApi):
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
-        self._enter("create_secret", "POST", self._path("Secret", namespace))
+        await self._enter("create_secret", "POST", self._path("Secret", namespace))
         created = self._create("Secret", namespace, secret)
         data = dict(created.get("data") or {})  # stringData is write-only: it lands in data
         plain = created.pop("stringData", None) or {}
@@ -324,7 +325,7 @@ class FakeKube(KubeApi):
 
     async def patch_executor_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         path = self._path("ColonyExecutor", namespace, name, "status")
-        self._enter("patch_executor_status", "PATCH", path)
+        await self._enter("patch_executor_status", "PATCH", path)
         resource = self._existing("PATCH", "ColonyExecutor", namespace, name, "status")
         self.counter.record("PATCH", URL + path, 200)
         self.write("ColonyExecutor", merge_patch(resource, {"status": dict(status)}))
