@@ -252,21 +252,22 @@ class FakeKube(KubeApi):
                 if matches_labels(obj, selector):
                     yield {"type": "ADDED", "object": copy.deepcopy(obj)}
         while True:
+            changed = self.changes()  # taken before reading: a write while we yield sets it
             start = bisect.bisect_right(self.history, since, key=lambda entry: entry[0])
             for rv, k, event, obj in self.history[start:]:
                 since = rv
                 if k == kind and obj["metadata"]["namespace"] == namespace and matches_labels(obj, selector):
                     yield {"type": event, "object": copy.deepcopy(obj)}
-            if not await self.wait_change(ending, deadline):
+            if not await first_of(changed, ending.event, deadline):
                 if ending.reason == "down":
                     raise aiohttp.ServerDisconnectedError()
                 if ending.reason == "gone":
                     raise Gone(410, "Expired", "The resourceVersion for the provided watch is too old.")
                 return
 
-    async def wait_change(self, ending: StreamEnd, deadline: float | None) -> bool:
-        """Until something changes (True), or the stream ends or times out (False)."""
-        return await first_of(self._changed, ending.event, deadline)
+    def changes(self) -> asyncio.Event:
+        """Set at the next change (an object written, a log line): streams wait on it."""
+        return self._changed
 
     async def pod_log(
         self, namespace: str, pod: str, container: str, *, follow: bool, since_time: str | None = None,

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from colonies_operator.runtime.kube import KubeError, LineSplitter
 
+from tests.fakes import first_of
+
 if TYPE_CHECKING:
     from tests.fakes.kube import FakeKube, StreamEnd
 
@@ -301,6 +303,7 @@ class FakeKubelet:
         loop = asyncio.get_running_loop()
         last_data = loop.time()
         while True:
+            changed = self.kube.changes()  # taken before reading: a line logged while we yield sets it
             lines = self.logs.get((namespace, pod, container), [])
             for stamp, text in lines[sent:]:
                 sent += 1
@@ -315,7 +318,7 @@ class FakeKubelet:
             state = next((s.get("state") or {} for s in statuses if s["name"] == container), {})
             if "terminated" in state and not self.endless_follow:
                 break
-            if not await self.kube.wait_change(ending, last_data + read_timeout):
+            if not await first_of(changed, ending.event, last_data + read_timeout):
                 if ending.event.is_set():
                     raise aiohttp.ServerDisconnectedError()
                 if loop.time() >= last_data + read_timeout:

@@ -516,6 +516,25 @@ async def test_a_watch_serves_events_after_its_resource_version_and_410_once_com
             pass
 
 
+async def test_a_change_made_while_a_watcher_handles_an_event_still_reaches_it():
+    kube = FakeKube()
+    await kube.create_job(NS, job())
+    since = str(kube.rv)
+    await kube.annotate_job(NS, "j", {"n": "1"})
+    seen: list[str] = []
+
+    async def watch() -> None:
+        async for event in kube.watch("Job", NS, "", since):
+            seen.append(event["object"]["metadata"]["annotations"]["n"])
+            if len(seen) == 1:
+                await kube.annotate_job(NS, "j", {"n": "2"})  # written while the stream is yielding
+            else:
+                return
+
+    await asyncio.wait_for(watch(), 1)
+    assert seen == ["1", "2"]
+
+
 async def test_an_apiserver_restart_breaks_streams_and_refuses_calls_until_up():
     kube = FakeKube()
     await kube.create_job(NS, job())
