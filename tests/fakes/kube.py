@@ -11,6 +11,9 @@ Two controllers run inside, driven by what happens to the objects and by the tes
 `jobs` (kube_jobs.py: the Job controller, garbage collection of dependents, the TTL
 controller) and `kubelet` (kubelet.py: pod phases, container states, logs, termination).
 
+Knobs: the kubelet's and Job controller's (`start`, `log`, `succeed`, `fail`, `wait`,
+`unschedulable`, `evict`, `delete_pod`, `finish_termination`, `refuse_pods`, `accept_pods`,
+`create_pods`, `exceed_deadline`, `ttl_sweep`) are also attributes of FakeKube itself.
 Fault knobs: `fail_next(method, exc)`; `down()`/`up()` (every call fails to connect, open
 watches and log streams break, as in an apiserver restart); `compact()` (older
 resourceVersions answer 410 Gone); `end_watches(gone=False)` (open watches end as on their
@@ -188,8 +191,10 @@ class FakeKube(KubeApi):
         if self.get("Job", namespace, name) is None:
             self.counter.record("DELETE", URL + path, 404)
             return False
-        gone = self.jobs.delete(namespace, name, propagation)
-        self.counter.record("DELETE", URL + path, 200 if gone else 202)  # 202: still there, finalizers pending
+        self.jobs.delete(namespace, name, propagation)
+        # 200 also when the Job stays (Foreground): the apiserver answers 202 only to the old
+        # orphanDependents=false option (endpoints/handlers/delete.go)
+        self.counter.record("DELETE", URL + path, 200)
         return True
 
     async def annotate_job(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict[str, Any]:

@@ -333,7 +333,7 @@ class JobController:
     # --- deletion -----------------------------------------------------------------------------
 
     def delete(self, namespace: str, name: str, propagation: str) -> bool:
-        """A DELETE of the Job; True when it is gone at once (200), False while it waits (202)."""
+        """A DELETE of the Job; True when it is gone at once, False while its pods go first."""
         job = self.kube.get("Job", namespace, name)
         if job is None:
             return True

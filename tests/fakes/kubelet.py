@@ -94,12 +94,12 @@ class FakeKubelet:
     def _container_status(self, pod: dict[str, Any], container: dict[str, Any], state: dict[str, Any],
                           ready: bool = False) -> dict[str, Any]:
         image = container.get("image", "")
+        ran = "running" in state or "terminated" in state
         digest = hashlib.sha256(image.encode()).hexdigest()
         cid = hashlib.sha256(f"{pod['metadata']['uid']}/{container['name']}".encode()).hexdigest()
         return {"name": container["name"], "state": state, "lastState": {}, "ready": ready, "restartCount": 0,
-                "image": image, "imageID": f"{image.split(':')[0]}@sha256:{digest}" if "running" in state
-                or "terminated" in state else "", "containerID": "" if "waiting" in state else f"containerd://{cid}",
-                "started": "running" in state}
+                "image": image, "imageID": f"{image.split(':')[0]}@sha256:{digest}" if ran else "",
+                "containerID": f"containerd://{cid}" if ran else "", "started": "running" in state}
 
     def _set_containers(self, pod: dict[str, Any], status: dict[str, Any], state: Callable[[str], dict[str, Any]],
                         ready: bool = False, only: str | None = None) -> None:

@@ -461,7 +461,7 @@ async def test_foreground_deletion_keeps_the_job_until_its_pods_are_gone():
     assert "foregroundDeletion" in held["metadata"]["finalizers"]
     [pod] = kube.kubelet.pods("j")
     assert pod["metadata"]["deletionTimestamp"] and pod["status"]["phase"] == "Running"
-    assert kube.counter.counts[("delete", "jobs", 202)] == 1
+    assert kube.counter.counts[("delete", "jobs", 200)] == 1
     kube.kubelet.finish_termination(pod["metadata"]["name"])
     assert kube.get("Job", NS, "j") is None and kube.get("Pod", NS, pod["metadata"]["name"]) is None
     assert [e for _, k, e, _ in kube.history if k == "Job"][-1] == "DELETED"
