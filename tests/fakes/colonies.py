@@ -28,7 +28,7 @@ from typing import Any
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.crypto import Key
-from colonies_operator.colonies.models import ExecutorState, ProcessState
+from colonies_operator.colonies.models import ExecutorState
 
 from tests.fakes import Faults, first_of
 from tests.fakes import colonies_quirks as go
@@ -37,11 +37,10 @@ from tests.fakes.colonies_client import FakeColoniesClient, FakeConnection
 from tests.fakes.colonies_events import EventHub
 from tests.fakes.colonies_executors import ExecutorHandlers
 from tests.fakes.colonies_processes import ProcessHandlers
-from tests.fakes.colonies_records import FakeExecutor, FakeProcess, Reply
+from tests.fakes.colonies_records import CANCELLED, FAILED, RUNNING, SUCCESS, WAITING, FakeExecutor, FakeProcess, Reply
 
 __all__ = ["FakeColoniesServer", "FakeConnection", "FakeColoniesClient", "Reply"]
 
-WAITING, RUNNING, SUCCESS, FAILED, CANCELLED = (int(s) for s in ProcessState)
 STALE_SECONDS = 600   # COLONIES_STALE_EXECUTOR_DURATION's default
 
 # client method name of each msgtype: counters and fail_next speak the test writer's names

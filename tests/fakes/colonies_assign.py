@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 from colonies_operator.colonies import errors
 
 from tests.fakes import colonies_quirks as go
-from tests.fakes.colonies_records import FakeExecutor, FakeProcess, Reply
+from tests.fakes.colonies_records import RUNNING, WAITING, FakeExecutor, FakeProcess, Reply
 
 if TYPE_CHECKING:
     from tests.fakes.colonies import FakeColoniesServer
 
-WAITING, RUNNING = 0, 1
 MAX_SHAPE = 127  # nodes, processes and processespernode must not exceed this (math.MaxInt8)
 
 

@@ -9,12 +9,20 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes import colonies_quirks as go
-from tests.fakes.colonies_records import FakeProcess, Reply, normalised_spec
+from tests.fakes.colonies_records import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCESS,
+    WAITING,
+    FakeProcess,
+    Reply,
+    normalised_spec,
+)
 
 if TYPE_CHECKING:
     from tests.fakes.colonies import FakeColoniesServer
 
-WAITING, RUNNING, SUCCESS, FAILED, CANCELLED = range(5)
 MAX_COUNT = 100       # getprocessesmsg
 MAX_LOG_COUNT = 500   # getlogsmsg
 NUL_REFUSED = 'pq: invalid byte sequence for encoding "UTF8": 0x00'

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from colonies_operator.colonies.models import ExecutorState
+from colonies_operator.colonies.models import ExecutorState, ProcessState
 
 from tests.fakes import colonies_quirks as go
 
 Format = Callable[[int], str]  # Unix ns → the server's time text
+WAITING, RUNNING, SUCCESS, FAILED, CANCELLED = (int(s) for s in ProcessState)  # as the rows store them
 
 
 class Reply(Exception):

@@ -31,11 +31,11 @@ import aiohttp
 from colonies_operator.runtime.kube import KubeError, LineSplitter
 
 from tests.fakes import first_of
+from tests.fakes.kube_jobs import TERMINAL
 
 if TYPE_CHECKING:
     from tests.fakes.kube import FakeKube, StreamEnd
 
-TERMINAL = ("Succeeded", "Failed")
 NODE = "fake-node-0"
 FALLBACK_LINES, FALLBACK_BYTES = 80, 2048  # FallbackToLogsOnError: the log tail the kubelet keeps
 
