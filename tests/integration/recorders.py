@@ -24,6 +24,7 @@ class Seen:
     at: float            # monotonic time the watch delivered it
     type: str            # ADDED, MODIFIED, DELETED
     kind: str            # Job or Pod
+    namespace: str
     name: str
     uid: str
     process: str         # the colonyos.io/process label (first 20 hex of the process id)
@@ -37,14 +38,15 @@ class Recorder:
 
     events: list[Seen] = field(default_factory=list)
 
-    def of(self, process_id: str, kind: str = "Job") -> list[Seen]:
-        return [e for e in self.events if e.kind == kind and e.process == process_id[:20]]
+    def of(self, process_id: str, kind: str = "Job", namespace: str | None = None) -> list[Seen]:
+        return [e for e in self.events if e.kind == kind and e.process == process_id[:20]
+                and (namespace is None or e.namespace == namespace)]
 
-    def most_alive_at_once(self, process_id: str) -> int:
+    def most_alive_at_once(self, process_id: str, namespace: str | None = None) -> int:
         """The most Job objects of one process that existed at the same moment, dying ones included."""
         alive: set[str] = set()
         most = 0
-        for e in self.of(process_id):
+        for e in self.of(process_id, namespace=namespace):
             if e.type == "DELETED":
                 alive.discard(e.uid)
             else:
@@ -77,7 +79,7 @@ def _seen(kind: str, event: dict[str, Any]) -> Seen:
         finished = any(c.type in FINISHED and c.status == "True" for c in (obj.status.conditions or []))
     else:
         finished = obj.status.phase in ("Succeeded", "Failed")
-    return Seen(time.monotonic(), event["type"], kind, meta.name, meta.uid,
+    return Seen(time.monotonic(), event["type"], kind, meta.namespace, meta.name, meta.uid,
                 (meta.labels or {}).get("colonyos.io/process", ""), finished, meta.deletion_timestamp is not None)
 
 

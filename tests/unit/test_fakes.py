@@ -97,13 +97,13 @@ async def test_every_assign_marks_the_executor_alive_even_when_paused_or_empty()
 async def test_paused_assignments_answer_408_to_a_long_poll_and_503_to_one_try():
     c = colony()
     await c.owner.pause_assignments(COLONY)
-    with pytest.raises(errors.ColoniesServerError) as once:
+    with pytest.raises(errors.AssignmentsPaused) as once:
         await c.me.assign(COLONY, -1)
     assert (once.value.status, once.value.message) == (503, "No processes available: colony assignments are paused")
     poll = asyncio.create_task(c.me.assign(COLONY, 10))
     await settle()
     c.server.expire_waits()
-    with pytest.raises(errors.ColoniesRejected) as waited:
+    with pytest.raises(errors.AssignmentsPaused) as waited:
         await poll
     assert (waited.value.status, waited.value.message) == (408, "Assignment timeout: colony assignments are paused")
 

@@ -2,15 +2,21 @@
 given to another executor, or re-queued and given back to us as a new assignment), and
 finding processes that are ours with nobody running them (orphans).
 
-Primary: two `/pubsub` subscriptions per executor (processes of our executor type entering
-CANCELLED and WAITING) tell within milliseconds; a WAITING event with the retries count of
-the attempt we run is a late event of its submission, or a re-queue that kept the count
-(its executor was removed), so such a process is read again. Fallback, in case a
-subscription is down: one `getprocessesmsg` (RUNNING, our executor type, oldest first) per
-poll interval, whatever the number in flight; an in-flight process missing from it, older
-than the newest listed, is looked at individually (those are real changes, not polling).
-Exact while at most 100 processes of the type run (the server's page size); above that the
-newer ones rely on the subscriptions and on the 403 that any later report gets.
+A cancel is heard within milliseconds through a `/pubsub` subscription to processes of our
+executor type entering CANCELLED. Everything else comes from one `getprocessesmsg`
+(RUNNING, our executor type, oldest first) per poll interval, whatever the number in
+flight; an in-flight process missing from it, older than the newest listed, is read
+individually (those are real changes, not polling): WAITING with a higher retries count
+was unassigned after its maxexectime, WAITING with the same count was re-queued (its
+executor was removed). Exact while at most 100 processes of the type run (the server's page
+size); above that the newer ones rely on the 403 that any later report gets.
+
+Why no subscription to WAITING: the server wakes exactly one general listener per event of
+a type and state, round-robin, and an assign long poll is such a listener: a WAITING
+subscription would take every other submission's wake-up from the executor's own long
+poll, which would then sleep to its timeout. (And its unassign events carry the process as
+it was before the unassign, retries not yet counted.) With several executors of one type,
+each cancel wakes only one of their subscriptions; the others learn at the next poll.
 
 The same list shows orphans: RUNNING on our executor id, with no supervisor (a crash
 between the assign reply and the Job create, a lost assign reply). One seen in two polls in
@@ -32,7 +38,7 @@ from colonies_operator.colonies.models import Process, ProcessState
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_SECONDS = 300
-POLL_SECONDS = 30.0
+POLL_SECONDS = 10.0
 PAGE = 100
 
 Fence = Callable[[str, str], None]  # (process id, reason)
@@ -51,7 +57,7 @@ def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | N
     if process.state is ProcessState.WAITING:
         if process.retries > attempt.retries:
             return "unassigned by Colonies (maxexectime passed); it waits for a new attempt"
-        return None  # a late submission event, or a re-queue with the same count: read it again
+        return None  # an event from its submission, older than our assignment
     if process.state is ProcessState.RUNNING:
         if process.assignedexecutorid != executor_id:
             return "assigned to another executor"
@@ -77,24 +83,22 @@ class Fencing:
         self._fence = fence
         self._on_orphan = on_orphan
         self._suspects: set[str] = set()      # orphans seen in the last poll
-        self._rereads: set[str] = set()       # WAITING events to check against a fresh read
-        self._reread_wake = asyncio.Event()
         self.polls = 0
 
     async def run(self) -> None:
-        await asyncio.gather(self._subscribe(ProcessState.CANCELLED), self._subscribe(ProcessState.WAITING),
-                             self._poll(), self._reread())
+        await asyncio.gather(self._subscribe(ProcessState.CANCELLED), self._poll())
 
-    def check(self, process: Process) -> None:
+    def check(self, process: Process, *, fresh: bool = False) -> None:
+        """Fence the process if it is no longer ours. `fresh`: read just now, not an event
+        (a fresh WAITING with the retries count we run means it went back to the queue)."""
         attempt = self._attempt_of(process.processid)
         if attempt is None:
             return
         reason = lost_reason(process, self.colonies.id, attempt)
+        if reason is None and fresh and process.state is ProcessState.WAITING:
+            reason = "returned to the queue by Colonies (its executor was removed)"
         if reason:
             self._fence(process.processid, reason)
-        elif process.state is ProcessState.WAITING:
-            self._rereads.add(process.processid)
-            self._reread_wake.set()
 
     async def _subscribe(self, state: ProcessState) -> None:
         delay = 1.0
@@ -110,30 +114,6 @@ class Fencing:
                 log.info("subscription to %s processes failed (%s); again in %.0fs", state.name, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    async def _reread(self) -> None:
-        """A process we run was reported WAITING with its retries count unchanged: read it now.
-        WAITING in a fresh read means it went back to the queue (its executor was removed)."""
-        while True:
-            await self._reread_wake.wait()
-            self._reread_wake.clear()
-            pids, self._rereads = self._rereads, set()
-            for pid in pids:
-                attempt = self._attempt_of(pid)
-                if attempt is None:
-                    continue
-                try:
-                    process = await self.colonies.get_process(pid)
-                except errors.NotFound:
-                    self._fence(pid, "no longer exists in Colonies")
-                    continue
-                except errors.ColoniesError as exc:
-                    log.info("reading %s again failed: %s", pid[:12], exc)
-                    continue
-                if process.state is ProcessState.WAITING and process.retries == attempt.retries:
-                    self._fence(pid, "returned to the queue by Colonies")
-                else:
-                    self.check(process)
 
     async def _poll(self) -> None:
         while True:
@@ -153,7 +133,7 @@ class Fencing:
         suspects = set()
         for process in running:
             if process.processid in in_flight:
-                self.check(process)
+                self.check(process, fresh=True)
             elif process.assignedexecutorid == self.colonies.id and self._attempt_of(process.processid) is None:
                 suspects.add(process.processid)
                 if at_start or process.processid in self._suspects:
@@ -167,6 +147,6 @@ class Fencing:
             if len(running) >= PAGE and (assigned is None or newest is None or assigned > newest):
                 continue  # beyond the page: cannot tell from this list
             try:
-                self.check(await self.colonies.get_process(pid))
+                self.check(await self.colonies.get_process(pid), fresh=True)
             except errors.NotFound:
                 self._fence(pid, "no longer exists in Colonies")

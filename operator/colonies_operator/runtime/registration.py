@@ -58,19 +58,26 @@ class Registration:
         self.me = me            # the executor itself
         self.reader = reader    # a colony user of the operator's: reads who holds a name
         self.identity = identity
+        self._reader_ok = False
 
     async def holder(self) -> Executor | None:
         """The executor registered under our name now (any state), or None."""
+        await self._ensure_reader()
         try:
             return await self.reader.get_executor(self.identity.colony, self.identity.name)
         except errors.NotFound:
             return None
+
+    async def _ensure_reader(self) -> None:
+        # getexecutormsg answers an unknown name before it checks membership: ask something
+        # that checks membership first
+        if self._reader_ok:
+            return
+        try:
+            await self.reader.get_executors(self.identity.colony)
         except errors.Forbidden:  # the reader is not a colony user yet
             await self._add_reader()
-        try:
-            return await self.reader.get_executor(self.identity.colony, self.identity.name)
-        except errors.NotFound:
-            return None
+        self._reader_ok = True
 
     async def register(self, *, hardware: Sequence[Mapping[str, Any]] = (),
                        software: Sequence[Mapping[str, Any]] = ()) -> None:
