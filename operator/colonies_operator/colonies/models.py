@@ -70,6 +70,15 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def same_instant(a: datetime | None, b: datetime | None) -> bool:
+    """Whether two server times are one moment. The assign reply carries the server's clock
+    in nanoseconds, the database (every later read) rounds it to microseconds, and parsing
+    keeps microseconds: equal within a millisecond is the same assignment."""
+    if a is None or b is None:
+        return a is b
+    return abs((a - b).total_seconds()) < 0.001
+
+
 def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else []
 

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from colonies_operator.colonies import errors
-from colonies_operator.colonies.models import Process, ProcessState
+from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, spec, statuses
 from colonies_operator.runtime.admission import reject, request_of
 from colonies_operator.runtime.supervisor import REPORTED_ANNOTATION, End, Supervisor, report
@@ -54,7 +54,7 @@ def same_assignment(job: dict[str, Any], process: Process) -> bool:
     meta = job.get("metadata") or {}
     stamp = (meta.get("annotations") or {}).get(builder.ASSIGNED_AT_ANNOTATION)
     if stamp is not None:
-        return stamp == (process.starttime.isoformat() if process.starttime else "")
+        return same_instant(parse_time(stamp), process.starttime)
     return int((meta.get("labels") or {}).get(builder.ATTEMPT_LABEL) or 0) == process.retries
 
 

@@ -33,7 +33,7 @@ from datetime import datetime
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
-from colonies_operator.colonies.models import Process, ProcessState
+from colonies_operator.colonies.models import Process, ProcessState, same_instant
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def lost_reason(process: Process, executor_id: str, attempt: Attempt) -> str | N
     if process.state is ProcessState.RUNNING:
         if process.assignedexecutorid != executor_id:
             return "assigned to another executor"
-        if attempt.assigned_at is not None and process.starttime is not None and process.starttime != attempt.assigned_at:
+        if attempt.assigned_at is not None and process.starttime is not None and not same_instant(
+                process.starttime, attempt.assigned_at):
             return "re-queued and assigned to this executor again, as a new assignment"
     if process.state in (ProcessState.SUCCESS, ProcessState.FAILED):
         return f"already closed as {process.state.name}"

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
-from colonies_operator.colonies.models import Process, ProcessState
+from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime import logs
@@ -270,7 +270,7 @@ class Supervisor:
         """After an older attempt ended: is this assignment still RUNNING on us?"""
         process = await self.ctx.colonies.get_process(self.pid)
         if (process.state is not ProcessState.RUNNING or process.assignedexecutorid != self.ctx.colonies.id
-                or process.starttime != self.process.starttime):
+                or not same_instant(process.starttime, self.process.starttime)):
             raise Fenced(f"it was {process.state.name.lower()} when the older attempt ended")
 
     # --- the Job ---------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Supervisor:
         annotations = meta.get("annotations") or {}
         return (not meta.get("deletionTimestamp")
                 and annotations.get(builder.EXECUTOR_ID_ANNOTATION) == self.ctx.colonies.id
-                and annotations.get(builder.ASSIGNED_AT_ANNOTATION, "") == self.run_spec.assigned_at)
+                and same_instant(parse_time(annotations.get(builder.ASSIGNED_AT_ANNOTATION)), self.process.starttime))
 
     async def _conflicting_job_is_ours(self) -> bool:
         """A Job of our name exists: ours (adopt it) or an older assignment's (wait it out)."""
