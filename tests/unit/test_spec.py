@@ -130,8 +130,52 @@ def test_the_deadline_is_the_walltime_else_the_maxexectime(walltime, maxexectime
 
 
 def test_a_gpu_request_keeps_its_count_and_name():
-    run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "11Gi"}))
+    run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "0Mi"}))
     assert (run.gpu_count, run.gpu_name) == (1, "nvidia-gtx-2080ti")
+
+
+def refusal(raw: dict) -> tuple[str, str] | None:
+    """(field, message) of the SpecError `raw` gets, or None when it parses."""
+    try:
+        parse(raw)
+    except SpecError as err:
+        return err.field, str(err)
+    return None
+
+
+# What a v1.9.12 server echoes for a funcspec that sets no fs (and no gpu.mem).
+SERVER_ECHO_FS = {"mount": "", "snapshots": None, "dirs": None}
+SNAPSHOT = {"snapshotid": "", "label": "/data", "dir": "/data", "keepfiles": False, "keepsnapshot": False}
+SYNC_DIR = {"label": "/src", "dir": "/src", "keepfiles": False,
+            "onconflicts": {"onstart": {"keeplocal": False}, "onclose": {"keeplocal": False}}}
+
+
+def test_a_funcspec_asking_for_cfs_is_refused_naming_fs_and_the_empty_fs_the_server_echoes_is_not():
+    outcomes = {
+        "no fs": refusal(funcspec(fs=DELETE)),
+        "null": refusal(funcspec(fs=None)),
+        "{}": refusal(funcspec(fs={})),
+        "the server's echo": refusal(funcspec(fs=SERVER_ECHO_FS)),
+        "empty lists": refusal(funcspec(fs={"mount": "", "snapshots": [], "dirs": []})),
+        "a mount": refusal(funcspec(fs={**SERVER_ECHO_FS, "mount": "/cfs"})),
+        "a snapshot": refusal(funcspec(fs={**SERVER_ECHO_FS, "snapshots": [SNAPSHOT]})),
+        "a sync dir": refusal(funcspec(fs={**SERVER_ECHO_FS, "mount": "/cfs", "dirs": [SYNC_DIR]})),
+    }
+    refused = {case: found for case, found in outcomes.items() if found}
+    assert list(refused) == ["a mount", "a snapshot", "a sync dir"], outcomes
+    for field, message in refused.values():
+        assert field == "fs"
+        assert "this executor does not support CFS (fs) yet" in message
+
+
+def test_a_funcspec_asking_for_gpu_memory_is_refused_naming_conditions_gpu_mem_and_an_unset_one_is_not():
+    outcomes = {mem: refusal(funcspec(conditions__gpu={"count": 1, "name": "a100", "mem": mem}))
+                for mem in (None, "", "0Mi", "11Gi", "11264Mi", 5)}
+    refused = {mem: found for mem, found in outcomes.items() if found}
+    assert list(refused) == ["11Gi", "11264Mi", 5], outcomes
+    for field, message in refused.values():
+        assert field == "conditions.gpu.mem"
+        assert "this executor does not support conditions.gpu.mem yet" in message
 
 
 def test_a_gpu_name_without_a_count_is_not_checked():

@@ -226,8 +226,35 @@ def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _no_cfs(value: Any) -> None:
+    """Refuse `fs` (ColonyFS mounts, snapshots, synced dirs) rather than run the process
+    without its files. The server echoes `{mount: "", snapshots: null, dirs: null}` for a
+    funcspec without fs, so only a non-empty member counts as asking for it."""
+    fs = _object(value, "fs", "mount, snapshots, dirs")
+    asked = [key for key, member in fs.items() if member]
+    if asked:
+        raise SpecError("fs", f"fs sets {', '.join(map(str, asked))}: this executor does not support CFS (fs) yet, "
+                              "so the process would run without its files; remove fs, or run it on an executor "
+                              "that syncs ColonyFS")
+
+
+def _no_gpu_memory(value: Any) -> None:
+    """Refuse `conditions.gpu.mem` rather than ignore it: a GPU's memory cannot be requested
+    from Kubernetes, only a count of GPUs of a named type. The server stores an unset one
+    as "0Mi"."""
+    try:
+        unset = value is None or value == "" or quantity.parse_memory(value) == 0
+    except quantity.QuantityError:
+        unset = False
+    if not unset:
+        raise SpecError("conditions.gpu.mem", f"conditions.gpu.mem is {_got(value)}: this executor does not "
+                                              "support conditions.gpu.mem yet; leave it out and choose the GPU "
+                                              "model by conditions.gpu.name")
+
+
 def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy) -> tuple[int, str]:
     gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name")
+    _no_gpu_memory(gpu.get("mem"))
     count = _count(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
     name = "" if gpu.get("name") is None else _string(gpu["name"], "conditions.gpu.name")
     # The name only matters (as a nodeSelector value) when GPUs are asked for, as in the
@@ -265,6 +292,7 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     image = _image(kwargs, policy)
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
+    _no_cfs(spec.get("fs"))
     conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
     cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
