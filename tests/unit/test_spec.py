@@ -196,6 +196,61 @@ def test_images_are_matched_against_the_allowed_patterns(image, patterns, allowe
     assert spec.image_allowed(image, patterns) is allowed
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def with_image(image: str) -> dict:
+    return funcspec(**{"kwargs__docker-image": image})
+
+
+@pytest.mark.parametrize("image", [
+    "busybox", "ubuntu:24.04", "library/ubuntu:Latest_1.2-rc", "ghcr.io/acme/tool:1", "localhost:5000/a/b:c",
+    "registry.example.com:443/team/app", "Registry.Example.COM/app", "[::1]:5000/app:1", "a.b_c__d---e/f:v",
+    f"ubuntu@{DIGEST}", f"ghcr.io/acme/tool:1@{DIGEST}", "localhost:5000", "x" * 255, "ubuntu:" + "t" * 128,
+])
+def test_image_references_valid_by_the_oci_grammar_are_accepted(image):
+    assert parse(with_image(image)).image == image
+
+
+NAME_RULE = "must be [registry[:port]/]path/to/repository"
+TAG_RULE = "must be letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+DIGEST_RULE = "must be <algorithm>:<at least 32 hex digits>"
+
+
+@pytest.mark.parametrize("image, problem", [
+    ("Ubuntu:Latest", "uppercase letters in the repository name are not allowed: write 'ubuntu'"),
+    ("ghcr.io/Acme/tool:1", "uppercase letters in the repository name are not allowed: write 'ghcr.io/acme/tool'"),
+    ("ubuntu:", "the tag after ':' is empty"),
+    ("ubuntu:.hidden", f"the tag '.hidden' {TAG_RULE}"),
+    ("ubuntu:a+b", f"the tag 'a+b' {TAG_RULE}"),
+    ("ubuntu:" + "t" * 129, "the tag is 129 characters long, at most 128"),
+    ("ubuntu@sha256:abc", f"the digest 'sha256:abc' {DIGEST_RULE}"),
+    ("ubuntu@", f"the digest '' {DIGEST_RULE}"),
+    ("ubuntu@@" + DIGEST, f"the digest '@{DIGEST}' {DIGEST_RULE}"),
+    ("-ubuntu", f"the repository name '-ubuntu' {NAME_RULE}"),
+    ("ubuntu-", f"the repository name 'ubuntu-' {NAME_RULE}"),
+    ("a//b", f"the repository name 'a//b' {NAME_RULE}"),
+    ("ghcr.io/", f"the repository name 'ghcr.io/' {NAME_RULE}"),
+    ("a..b", f"the repository name 'a..b' {NAME_RULE}"),
+    ("a___b", f"the repository name 'a___b' {NAME_RULE}"),
+    ("-host.io/app", f"the repository name '-host.io/app' {NAME_RULE}"),
+    ("ubuntu:1:2", f"the repository name 'ubuntu:1' {NAME_RULE}"),
+    ("x" * 256, "the repository name is 256 characters long, at most 255"),
+])
+def test_an_image_reference_the_oci_grammar_refuses_fails_before_a_job_exists_saying_what_is_wrong(image, problem):
+    with pytest.raises(SpecError) as err:
+        parse(with_image(image))
+    assert err.value.field == "kwargs.docker-image"
+    assert str(err.value).startswith(f"invalid funcspec: kwargs.docker-image {image!r} is not a valid image "
+                                     f"reference: {problem}")
+
+
+def test_a_very_long_bad_image_reference_is_cut_short_in_the_message():
+    with pytest.raises(SpecError) as err:
+        parse(with_image(f"ubuntu@sha256:{'x' * 100_000}"))
+    assert len(str(err.value)) < 1000 and "the digest 'sha256:xxx" in str(err.value)
+
+
 # (funcspec, policy, field, words the message must contain)
 BAD = [
     (funcspec(kwargs={"cmd": "echo"}), {}, "kwargs.docker-image", "is missing"),

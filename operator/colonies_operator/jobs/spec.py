@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from colonies_operator.colonies.models import Process
-from colonies_operator.jobs import quantity
+from colonies_operator.jobs import image_reference, quantity
 
 SUPPORTED_FUNCNAME: Final = "execute"
 PROCESS_ID_ENV: Final = "COLONIES_PROCESS_ID"
@@ -171,6 +171,8 @@ def _image(kwargs: Mapping[str, Any], policy: SpecPolicy) -> str:
     image = _string(kwargs["docker-image"], field)
     if not image or any(c.isspace() for c in image):
         raise SpecError(field, f"{field} {image!r} is not an image reference: expected e.g. 'ubuntu:24.04'")
+    if problem := image_reference.problem(image):
+        raise SpecError(field, f"{field} {image_reference.shown(image)} is not a valid image reference: {problem}")
     if not image_allowed(image, policy.allowed_images):
         raise SpecError(field, f"image {image!r} is not allowed by this executor "
                                f"(allowed: {', '.join(policy.allowed_images)})")
