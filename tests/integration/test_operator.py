@@ -51,7 +51,7 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     )
     done = await ex.final(process.processid)
     assert done.state is ProcessState.SUCCESS, done.errors
-    assert done.output == ({"answer": 42},)
+    assert done.output == ('{"answer": 42}',)  # objects go as their JSON text: see termination_output
     assert await ex.log_lines(process.processid) == ["hello world"]
 
     async def marked():  # the mark follows the close

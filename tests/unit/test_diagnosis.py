@@ -2,6 +2,7 @@
 Kubernetes 1.37 output (containerd runtime)."""
 
 import dataclasses
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -308,21 +309,106 @@ def succeeded(*messages, index=None, suffix="x7k2p") -> dict:
     return pod("Succeeded", states, index=index, suffix=suffix)
 
 
-@pytest.mark.parametrize("pods, output", [
-    ([succeeded('[1, "two", {"three": 3}]')], [1, "two", {"three": 3}]),
-    ([succeeded('{"accuracy": 0.93}\n')], [{"accuracy": 0.93}]),
-    ([succeeded("42")], [42]),
-    ([succeeded('"done"')], ["done"]),
-    ([succeeded("hello world\n")], ["hello world"]),
-    ([succeeded(None)], []),
-    ([succeeded("  \n")], []),
-    ([succeeded("NaN")], ["NaN"]),  # not JSON for Colonies' Go server, so kept as text
-    ([succeeded("[" * 3000)], ["[" * 3000]),
-    ([succeeded('["a"]', "b", None)], ["a", "b"]),
-    ([succeeded("second", index=1, suffix="b"), succeeded("first", index=0, suffix="a")], ["first"]),
-    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),)), succeeded("ok", suffix="z")], ["ok"]),
-    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),))], []),
-    ([], []),
+# The output is what ColonyOS clients read back: pycolonies 1.0.25 validates `out` as
+# List[str | int | float] (its model.py), so objects, arrays and null would fail get_process and
+# wait, and a boolean would read as 1 or 0: those go as their JSON text.
+@pytest.mark.parametrize("pods, values", [
+    ([succeeded('[1, "two", {"three": 3}]')], (1, "two", '{"three": 3}')),
+    ([succeeded('{"accuracy": 0.93}\n')], ('{"accuracy": 0.93}',)),
+    ([succeeded('{"answer": 42}')], ('{"answer": 42}',)),
+    ([succeeded('[[1, 2], [], null, false, "x", 7, -0.5, {"a": [true]}]')],
+     ("[1, 2]", "[]", "null", "false", "x", 7, -0.5, '{"a": [true]}')),
+    ([succeeded('{"name": "Zoë"}')], ('{"name": "Zoë"}',)),
+    ([succeeded("true")], ("true",)),
+    ([succeeded("null")], ("null",)),
+    ([succeeded("42")], (42,)),
+    ([succeeded("-2.5e3")], (-2500.0,)),
+    ([succeeded('"done"')], ("done",)),
+    ([succeeded("hello world\n")], ("hello world",)),
+    ([succeeded(None)], ()),
+    ([succeeded("  \n")], ()),
+    ([succeeded("[]")], ()),
+    ([succeeded("NaN")], ("NaN",)),  # not JSON for Colonies' Go server, so kept as text
+    ([succeeded("[" * 3000)], ("[" * 3000,)),
+    ([succeeded('["a"]', "b", None)], ("a", "b")),
+    ([succeeded("second", index=1, suffix="b"), succeeded("first", index=0, suffix="a")], ("first",)),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),)), succeeded("ok", suffix="z")], ("ok",)),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),))], ()),
+    ([], ()),
 ])
-def test_the_output_is_the_termination_message_as_json_or_text(pods, output):
-    assert diagnosis.termination_output(pods) == output
+def test_the_output_is_the_termination_message_with_objects_arrays_booleans_and_null_as_their_json_text(pods, values):
+    output = diagnosis.termination_output(pods)
+    assert output.values == values and output.notes == ()
+
+
+def recorded_process(out: list) -> dict:
+    """A finished process as a v1.9.12 server returns it from getprocessmsg."""
+    zero = "0001-01-01T00:00:00Z"
+    return {"processid": "0123456789abcdef" * 4, "initiatorid": "a" * 64, "initiatorname": "user",
+            "assignedexecutorid": "e" * 64, "isassigned": True, "state": 2, "prioritytime": 1,
+            "submissiontime": ts(), "starttime": ts(1), "endtime": ts(9), "waitdeadline": zero,
+            "execdeadline": zero, "retries": 0, "attributes": None,
+            "spec": {"nodename": "", "funcname": "execute", "args": [],
+                     "kwargs": {"docker-image": "busybox:1.36", "cmd": "echo"}, "priority": 0, "maxwaittime": -1,
+                     "maxexectime": -1, "maxretries": 0,
+                     "conditions": {"colonyname": "dev", "executornames": None, "executortype": "k8s",
+                                    "dependencies": [], "nodes": 1, "cpu": "100m", "processes": 0,
+                                    "processespernode": 1, "mem": "64Mi", "storage": "0Mi",
+                                    "gpu": {"name": "", "mem": "0Mi", "count": 0, "nodecount": 0}, "walltime": 60},
+                     "label": "", "fs": {"mount": "", "snapshots": None, "dirs": None}, "env": {}},
+            "waitforparents": False, "parents": [], "children": [], "processgraphid": "", "in": [],
+            "out": out, "errors": []}
+
+
+@pytest.mark.parametrize("message", [
+    '{"answer": 42}', '[1, "two", {"three": 3}, [4], null, true]', "true", "null", "3.25", "-7", '"text"', "plain",
+])
+def test_pycolonies_reads_every_output_back_as_it_was_sent(message):
+    import model as pycolonies_model  # pycolonies' top-level module
+
+    sent = list(diagnosis.termination_output([succeeded(message)]).values)
+    read = pycolonies_model.Process(**recorded_process(sent)).output
+    assert read == sent and [type(v) for v in read] == [type(v) for v in sent]
+
+
+@pytest.mark.parametrize("message", [
+    "1e999", "-1E400", '{"loss": 1e999}', "[1, 2, 1e999]", "1" + "0" * 400, '[{"x": -Infinity}]', "NaN",
+])
+def test_a_message_holding_a_non_finite_number_is_output_as_text(message):
+    assert diagnosis.termination_output([succeeded(message)]).values == (message,)
+
+
+KUBE_LIMIT = 4096  # bytes the kubelet keeps of one container's termination message (its last 4096)
+
+
+def cut_json(size: int, keep: str) -> str:
+    """A JSON document cut to `size` bytes, keeping its head or its tail."""
+    whole = json.dumps({"rows": [{"id": i, "name": f"row {i}"} for i in range(size // 8)]})
+    return whole[:size] if keep == "head" else whole[-size:]
+
+
+def test_a_termination_message_cut_at_the_kubernetes_limit_stays_text_and_gets_a_note_saying_so():
+    tail = cut_json(KUBE_LIMIT, "tail")
+    output = diagnosis.termination_output([succeeded(tail)])
+    assert output.values == (tail.strip(),)
+    assert output.notes == (
+        f"[colonies-operator: the termination message of container main reached Kubernetes' limit of "
+        f"{KUBE_LIMIT} bytes and is not valid JSON: Kubernetes cut it, so the output holds it as text]",)
+
+
+def test_with_many_containers_the_limit_is_their_share_of_12_kib_and_each_cut_message_gets_a_note():
+    head = cut_json(12 * 1024 // 4, "head")  # four containers share 12 KiB: 3072 bytes each
+    output = diagnosis.termination_output([succeeded(head, '{"ok": true}', head, "short text")])
+    assert output.values == (head, '{"ok": true}', head, "short text")
+    assert [note.split(" reached")[0] for note in output.notes] == [
+        "[colonies-operator: the termination message of container main-0",
+        "[colonies-operator: the termination message of container main-2"]
+    assert all("limit of 3072 bytes" in note for note in output.notes)
+
+
+@pytest.mark.parametrize("message", [
+    "{not json", "x" * (KUBE_LIMIT - 1), json.dumps({"blob": "y" * (KUBE_LIMIT - 12)}),
+])
+def test_a_short_or_valid_message_gets_no_note(message):
+    assert len(message.encode()) < KUBE_LIMIT or json.loads(message)
+    assert diagnosis.termination_output([succeeded(message)]).notes == ()

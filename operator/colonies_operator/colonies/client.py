@@ -74,9 +74,10 @@ _NO_ANSWER = (httpx.TransportError,)
 
 
 def envelope(msgtype: str, fields: Mapping[str, Any], key: Key) -> bytes:
-    """The signed request body for one RPC."""
+    """The signed request body for one RPC. A NaN or infinite number raises ValueError
+    rather than go out as `NaN`/`Infinity`, which are not JSON (the server would refuse them)."""
     message = {"msgtype": msgtype, **fields}
-    payload = base64.b64encode(json.dumps(message, separators=(",", ":")).encode()).decode()
+    payload = base64.b64encode(json.dumps(message, separators=(",", ":"), allow_nan=False).encode()).decode()
     return json.dumps(
         {"payloadtype": msgtype, "payload": payload, "signature": key.sign(payload)},
         separators=(",", ":"),

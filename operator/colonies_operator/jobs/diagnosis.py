@@ -14,6 +14,7 @@ guarantees the runtime relies on: whenever `job_outcome` is FAILED, `diagnose` r
 from __future__ import annotations
 
 import json
+import math
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -271,29 +272,89 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
             or _check_failed(job, pods))
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")  # Python reads NaN/Infinity, Colonies' Go server would not
+# The kubelet keeps the last 4096 bytes of a container's termination message, and a pod's
+# messages share 12 KiB evenly between its containers (kubelet container/runtime.go
+# MaxContainerTerminationMessageLength, MaxPodTerminationMessageLogLength).
+MESSAGE_LIMIT: Final = 4096
+POD_MESSAGES_LIMIT: Final = 12 * 1024
 
 
-def _as_output(message: str) -> list[Any]:
+@dataclass(frozen=True)
+class ProcessOutput:
+    """What a succeeded process returns. `values` go to closesuccessfulmsg; `notes` are lines
+    for the process log about what the values cannot say (a message Kubernetes cut)."""
+
+    values: tuple[str | int | float, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _not_json(text: str) -> Any:
+    # NaN, Infinity, 1e999, or an integer past float64: the Go server cannot decode them
+    # (its numbers are float64), and a non-finite one would not even be JSON on the wire.
+    raise ValueError(f"{text[:20]} is not a finite JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else _not_json(text)
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
     try:
-        value = json.loads(message, parse_constant=_not_json)
+        float(value)
+    except OverflowError:
+        _not_json(text)
+    return value
+
+
+def _client_value(value: Any) -> str | int | float:
+    """pycolonies 1.0.25 reads `out` as List[str | int | float] (pydantic, model.py): an
+    object, an array or null fails get_process and wait, and a boolean reads as 1 or 0.
+    Strings and numbers stay; everything else goes as its JSON text."""
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _as_output(message: str) -> list[str | int | float] | None:
+    """The values of a JSON message (a list as its elements, any other value as one), or
+    None when it is not JSON Colonies can hold, which then goes as text."""
+    try:
+        value = json.loads(message, parse_constant=_not_json, parse_float=_finite_float, parse_int=_finite_int)
+        return [_client_value(v) for v in (value if isinstance(value, list) else [value])]
     except (ValueError, RecursionError):  # a termination message may be up to 4 KiB of "[[[["
-        return [message.strip()]
-    return value if isinstance(value, list) else [value]
+        return None
 
 
-def termination_output(pods: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _message_limit(pod: Mapping[str, Any]) -> int:
+    spec = pod.get("spec") or {}
+    containers = sum(len(spec.get(k) or ()) for k in ("containers", "initContainers", "ephemeralContainers"))
+    return min(MESSAGE_LIMIT, POD_MESSAGES_LIMIT // containers) if containers else MESSAGE_LIMIT
+
+
+def termination_output(pods: Sequence[Mapping[str, Any]]) -> ProcessOutput:
     """The process output: the termination messages of the first succeeded pod's
-    containers, in container order. JSON is taken as data (a list as the list, any other
-    value as one element), other text as one string; no message gives []."""
+    containers, in container order. JSON is taken as data (a list as its elements, any
+    other value as one element; see `_client_value`), other text as one string; no message
+    gives no values. A message at the size Kubernetes cuts messages to that is not JSON
+    is kept as text with a note: it was most likely JSON once, cut."""
     for pod in statuses.ordered_pods(pods):
         if statuses.phase(pod) != "Succeeded":
             continue
-        output: list[Any] = []
+        values: list[str | int | float] = []
+        notes: list[str] = []
+        limit = _message_limit(pod)
         for status in statuses.container_statuses(pod):
             message = ((status.get("state") or {}).get("terminated") or {}).get("message")
-            if isinstance(message, str) and message.strip():
-                output.extend(_as_output(message))
-        return output
-    return []
+            if not isinstance(message, str) or not message.strip():
+                continue
+            parsed = _as_output(message)
+            if parsed is None and len(message.encode()) >= limit:
+                where = statuses.describe_container(pod, str(status.get("name", "")))
+                notes.append(f"[colonies-operator: the termination message of {where} reached Kubernetes' limit "
+                             f"of {limit} bytes and is not valid JSON: Kubernetes cut it, so the output holds it "
+                             "as text]")
+            values.extend([message.strip()] if parsed is None else parsed)
+        return ProcessOutput(tuple(values), tuple(notes))
+    return ProcessOutput()

@@ -365,7 +365,11 @@ class Supervisor:
         await self._finish_logs(pods)
         self._closing = True
         output = diagnosis.termination_output(pods)
-        await report(lambda: self.ctx.colonies.close_successful(self.pid, output), f"closing {self.pid[:12]}")
+        for note in output.notes:  # e.g. a termination message Kubernetes cut: said in the log
+            self.shipper.add(note)
+        if output.notes:
+            await report(self.shipper.flush, f"shipping the output notes of {self.pid[:12]}")
+        await report(lambda: self.ctx.colonies.close_successful(self.pid, output.values), f"closing {self.pid[:12]}")
         await self._mark_reported("success")
         return End.SUCCEEDED
 
