@@ -341,6 +341,13 @@ def test_the_output_is_the_termination_message_with_objects_arrays_booleans_and_
     assert output.values == values and output.notes == ()
 
 
+def test_an_integer_the_servers_float64_would_round_goes_as_its_text():
+    # Colonies v1.9.12 holds numbers as float64: it returns 12345678901234567890 as 12345678901234567000
+    # and 2**53 + 1 as 2**53. Past 2**53 an integer goes as its exact text instead.
+    output = diagnosis.termination_output([succeeded("[12345678901234567890, -9007199254740993, 9007199254740992]")])
+    assert output.values == ("12345678901234567890", "-9007199254740993", 9007199254740992)
+
+
 def recorded_process(out: list) -> dict:
     """A finished process as a v1.9.12 server returns it from getprocessmsg."""
     zero = "0001-01-01T00:00:00Z"

@@ -277,6 +277,7 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
 # MaxContainerTerminationMessageLength, MaxPodTerminationMessageLogLength).
 MESSAGE_LIMIT: Final = 4096
 POD_MESSAGES_LIMIT: Final = 12 * 1024
+_FLOAT64_EXACT: Final = 2**53  # Colonies holds numbers as float64: integers beyond this are rounded
 
 
 @dataclass(frozen=True)
@@ -288,30 +289,24 @@ class ProcessOutput:
     notes: tuple[str, ...] = ()
 
 
-def _not_json(text: str) -> Any:
-    # NaN, Infinity, 1e999, or an integer past float64: the Go server cannot decode them
-    # (its numbers are float64), and a non-finite one would not even be JSON on the wire.
-    raise ValueError(f"{text[:20]} is not a finite JSON number")
+def _not_finite(text: str) -> Any:
+    # NaN, Infinity, 1e999: Python reads them as floats, but they are not JSON on the wire
+    # and Colonies' Go server could not hold them.
+    raise ValueError(f"{text[:20]} is not a finite number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    return value if math.isfinite(value) else _not_json(text)
-
-
-def _finite_int(text: str) -> int:
-    value = int(text)
-    try:
-        float(value)
-    except OverflowError:
-        _not_json(text)
-    return value
+    return value if math.isfinite(value) else _not_finite(text)
 
 
 def _client_value(value: Any) -> str | int | float:
     """pycolonies 1.0.25 reads `out` as List[str | int | float] (pydantic, model.py): an
     object, an array or null fails get_process and wait, and a boolean reads as 1 or 0.
-    Strings and numbers stay; everything else goes as its JSON text."""
+    Strings and numbers stay; everything else goes as its JSON text, and so does an integer
+    past 2**53, which the server's float64 would round."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT64_EXACT:
+        return str(value)
     if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         return value
     return json.dumps(value, ensure_ascii=False)
@@ -321,7 +316,7 @@ def _as_output(message: str) -> list[str | int | float] | None:
     """The values of a JSON message (a list as its elements, any other value as one), or
     None when it is not JSON Colonies can hold, which then goes as text."""
     try:
-        value = json.loads(message, parse_constant=_not_json, parse_float=_finite_float, parse_int=_finite_int)
+        value = json.loads(message, parse_constant=_not_finite, parse_float=_finite_float)
         return [_client_value(v) for v in (value if isinstance(value, list) else [value])]
     except (ValueError, RecursionError):  # a termination message may be up to 4 KiB of "[[[["
         return None
