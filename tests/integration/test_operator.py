@@ -5,7 +5,10 @@ with a reason a person can act on. Pods are steered through funcspec env (KWOK_*
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,6 +80,40 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     ]:
         assert total(after, name, **labels) > total(before, name, **labels), (name, labels)
     assert total(after, "colonies_operator_event_loop_lag_seconds_count") > 0
+
+
+def colonies_cli(stack, *args: str) -> str:
+    """The Go `colonies` CLI against the stack's server, as a colony member."""
+    done = subprocess.run([str(Path(stack.bin_dir) / "colonies"), *args, "--insecure"], capture_output=True,
+                          text=True, env=dict(os.environ) | stack.env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_a_json_object_output_is_read_back_by_pycolonies_and_the_go_cli(executor_cr, stack):
+    from pycolonies import Colonies
+
+    process = await executor_cr.submit(env={"KWOK_TERMINATION_MESSAGE": '{"answer": 42}'})
+    info = stack.colonies
+    pycolonies = Colonies(info.host, info.port)
+    submitted = await asyncio.to_thread(pycolonies.get_process, process.processid, info.user_prvkey)
+    done = await asyncio.to_thread(pycolonies.wait, submitted, 90, info.user_prvkey)  # get_process once it ends
+    assert (done.state, done.output) == (Colonies.SUCCESSFUL, ['{"answer": 42}']), done.errors
+    # --json prints the process and then " <nil>" (the CLI prints its error value too)
+    printed, _ = json.JSONDecoder().raw_decode(colonies_cli(stack, "process", "get", "-p", process.processid, "--json"))
+    assert printed["out"] == ['{"answer": 42}']
+    assert colonies_cli(stack, "process", "get", "-p", process.processid, "--out").strip() == '{"answer": 42}'
+
+
+async def test_a_termination_message_kubernetes_cut_comes_back_as_text_with_a_note_in_the_log(executor_cr):
+    cut = json.dumps({"rows": list(range(2000))})[:4096]  # what Kubernetes keeps of a longer message
+    process = await executor_cr.submit(env={"KWOK_TERMINATION_MESSAGE": cut})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert done.output == (cut,)
+    assert await executor_cr.log_lines(process.processid) == [
+        "hello", "[colonies-operator: the termination message of container main reached Kubernetes' limit of "
+                 "4096 bytes and is not valid JSON: Kubernetes cut it, so the output holds it as text]"]
 
 
 async def test_many_log_lines_arrive_in_order_without_duplicates(executor_cr):
