@@ -270,6 +270,46 @@ def test_create_failed_tells_a_full_quota_from_a_refused_job():
     assert not invalid.infrastructure
 
 
+POD = f"{JOB_NAME}-x7k2p"
+QUOTA = (f'pods "{POD}" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1')
+POD_SECURITY = (f'pods "{POD}" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true '
+                '(pod or container "main" must set securityContext.runAsNonRoot=true)')
+LIMIT_RANGE = (f'pods "{POD}" is forbidden: [minimum cpu usage per Container is 200m, but request is 100m, '
+               'maximum memory usage per Container is 1Gi, but limit is 2Gi]')
+WEBHOOK = ('admission webhook "validate.kyverno.svc-fail" denied the request: resource Pod/jobs/x was blocked: '
+           "require-team: label 'team' is required")
+NO_SERVICE_ACCOUNT = (f'pods "{POD}" is forbidden: error looking up service account jobs/runner: '
+                      'serviceaccount "runner" not found')
+
+
+# (cause, the Job controller's FailedCreate message, words the hint must hold, infrastructure)
+REFUSED = [
+    ("quota", QUOTA, "ResourceQuota", True),
+    ("pod security", POD_SECURITY, "jobTemplate.securityProfile: restricted", False),
+    ("limit range", LIMIT_RANGE, "LimitRange", False),
+    ("webhook", WEBHOOK, "admission webhook", False),
+    ("service account", NO_SERVICE_ACCOUNT, "jobTemplate.serviceAccountName", False),
+    ("anything else", 'pods "x" is forbidden: something new', "", False),
+]
+
+
+@pytest.mark.parametrize("cause, message, words, infrastructure", REFUSED, ids=[r[0] for r in REFUSED])
+def test_a_refused_pod_is_pod_create_refused_with_a_hint_for_its_cause(cause, message, words, infrastructure):
+    found = diagnosis.pod_create_refused(f"Error creating: {message}")
+    assert found.reason is Reason.POD_CREATE_REFUSED
+    assert found.summary == f"PodCreateRefused({message})"  # without the controller's "Error creating: "
+    assert found.detail == "the Job's pods could not be created"
+    assert words in found.hint and (cause != "anything else" or found.hint.startswith("read the message"))
+    assert found.infrastructure is infrastructure
+
+
+def test_the_pod_security_hint_names_the_enforced_level():
+    baseline = diagnosis.pod_create_refused(
+        f'Error creating: pods "{POD}" is forbidden: violates PodSecurity "baseline:v1.37": privileged '
+        '(container "main" must not set securityContext.privileged=true)')
+    assert 'Pod Security "baseline:v1.37"' in baseline.hint
+
+
 def test_long_api_messages_are_cut_in_the_summary():
     found = diagnosis.create_failed("x" * 1000)
     assert len(found.summary) < 320 and found.summary.endswith("...)")
@@ -278,7 +318,7 @@ def test_long_api_messages_are_cut_in_the_summary():
 def test_reason_values_are_the_documented_contract():
     assert [r.value for r in Reason] == [
         "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
-        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown"]
+        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown", "PodCreateRefused"]
     assert Reason.OOM_KILLED == "OOMKilled"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Reason(str, Enum):
     CREATE_FAILED = "CreateFailed"  # the apiserver refused the Job (quota, admission, validation)
     CONTAINER_CANNOT_RUN = "ContainerCannotRun"
     UNKNOWN = "Unknown"
+    POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, but admission refuses its pods
 
 
 class Outcome(Enum):
@@ -91,6 +93,39 @@ def create_failed(api_message: str) -> Diagnosis:
     hint = ("the namespace's ResourceQuota is full; the process may run once other Jobs finish" if quota
             else "the executor's jobTemplate or the funcspec produced a Job the cluster does not accept")
     return _make(Reason.CREATE_FAILED, api_message, "the Job could not be created", hint, infrastructure=quota)
+
+
+_POD_SECURITY: Final = re.compile(r'violates PodSecurity "([^"]+)"')
+_LIMIT_RANGE: Final = ("usage per Container is", "usage per Pod is", "limit to request ratio per")
+
+
+def _pod_refused_hint(message: str) -> str:
+    # Substrings of the admission plugins' own wording (ResourceQuota, PodSecurity, LimitRanger,
+    # ServiceAccount, webhooks), as the Job controller repeats it in its FailedCreate Event.
+    if "exceeded quota" in message:
+        return ("the namespace's ResourceQuota is full or too small for this pod (the message names the "
+                "resource): wait for other pods to end and resubmit, ask for less, or raise the quota")
+    if level := _POD_SECURITY.search(message):
+        return (f'the namespace enforces Pod Security "{level[1]}": set jobTemplate.securityProfile: restricted '
+                "on the ColonyExecutor, or use an image that runs as a non-root user")
+    if any(text in message for text in _LIMIT_RANGE):
+        return ("the namespace's LimitRange bounds each container's cpu and memory: ask for conditions.cpu and "
+                "conditions.mem within it (the ColonyExecutor's defaults apply when a funcspec sets none)")
+    if "admission webhook" in message:
+        return ("an admission webhook (a policy engine such as Kyverno or Gatekeeper) refused the pod for the "
+                "rule its message names: change the ColonyExecutor's jobTemplate to satisfy it, or ask the "
+                "cluster's admins")
+    if "error looking up service account" in message:
+        return "the ServiceAccount in the ColonyExecutor's jobTemplate.serviceAccountName does not exist: create it"
+    return "read the message: the cluster's admission refused the pod"
+
+
+def pod_create_refused(message: str) -> Diagnosis:
+    """The diagnosis when the Job exists but its pods are refused at creation: `message` is
+    the Job controller's FailedCreate message ("Error creating: pods ... is forbidden: ...")."""
+    api_message = message.removeprefix("Error creating: ")
+    return _make(Reason.POD_CREATE_REFUSED, api_message, "the Job's pods could not be created",
+                 _pod_refused_hint(api_message), infrastructure="exceeded quota" in api_message)
 
 
 # --- the checks, in the order diagnose applies them ---------------------------------------------
