@@ -16,6 +16,7 @@ from kubernetes_asyncio import client, watch
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import ExecutorState, ProcessState
+from colonies_operator.jobs import diagnosis
 from tests.fixtures.operator import GROUP, PLURAL, VERSION, create_colony_key_secret, start_executor
 from tests.helpers import wait_for
 
@@ -137,6 +138,32 @@ async def test_cpu_memory_and_a_named_gpu_become_requests_limits_and_a_node_sele
     resources = pod.containers[0].resources
     assert resources.requests == resources.limits == {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}
     assert pod.node_selector == {label: "a100"}
+
+
+async def test_in_a_namespace_enforcing_restricted_pod_security_only_the_restricted_profile_gets_pods(
+        api, colonies, namespace, stack, operator):
+    await client.CoreV1Api(api).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    restricted = await start_executor(api, colonies, namespace, stack, jobTemplate={"securityProfile": "restricted"})
+    plain = await start_executor(api, colonies, namespace, stack, secret=False)  # the same, without the profile
+
+    done = await restricted.final((await restricted.submit()).processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await restricted.log_lines(done.processid) == ["hello"]
+    pod_security = (await job_of(restricted, done.processid)).spec.template.spec.security_context
+    assert (pod_security.run_as_non_root, pod_security.run_as_user, pod_security.run_as_group) == (True, 65534, 65534)
+
+    refused = await plain.submit()
+    job = await wait_for(lambda: job_of(plain, refused.processid), 60, "the Job of the process without the profile")
+
+    async def refusal():
+        return next((e for e in await plain.events() if e.involved_object.name == job.metadata.name
+                     and e.reason == "FailedCreate"), None)
+    event = await wait_for(refusal, 60, "the Job controller's FailedCreate Event")
+    assert 'violates PodSecurity "restricted:latest"' in event.message
+    assert diagnosis.pod_create_refused(event.message).hint.startswith('the namespace enforces Pod Security "restricted')
+    pods = await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}")
+    assert pods.items == []
 
 
 async def test_nodes_and_processes_per_node_make_an_indexed_job_with_containers_per_pod(executor_cr):

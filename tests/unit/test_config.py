@@ -62,3 +62,18 @@ def test_operator_settings_come_from_the_colonyos_environment_variables():
         "COLONIES_COLONY_NAME": "c", "COLONIES_OPERATOR_NAMESPACES": "a,b"})
     assert (settings.server_host, settings.server_port, settings.server_tls, settings.colony_name) == ("h", 8080, True, "c")
     assert settings.namespaces == ("a", "b")
+
+
+def test_the_restricted_profile_and_the_user_and_group_reach_the_job_settings():
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {
+        "securityProfile": "restricted", "runAsUser": 1000, "runAsGroup": 3000}}, SETTINGS)
+    settings = config.job_settings("id")
+    assert settings.security_profile == "restricted"
+    assert settings.job_template == {"securityContext": {"runAsUser": 1000, "runAsGroup": 3000}}
+
+
+def test_a_restricted_profile_running_as_root_is_a_config_error_naming_the_job_template():
+    with pytest.raises(cfg.ConfigError, match="runAsUser 0 runs as root") as info:
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {"securityProfile": "restricted",
+                                                                        "runAsUser": 0}}, SETTINGS)
+    assert info.value.field == "jobTemplate"
