@@ -114,7 +114,7 @@ async def test_a_termination_message_kubernetes_cut_comes_back_as_text_with_a_no
     assert done.output == (cut,)
     assert await executor_cr.log_lines(process.processid) == [
         "hello", "[colonies-operator: the termination message of container main reached Kubernetes' limit of "
-                 "4096 bytes and is not valid JSON: Kubernetes cut it, so the output holds it as text]"]
+                 "4096 bytes, so Kubernetes probably cut it, and it is not valid JSON: the output holds it as text]"]
 
 
 async def test_many_log_lines_arrive_in_order_without_duplicates(executor_cr):

@@ -440,7 +440,7 @@ def test_a_termination_message_cut_at_the_kubernetes_limit_stays_text_and_gets_a
     assert output.values == (tail.strip(),)
     assert output.notes == (
         f"[colonies-operator: the termination message of container main reached Kubernetes' limit of "
-        f"{KUBE_LIMIT} bytes and is not valid JSON: Kubernetes cut it, so the output holds it as text]",)
+        f"{KUBE_LIMIT} bytes, so Kubernetes probably cut it, and it is not valid JSON: the output holds it as text]",)
 
 
 def test_with_many_containers_the_limit_is_their_share_of_12_kib_and_each_cut_message_gets_a_note():

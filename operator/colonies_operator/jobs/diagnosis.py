@@ -340,11 +340,11 @@ def _client_value(value: Any) -> str | int | float:
     object, an array or null fails get_process and wait, and a boolean reads as 1 or 0.
     Strings and numbers stay; everything else goes as its JSON text, and so does an integer
     past 2**53, which the server's float64 would round."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT64_EXACT:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int) and abs(value) > _FLOAT64_EXACT:
         return str(value)
-    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _as_output(message: str) -> list[str | int | float] | None:
@@ -383,8 +383,8 @@ def termination_output(pods: Sequence[Mapping[str, Any]]) -> ProcessOutput:
             if parsed is None and len(message.encode()) >= limit:
                 where = statuses.describe_container(pod, str(status.get("name", "")))
                 notes.append(f"[colonies-operator: the termination message of {where} reached Kubernetes' limit "
-                             f"of {limit} bytes and is not valid JSON: Kubernetes cut it, so the output holds it "
-                             "as text]")
+                             f"of {limit} bytes, so Kubernetes probably cut it, and it is not valid JSON: the "
+                             "output holds it as text]")
             values.extend([message.strip()] if parsed is None else parsed)
         return ProcessOutput(tuple(values), tuple(notes))
     return ProcessOutput()
