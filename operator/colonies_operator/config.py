@@ -90,6 +90,7 @@ class ExecutorConfig:
     gpu_node_label: str = "accelerator"
     ttl_seconds_after_finished: int | None = 300
     job_template: Mapping[str, Any] = field(default_factory=dict)
+    security_profile: str = ""  # "" or builder.RESTRICTED
     logs: LogSettings = LogSettings()
     pending_grace_seconds: float = 300.0
     assign_timeout_seconds: int = 20
@@ -108,7 +109,7 @@ class ExecutorConfig:
             namespace=self.namespace, executor_name=self.executor_name, executor_id=executor_id,
             colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
-            job_template=self.job_template,
+            job_template=self.job_template, security_profile=self.security_profile,
         )
 
 
@@ -136,8 +137,10 @@ def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     overlay = {k: v for k, v in template.items()
                if k in {"labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName",
                         "imagePullSecrets", "priorityClassName"}}
-    if template.get("runAsNonRoot") is not None:
-        overlay["securityContext"] = {"runAsNonRoot": bool(template["runAsNonRoot"])}
+    security = {key: template[key] for key in ("runAsNonRoot", "runAsUser", "runAsGroup")
+                if template.get(key) is not None}
+    if security:
+        overlay["securityContext"] = security
     return overlay
 
 
@@ -196,9 +199,10 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         default_cpu_millis=_quantity(spec, "defaults.cpu", quantity.parse_cpu),
         default_memory_bytes=_quantity(spec, "defaults.memory", quantity.parse_memory),
     )
+    security_profile = str(template.get("securityProfile") or "")
     try:
         builder.JobSettings(namespace=namespace, executor_name="x", executor_id="", colony_name=colony,
-                            job_template=_overlay(template))
+                            job_template=_overlay(template), security_profile=security_profile)
     except ValueError as exc:
         raise ConfigError("jobTemplate", str(exc)) from None
     executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
@@ -218,6 +222,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
         ttl_seconds_after_finished=template.get("ttlSecondsAfterFinished", 300),
         job_template=_overlay(template),
+        security_profile=security_profile,
         logs=LogSettings(batch_bytes=int(logs.get("batchBytes") or 65536),
                          flush_seconds=float(logs.get("flushSeconds") or 1.0),
                          max_bytes=int(logs.get("maxBytes", 100 * 2**20))),

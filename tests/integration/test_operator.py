@@ -5,7 +5,10 @@ with a reason a person can act on. Pods are steered through funcspec env (KWOK_*
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +16,7 @@ from kubernetes_asyncio import client, watch
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import ExecutorState, ProcessState
+from colonies_operator.jobs import diagnosis
 from tests.fixtures.operator import GROUP, PLURAL, VERSION, create_colony_key_secret, start_executor
 from tests.helpers import wait_for
 
@@ -51,7 +55,7 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     )
     done = await ex.final(process.processid)
     assert done.state is ProcessState.SUCCESS, done.errors
-    assert done.output == ({"answer": 42},)
+    assert done.output == ('{"answer": 42}',)  # objects go as their JSON text: see termination_output
     assert await ex.log_lines(process.processid) == ["hello world"]
 
     async def marked():  # the mark follows the close
@@ -79,6 +83,40 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     assert total(after, "colonies_operator_event_loop_lag_seconds_count") > 0
 
 
+def colonies_cli(stack, *args: str) -> str:
+    """The Go `colonies` CLI against the stack's server, as a colony member."""
+    done = subprocess.run([str(Path(stack.bin_dir) / "colonies"), *args, "--insecure"], capture_output=True,
+                          text=True, env=dict(os.environ) | stack.env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_a_json_object_output_is_read_back_by_pycolonies_and_the_go_cli(executor_cr, stack):
+    from pycolonies import Colonies
+
+    process = await executor_cr.submit(env={"KWOK_TERMINATION_MESSAGE": '{"answer": 42}'})
+    info = stack.colonies
+    pycolonies = Colonies(info.host, info.port)
+    submitted = await asyncio.to_thread(pycolonies.get_process, process.processid, info.user_prvkey)
+    done = await asyncio.to_thread(pycolonies.wait, submitted, 90, info.user_prvkey)  # get_process once it ends
+    assert (done.state, done.output) == (Colonies.SUCCESSFUL, ['{"answer": 42}']), done.errors
+    # --json prints the process and then " <nil>" (the CLI prints its error value too)
+    printed, _ = json.JSONDecoder().raw_decode(colonies_cli(stack, "process", "get", "-p", process.processid, "--json"))
+    assert printed["out"] == ['{"answer": 42}']
+    assert colonies_cli(stack, "process", "get", "-p", process.processid, "--out").strip() == '{"answer": 42}'
+
+
+async def test_a_termination_message_kubernetes_cut_comes_back_as_text_with_a_note_in_the_log(executor_cr):
+    cut = json.dumps({"rows": list(range(2000))})[:4096]  # what Kubernetes keeps of a longer message
+    process = await executor_cr.submit(env={"KWOK_TERMINATION_MESSAGE": cut})
+    done = await executor_cr.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert done.output == (cut,)
+    assert await executor_cr.log_lines(process.processid) == [
+        "hello", "[colonies-operator: the termination message of container main reached Kubernetes' limit of "
+                 "4096 bytes, so Kubernetes probably cut it, and it is not valid JSON: the output holds it as text]"]
+
+
 async def test_many_log_lines_arrive_in_order_without_duplicates(executor_cr):
     process = await executor_cr.submit(env={"KWOK_LOG_LINES": "500", "KWOK_RUN_FOR": "2s"})
     done = await executor_cr.final(process.processid)
@@ -100,6 +138,32 @@ async def test_cpu_memory_and_a_named_gpu_become_requests_limits_and_a_node_sele
     resources = pod.containers[0].resources
     assert resources.requests == resources.limits == {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}
     assert pod.node_selector == {label: "a100"}
+
+
+async def test_in_a_namespace_enforcing_restricted_pod_security_only_the_restricted_profile_gets_pods(
+        api, colonies, namespace, stack, operator):
+    await client.CoreV1Api(api).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    restricted = await start_executor(api, colonies, namespace, stack, jobTemplate={"securityProfile": "restricted"})
+    plain = await start_executor(api, colonies, namespace, stack, secret=False)  # the same, without the profile
+
+    done = await restricted.final((await restricted.submit()).processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await restricted.log_lines(done.processid) == ["hello"]
+    pod_security = (await job_of(restricted, done.processid)).spec.template.spec.security_context
+    assert (pod_security.run_as_non_root, pod_security.run_as_user, pod_security.run_as_group) == (True, 65534, 65534)
+
+    refused = await plain.submit()
+    job = await wait_for(lambda: job_of(plain, refused.processid), 60, "the Job of the process without the profile")
+
+    async def refusal():
+        return next((e for e in await plain.events() if e.involved_object.name == job.metadata.name
+                     and e.reason == "FailedCreate"), None)
+    event = await wait_for(refusal, 60, "the Job controller's FailedCreate Event")
+    assert 'violates PodSecurity "restricted:latest"' in event.message
+    assert diagnosis.pod_create_refused(event.message).hint.startswith('the namespace enforces Pod Security "restricted')
+    pods = await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}")
+    assert pods.items == []
 
 
 async def test_nodes_and_processes_per_node_make_an_indexed_job_with_containers_per_pod(executor_cr):

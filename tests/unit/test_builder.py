@@ -1,6 +1,7 @@
 """RunSpec → Job dict: compared against whole expected dicts, so every field is deliberate."""
 
 import copy
+import re
 
 import pytest
 
@@ -153,6 +154,35 @@ def test_the_job_template_overlay_is_merged_and_cannot_replace_our_labels():
     pod["tolerations"].append({"key": "x"})
     pod["containers"][0]["securityContext"]["capabilities"]["add"].append("SYS_ADMIN")
     assert overlay == before  # the job shares no mutable data with the settings
+
+
+def restricted(**job_template) -> JobSettings:
+    return JobSettings(namespace="colonies", executor_name="kube", executor_id="e" * 64, colony_name="dev",
+                       security_profile="restricted", job_template=job_template)
+
+
+def test_the_restricted_profile_runs_as_nobody_with_every_restricted_pod_security_setting():
+    pod = builder.build_job(run_of(), restricted())["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True,
+                                      "runAsUser": 65534, "runAsGroup": 65534}
+    assert pod["containers"][0]["securityContext"] == CONTAINER_SECURITY
+
+
+def test_the_restricted_profile_keeps_a_given_user_and_group():
+    pod = builder.build_job(run_of(), restricted(securityContext={"runAsUser": 1000, "runAsGroup": 3000}))
+    assert pod["spec"]["template"]["spec"]["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 3000}
+
+
+@pytest.mark.parametrize("profile, security, words", [
+    ("restricted", {"runAsUser": 0}, "runAsUser 0 runs as root"),
+    ("restricted", {"runAsNonRoot": False}, "runAsNonRoot false"),
+    ("baseline", {}, "securityProfile 'baseline' is not supported (supported: restricted)"),
+])
+def test_a_security_profile_that_cannot_hold_is_refused(profile, security, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        JobSettings(namespace="n", executor_name="kube", executor_id="e", colony_name="dev",
+                    security_profile=profile, job_template={"securityContext": security})
 
 
 @pytest.mark.parametrize("overlay, words", [

@@ -33,6 +33,12 @@ def connection(handler, retry=FAST) -> Connection:
     return Connection(ServerAddress("colonies.test", 80), retry=retry, transport=httpx.MockTransport(handler))
 
 
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_number_never_reaches_the_wire(number):
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        envelope("closesuccessfulmsg", {"processid": "p", "out": [1, {"loss": number}]}, KEY)
+
+
 def test_envelope_signs_the_base64_payload_and_repeats_the_msgtype():
     env = json.loads(envelope("getprocessmsg", {"processid": "p"}, KEY))
     assert json.loads(base64.b64decode(env["payload"])) == {"msgtype": "getprocessmsg", "processid": "p"}

@@ -76,3 +76,18 @@ def test_the_default_executor_name_is_unique_per_resource():
 def test_assign_timing_outside_what_keeps_the_executor_registered_is_refused(field, value):
     with pytest.raises(cfg.ConfigError, match=field):
         cfg.executor_config("jobs", "k8s", {**MINIMAL, field: value}, SETTINGS)
+
+
+def test_the_restricted_profile_and_the_user_and_group_reach_the_job_settings():
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {
+        "securityProfile": "restricted", "runAsUser": 1000, "runAsGroup": 3000}}, SETTINGS)
+    settings = config.job_settings("id")
+    assert settings.security_profile == "restricted"
+    assert settings.job_template == {"securityContext": {"runAsUser": 1000, "runAsGroup": 3000}}
+
+
+def test_a_restricted_profile_running_as_root_is_a_config_error_naming_the_job_template():
+    with pytest.raises(cfg.ConfigError, match="runAsUser 0 runs as root") as info:
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {"securityProfile": "restricted",
+                                                                        "runAsUser": 0}}, SETTINGS)
+    assert info.value.field == "jobTemplate"

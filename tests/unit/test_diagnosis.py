@@ -2,6 +2,7 @@
 Kubernetes 1.37 output (containerd runtime)."""
 
 import dataclasses
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -269,6 +270,46 @@ def test_create_failed_tells_a_full_quota_from_a_refused_job():
     assert not invalid.infrastructure
 
 
+POD = f"{JOB_NAME}-x7k2p"
+QUOTA = (f'pods "{POD}" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1')
+POD_SECURITY = (f'pods "{POD}" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true '
+                '(pod or container "main" must set securityContext.runAsNonRoot=true)')
+LIMIT_RANGE = (f'pods "{POD}" is forbidden: [minimum cpu usage per Container is 200m, but request is 100m, '
+               'maximum memory usage per Container is 1Gi, but limit is 2Gi]')
+WEBHOOK = ('admission webhook "validate.kyverno.svc-fail" denied the request: resource Pod/jobs/x was blocked: '
+           "require-team: label 'team' is required")
+NO_SERVICE_ACCOUNT = (f'pods "{POD}" is forbidden: error looking up service account jobs/runner: '
+                      'serviceaccount "runner" not found')
+
+
+# (cause, the Job controller's FailedCreate message, words the hint must hold, infrastructure)
+REFUSED = [
+    ("quota", QUOTA, "ResourceQuota", True),
+    ("pod security", POD_SECURITY, "jobTemplate.securityProfile: restricted", False),
+    ("limit range", LIMIT_RANGE, "LimitRange", False),
+    ("webhook", WEBHOOK, "admission webhook", False),
+    ("service account", NO_SERVICE_ACCOUNT, "jobTemplate.serviceAccountName", False),
+    ("anything else", 'pods "x" is forbidden: something new', "", False),
+]
+
+
+@pytest.mark.parametrize("cause, message, words, infrastructure", REFUSED, ids=[r[0] for r in REFUSED])
+def test_a_refused_pod_is_pod_create_refused_with_a_hint_for_its_cause(cause, message, words, infrastructure):
+    found = diagnosis.pod_create_refused(f"Error creating: {message}")
+    assert found.reason is Reason.POD_CREATE_REFUSED
+    assert found.summary == f"PodCreateRefused({message})"  # without the controller's "Error creating: "
+    assert found.detail == "the Job's pods could not be created"
+    assert words in found.hint and (cause != "anything else" or found.hint.startswith("read the message"))
+    assert found.infrastructure is infrastructure
+
+
+def test_the_pod_security_hint_names_the_enforced_level():
+    baseline = diagnosis.pod_create_refused(
+        f'Error creating: pods "{POD}" is forbidden: violates PodSecurity "baseline:v1.37": privileged '
+        '(container "main" must not set securityContext.privileged=true)')
+    assert 'Pod Security "baseline:v1.37"' in baseline.hint
+
+
 def test_long_api_messages_are_cut_in_the_summary():
     found = diagnosis.create_failed("x" * 1000)
     assert len(found.summary) < 320 and found.summary.endswith("...)")
@@ -277,7 +318,7 @@ def test_long_api_messages_are_cut_in_the_summary():
 def test_reason_values_are_the_documented_contract():
     assert [r.value for r in Reason] == [
         "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
-        "Evicted", "Preempted", "NodeLost", "CreateFailed", "PodCreateRefused", "ContainerCannotRun", "Unknown"]
+        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown", "PodCreateRefused"]
     assert Reason.OOM_KILLED == "OOMKilled"
 
 
@@ -308,21 +349,113 @@ def succeeded(*messages, index=None, suffix="x7k2p") -> dict:
     return pod("Succeeded", states, index=index, suffix=suffix)
 
 
-@pytest.mark.parametrize("pods, output", [
-    ([succeeded('[1, "two", {"three": 3}]')], [1, "two", {"three": 3}]),
-    ([succeeded('{"accuracy": 0.93}\n')], [{"accuracy": 0.93}]),
-    ([succeeded("42")], [42]),
-    ([succeeded('"done"')], ["done"]),
-    ([succeeded("hello world\n")], ["hello world"]),
-    ([succeeded(None)], []),
-    ([succeeded("  \n")], []),
-    ([succeeded("NaN")], ["NaN"]),  # not JSON for Colonies' Go server, so kept as text
-    ([succeeded("[" * 3000)], ["[" * 3000]),
-    ([succeeded('["a"]', "b", None)], ["a", "b"]),
-    ([succeeded("second", index=1, suffix="b"), succeeded("first", index=0, suffix="a")], ["first"]),
-    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),)), succeeded("ok", suffix="z")], ["ok"]),
-    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),))], []),
-    ([], []),
+# The output is what ColonyOS clients read back: pycolonies 1.0.25 validates `out` as
+# List[str | int | float] (its model.py), so objects, arrays and null would fail get_process and
+# wait, and a boolean would read as 1 or 0: those go as their JSON text.
+@pytest.mark.parametrize("pods, values", [
+    ([succeeded('[1, "two", {"three": 3}]')], (1, "two", '{"three": 3}')),
+    ([succeeded('{"accuracy": 0.93}\n')], ('{"accuracy": 0.93}',)),
+    ([succeeded('{"answer": 42}')], ('{"answer": 42}',)),
+    ([succeeded('[[1, 2], [], null, false, "x", 7, -0.5, {"a": [true]}]')],
+     ("[1, 2]", "[]", "null", "false", "x", 7, -0.5, '{"a": [true]}')),
+    ([succeeded('{"name": "Zoë"}')], ('{"name": "Zoë"}',)),
+    ([succeeded("true")], ("true",)),
+    ([succeeded("null")], ("null",)),
+    ([succeeded("42")], (42,)),
+    ([succeeded("-2.5e3")], (-2500.0,)),
+    ([succeeded('"done"')], ("done",)),
+    ([succeeded("hello world\n")], ("hello world",)),
+    ([succeeded(None)], ()),
+    ([succeeded("  \n")], ()),
+    ([succeeded("[]")], ()),
+    ([succeeded("NaN")], ("NaN",)),  # not JSON for Colonies' Go server, so kept as text
+    ([succeeded("[" * 3000)], ("[" * 3000,)),
+    ([succeeded('["a"]', "b", None)], ("a", "b")),
+    ([succeeded("second", index=1, suffix="b"), succeeded("first", index=0, suffix="a")], ("first",)),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),)), succeeded("ok", suffix="z")], ("ok",)),
+    ([pod("Failed", (("main", terminated(1, "Error", "Traceback ...")),))], ()),
+    ([], ()),
 ])
-def test_the_output_is_the_termination_message_as_json_or_text(pods, output):
-    assert diagnosis.termination_output(pods) == output
+def test_the_output_is_the_termination_message_with_objects_arrays_booleans_and_null_as_their_json_text(pods, values):
+    output = diagnosis.termination_output(pods)
+    assert output.values == values and output.notes == ()
+
+
+def test_an_integer_the_servers_float64_would_round_goes_as_its_text():
+    # Colonies v1.9.12 holds numbers as float64: it returns 12345678901234567890 as 12345678901234567000
+    # and 2**53 + 1 as 2**53. Past 2**53 an integer goes as its exact text instead.
+    output = diagnosis.termination_output([succeeded("[12345678901234567890, -9007199254740993, 9007199254740992]")])
+    assert output.values == ("12345678901234567890", "-9007199254740993", 9007199254740992)
+
+
+def recorded_process(out: list) -> dict:
+    """A finished process as a v1.9.12 server returns it from getprocessmsg."""
+    zero = "0001-01-01T00:00:00Z"
+    return {"processid": "0123456789abcdef" * 4, "initiatorid": "a" * 64, "initiatorname": "user",
+            "assignedexecutorid": "e" * 64, "isassigned": True, "state": 2, "prioritytime": 1,
+            "submissiontime": ts(), "starttime": ts(1), "endtime": ts(9), "waitdeadline": zero,
+            "execdeadline": zero, "retries": 0, "attributes": None,
+            "spec": {"nodename": "", "funcname": "execute", "args": [],
+                     "kwargs": {"docker-image": "busybox:1.36", "cmd": "echo"}, "priority": 0, "maxwaittime": -1,
+                     "maxexectime": -1, "maxretries": 0,
+                     "conditions": {"colonyname": "dev", "executornames": None, "executortype": "k8s",
+                                    "dependencies": [], "nodes": 1, "cpu": "100m", "processes": 0,
+                                    "processespernode": 1, "mem": "64Mi", "storage": "0Mi",
+                                    "gpu": {"name": "", "mem": "0Mi", "count": 0, "nodecount": 0}, "walltime": 60},
+                     "label": "", "fs": {"mount": "", "snapshots": None, "dirs": None}, "env": {}},
+            "waitforparents": False, "parents": [], "children": [], "processgraphid": "", "in": [],
+            "out": out, "errors": []}
+
+
+@pytest.mark.parametrize("message", [
+    '{"answer": 42}', '[1, "two", {"three": 3}, [4], null, true]', "true", "null", "3.25", "-7", '"text"', "plain",
+])
+def test_pycolonies_reads_every_output_back_as_it_was_sent(message):
+    import model as pycolonies_model  # pycolonies' top-level module
+
+    sent = list(diagnosis.termination_output([succeeded(message)]).values)
+    read = pycolonies_model.Process(**recorded_process(sent)).output
+    assert read == sent and [type(v) for v in read] == [type(v) for v in sent]
+
+
+@pytest.mark.parametrize("message", [
+    "1e999", "-1E400", '{"loss": 1e999}', "[1, 2, 1e999]", "1" + "0" * 400, '[{"x": -Infinity}]', "NaN",
+])
+def test_a_message_holding_a_non_finite_number_is_output_as_text(message):
+    assert diagnosis.termination_output([succeeded(message)]).values == (message,)
+
+
+KUBE_LIMIT = 4096  # bytes the kubelet keeps of one container's termination message (its last 4096)
+
+
+def cut_json(size: int, keep: str) -> str:
+    """A JSON document cut to `size` bytes, keeping its head or its tail."""
+    whole = json.dumps({"rows": [{"id": i, "name": f"row {i}"} for i in range(size // 8)]})
+    return whole[:size] if keep == "head" else whole[-size:]
+
+
+def test_a_termination_message_cut_at_the_kubernetes_limit_stays_text_and_gets_a_note_saying_so():
+    tail = cut_json(KUBE_LIMIT, "tail")
+    output = diagnosis.termination_output([succeeded(tail)])
+    assert output.values == (tail.strip(),)
+    assert output.notes == (
+        f"[colonies-operator: the termination message of container main reached Kubernetes' limit of "
+        f"{KUBE_LIMIT} bytes, so Kubernetes probably cut it, and it is not valid JSON: the output holds it as text]",)
+
+
+def test_with_many_containers_the_limit_is_their_share_of_12_kib_and_each_cut_message_gets_a_note():
+    head = cut_json(12 * 1024 // 4, "head")  # four containers share 12 KiB: 3072 bytes each
+    output = diagnosis.termination_output([succeeded(head, '{"ok": true}', head, "short text")])
+    assert output.values == (head, '{"ok": true}', head, "short text")
+    assert [note.split(" reached")[0] for note in output.notes] == [
+        "[colonies-operator: the termination message of container main-0",
+        "[colonies-operator: the termination message of container main-2"]
+    assert all("limit of 3072 bytes" in note for note in output.notes)
+
+
+@pytest.mark.parametrize("message", [
+    "{not json", "x" * (KUBE_LIMIT - 1), json.dumps({"blob": "y" * (KUBE_LIMIT - 12)}),
+])
+def test_a_short_or_valid_message_gets_no_note(message):
+    assert len(message.encode()) < KUBE_LIMIT or json.loads(message)
+    assert diagnosis.termination_output([succeeded(message)]).notes == ()

@@ -130,8 +130,52 @@ def test_the_deadline_is_the_walltime_else_the_maxexectime(walltime, maxexectime
 
 
 def test_a_gpu_request_keeps_its_count_and_name():
-    run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "11Gi"}))
+    run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "0Mi"}))
     assert (run.gpu_count, run.gpu_name) == (1, "nvidia-gtx-2080ti")
+
+
+def refusal(raw: dict) -> tuple[str, str] | None:
+    """(field, message) of the SpecError `raw` gets, or None when it parses."""
+    try:
+        parse(raw)
+    except SpecError as err:
+        return err.field, str(err)
+    return None
+
+
+# What a v1.9.12 server echoes for a funcspec that sets no fs (and no gpu.mem).
+SERVER_ECHO_FS = {"mount": "", "snapshots": None, "dirs": None}
+SNAPSHOT = {"snapshotid": "", "label": "/data", "dir": "/data", "keepfiles": False, "keepsnapshot": False}
+SYNC_DIR = {"label": "/src", "dir": "/src", "keepfiles": False,
+            "onconflicts": {"onstart": {"keeplocal": False}, "onclose": {"keeplocal": False}}}
+
+
+def test_a_funcspec_asking_for_cfs_is_refused_naming_fs_and_the_empty_fs_the_server_echoes_is_not():
+    outcomes = {
+        "no fs": refusal(funcspec(fs=DELETE)),
+        "null": refusal(funcspec(fs=None)),
+        "{}": refusal(funcspec(fs={})),
+        "the server's echo": refusal(funcspec(fs=SERVER_ECHO_FS)),
+        "empty lists": refusal(funcspec(fs={"mount": "", "snapshots": [], "dirs": []})),
+        "a mount": refusal(funcspec(fs={**SERVER_ECHO_FS, "mount": "/cfs"})),
+        "a snapshot": refusal(funcspec(fs={**SERVER_ECHO_FS, "snapshots": [SNAPSHOT]})),
+        "a sync dir": refusal(funcspec(fs={**SERVER_ECHO_FS, "mount": "/cfs", "dirs": [SYNC_DIR]})),
+    }
+    refused = {case: found for case, found in outcomes.items() if found}
+    assert list(refused) == ["a mount", "a snapshot", "a sync dir"], outcomes
+    for field, message in refused.values():
+        assert field == "fs"
+        assert "this executor does not support CFS (fs) yet" in message
+
+
+def test_a_funcspec_asking_for_gpu_memory_is_refused_naming_conditions_gpu_mem_and_an_unset_one_is_not():
+    outcomes = {mem: refusal(funcspec(conditions__gpu={"count": 1, "name": "a100", "mem": mem}))
+                for mem in (None, "", "0Mi", "11Gi", "11264Mi", 5)}
+    refused = {mem: found for mem, found in outcomes.items() if found}
+    assert list(refused) == ["11Gi", "11264Mi", 5], outcomes
+    for field, message in refused.values():
+        assert field == "conditions.gpu.mem"
+        assert "this executor does not support conditions.gpu.mem yet" in message
 
 
 def test_a_gpu_name_without_a_count_is_not_checked():
@@ -150,6 +194,61 @@ def test_a_gpu_name_without_a_count_is_not_checked():
 ])
 def test_images_are_matched_against_the_allowed_patterns(image, patterns, allowed):
     assert spec.image_allowed(image, patterns) is allowed
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def with_image(image: str) -> dict:
+    return funcspec(**{"kwargs__docker-image": image})
+
+
+@pytest.mark.parametrize("image", [
+    "busybox", "ubuntu:24.04", "library/ubuntu:Latest_1.2-rc", "ghcr.io/acme/tool:1", "localhost:5000/a/b:c",
+    "registry.example.com:443/team/app", "Registry.Example.COM/app", "[::1]:5000/app:1", "a.b_c__d---e/f:v",
+    f"ubuntu@{DIGEST}", f"ghcr.io/acme/tool:1@{DIGEST}", "localhost:5000", "x" * 255, "ubuntu:" + "t" * 128,
+])
+def test_image_references_valid_by_the_oci_grammar_are_accepted(image):
+    assert parse(with_image(image)).image == image
+
+
+NAME_RULE = "must be [registry[:port]/]path/to/repository"
+TAG_RULE = "must be letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+DIGEST_RULE = "must be <algorithm>:<at least 32 hex digits>"
+
+
+@pytest.mark.parametrize("image, problem", [
+    ("Ubuntu:Latest", "uppercase letters in the repository name are not allowed: write 'ubuntu'"),
+    ("ghcr.io/Acme/tool:1", "uppercase letters in the repository name are not allowed: write 'ghcr.io/acme/tool'"),
+    ("ubuntu:", "the tag after ':' is empty"),
+    ("ubuntu:.hidden", f"the tag '.hidden' {TAG_RULE}"),
+    ("ubuntu:a+b", f"the tag 'a+b' {TAG_RULE}"),
+    ("ubuntu:" + "t" * 129, "the tag is 129 characters long, at most 128"),
+    ("ubuntu@sha256:abc", f"the digest 'sha256:abc' {DIGEST_RULE}"),
+    ("ubuntu@", f"the digest '' {DIGEST_RULE}"),
+    ("ubuntu@@" + DIGEST, f"the digest '@{DIGEST}' {DIGEST_RULE}"),
+    ("-ubuntu", f"the repository name '-ubuntu' {NAME_RULE}"),
+    ("ubuntu-", f"the repository name 'ubuntu-' {NAME_RULE}"),
+    ("a//b", f"the repository name 'a//b' {NAME_RULE}"),
+    ("ghcr.io/", f"the repository name 'ghcr.io/' {NAME_RULE}"),
+    ("a..b", f"the repository name 'a..b' {NAME_RULE}"),
+    ("a___b", f"the repository name 'a___b' {NAME_RULE}"),
+    ("-host.io/app", f"the repository name '-host.io/app' {NAME_RULE}"),
+    ("ubuntu:1:2", f"the repository name 'ubuntu:1' {NAME_RULE}"),
+    ("x" * 256, "the repository name is 256 characters long, at most 255"),
+])
+def test_an_image_reference_the_oci_grammar_refuses_fails_before_a_job_exists_saying_what_is_wrong(image, problem):
+    with pytest.raises(SpecError) as err:
+        parse(with_image(image))
+    assert err.value.field == "kwargs.docker-image"
+    assert str(err.value).startswith(f"invalid funcspec: kwargs.docker-image {image!r} is not a valid image "
+                                     f"reference: {problem}")
+
+
+def test_a_very_long_bad_image_reference_is_cut_short_in_the_message():
+    with pytest.raises(SpecError) as err:
+        parse(with_image(f"ubuntu@sha256:{'x' * 100_000}"))
+    assert len(str(err.value)) < 1000 and "the digest 'sha256:xxx" in str(err.value)
 
 
 # (funcspec, policy, field, words the message must contain)

@@ -74,10 +74,9 @@ _NO_ANSWER = (httpx.TransportError,)
 
 
 def envelope(msgtype: str, fields: Mapping[str, Any], key: Key) -> bytes:
-    """The signed request body for one RPC."""
+    """The signed request body for one RPC. A NaN or infinite number raises ValueError
+    rather than go out as `NaN`/`Infinity`, which are not JSON (the server would refuse them)."""
     message = {"msgtype": msgtype, **fields}
-    # allow_nan=False: Python would write NaN/Infinity, which no JSON parser (the server's Go
-    # decoder included) accepts; a non-finite number reaching here is a bug, said at once.
     payload = base64.b64encode(json.dumps(message, separators=(",", ":"), allow_nan=False).encode()).decode()
     return json.dumps(
         {"payloadtype": msgtype, "payload": payload, "signature": key.sign(payload)},

@@ -9,7 +9,8 @@ replace them.
 
 The Job leaves retries to Colonies (`backoffLimit: 0`), is bounded by the process's
 walltime (`activeDeadlineSeconds`), and runs with restricted security defaults that
-still let ordinary root images such as busybox or ubuntu start.
+still let ordinary root images such as busybox or ubuntu start; with the "restricted"
+security profile it meets Pod Security "restricted" in full, running as a non-root user.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ OVERLAY_KEYS: Final[Mapping[str, type]] = {
     "containerSecurityContext": dict,  # merged into every container's securityContext
 }
 
+# The Pod Security profile a Job may ask for, and the user it runs as unless told otherwise:
+# "restricted" needs runAsNonRoot, and images whose USER is root (busybox, ubuntu) only start
+# under it with a non-root user given. 65534 is "nobody" in most base images.
+RESTRICTED: Final = "restricted"
+SECURITY_PROFILES: Final = (RESTRICTED,)
+NOBODY: Final = 65534
+
 _SHORT_ID: Final = re.compile(rf"[0-9a-f]{{{SHORT_ID_LENGTH}}}")
 _NOT_LABEL_CHARS: Final = re.compile(r"[^-A-Za-z0-9_.]+")
 
@@ -65,6 +73,7 @@ class JobSettings:
     # before: a finished Job the TTL removed while the operator was down would lose its result.
     ttl_seconds_after_finished: int | None = 300  # None: finished Jobs stay until deleted
     job_template: Mapping[str, Any] = field(default_factory=dict)  # overlay, keys in OVERLAY_KEYS
+    security_profile: str = ""  # "" (the defaults below) or RESTRICTED (Pod Security "restricted")
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
@@ -74,6 +83,14 @@ class JobSettings:
                 raise ValueError(f"jobTemplate.{key} is not supported (supported: {', '.join(OVERLAY_KEYS)})")
             if not isinstance(value, expected):
                 raise ValueError(f"jobTemplate.{key} must be a {expected.__name__}, got {type(value).__name__}")
+        if self.security_profile and self.security_profile not in SECURITY_PROFILES:
+            raise ValueError(f"jobTemplate.securityProfile {self.security_profile!r} is not supported "
+                             f"(supported: {', '.join(SECURITY_PROFILES)})")
+        pod_security = self.job_template.get("securityContext", {})
+        if self.security_profile == RESTRICTED and pod_security.get("runAsUser") == 0:
+            raise ValueError("jobTemplate.runAsUser 0 runs as root, which securityProfile restricted forbids")
+        if self.security_profile == RESTRICTED and pod_security.get("runAsNonRoot") is False:
+            raise ValueError("jobTemplate.runAsNonRoot false contradicts securityProfile restricted")
 
 
 def label_value(text: str) -> str:
@@ -171,13 +188,22 @@ def _pull_secrets(secrets: list[Any]) -> list[dict[str, Any]]:
     return [{"name": s} if isinstance(s, str) else copy.deepcopy(s) for s in secrets]
 
 
+def _pod_security(profile: str) -> dict[str, Any]:
+    """The pod's securityContext before the overlay. Every container also drops all
+    capabilities and may not escalate privileges (`_containers`), so with "restricted" the
+    pod meets that Pod Security level whatever the image's USER is."""
+    security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if profile == RESTRICTED:
+        security.update(runAsNonRoot=True, runAsUser=NOBODY, runAsGroup=NOBODY)
+    return security
+
+
 def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     overlay = settings.job_template
     pod: dict[str, Any] = {
         "restartPolicy": "Never",  # a failed container fails the attempt; Colonies retries
         "enableServiceLinks": False,  # no env var per Service of the namespace in user code
-        "securityContext": _merged({"seccompProfile": {"type": "RuntimeDefault"}},
-                                   overlay.get("securityContext", {})),
+        "securityContext": _merged(_pod_security(settings.security_profile), overlay.get("securityContext", {})),
         "containers": _containers(run, settings),
     }
     if "serviceAccountName" in overlay:

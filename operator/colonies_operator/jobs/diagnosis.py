@@ -14,6 +14,8 @@ guarantees the runtime relies on: whenever `job_outcome` is FAILED, `diagnose` r
 from __future__ import annotations
 
 import json
+import math
+import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,9 +47,9 @@ class Reason(str, Enum):
     PREEMPTED = "Preempted"
     NODE_LOST = "NodeLost"
     CREATE_FAILED = "CreateFailed"  # the apiserver refused the Job (quota, admission, validation)
-    POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, its pods are refused (quota, admission)
     CONTAINER_CANNOT_RUN = "ContainerCannotRun"
     UNKNOWN = "Unknown"
+    POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, but admission refuses its pods
 
 
 class Outcome(Enum):
@@ -91,6 +93,39 @@ def create_failed(api_message: str) -> Diagnosis:
     hint = ("the namespace's ResourceQuota is full; the process may run once other Jobs finish" if quota
             else "the executor's jobTemplate or the funcspec produced a Job the cluster does not accept")
     return _make(Reason.CREATE_FAILED, api_message, "the Job could not be created", hint, infrastructure=quota)
+
+
+_POD_SECURITY: Final = re.compile(r'violates PodSecurity "([^"]+)"')
+_LIMIT_RANGE: Final = ("usage per Container is", "usage per Pod is", "limit to request ratio per")
+
+
+def _pod_refused_hint(message: str) -> str:
+    # Substrings of the admission plugins' own wording (ResourceQuota, PodSecurity, LimitRanger,
+    # ServiceAccount, webhooks), as the Job controller repeats it in its FailedCreate Event.
+    if "exceeded quota" in message:
+        return ("the namespace's ResourceQuota is full or too small for this pod (the message names the "
+                "resource): wait for other pods to end and resubmit, ask for less, or raise the quota")
+    if level := _POD_SECURITY.search(message):
+        return (f'the namespace enforces Pod Security "{level[1]}": set jobTemplate.securityProfile: restricted '
+                "on the ColonyExecutor, or use an image that runs as a non-root user")
+    if any(text in message for text in _LIMIT_RANGE):
+        return ("the namespace's LimitRange bounds each container's cpu and memory: ask for conditions.cpu and "
+                "conditions.mem within it (the ColonyExecutor's defaults apply when a funcspec sets none)")
+    if "admission webhook" in message:
+        return ("an admission webhook (a policy engine such as Kyverno or Gatekeeper) refused the pod for the "
+                "rule its message names: change the ColonyExecutor's jobTemplate to satisfy it, or ask the "
+                "cluster's admins")
+    if "error looking up service account" in message:
+        return "the ServiceAccount in the ColonyExecutor's jobTemplate.serviceAccountName does not exist: create it"
+    return "read the message: the cluster's admission refused the pod"
+
+
+def pod_create_refused(message: str) -> Diagnosis:
+    """The diagnosis when the Job exists but its pods are refused at creation: `message` is
+    the Job controller's FailedCreate message ("Error creating: pods ... is forbidden: ...")."""
+    api_message = message.removeprefix("Error creating: ")
+    return _make(Reason.POD_CREATE_REFUSED, api_message, "the Job's pods could not be created",
+                 _pod_refused_hint(api_message), infrastructure="exceeded quota" in api_message)
 
 
 # --- the checks, in the order diagnose applies them ---------------------------------------------
@@ -272,41 +307,84 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
             or _check_failed(job, pods))
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")  # Python reads NaN/Infinity, Colonies' Go server would not
+# The kubelet keeps the last 4096 bytes of a container's termination message, and a pod's
+# messages share 12 KiB evenly between its containers (kubelet container/runtime.go
+# MaxContainerTerminationMessageLength, MaxPodTerminationMessageLogLength).
+MESSAGE_LIMIT: Final = 4096
+POD_MESSAGES_LIMIT: Final = 12 * 1024
+_FLOAT64_EXACT: Final = 2**53  # Colonies holds numbers as float64: integers beyond this are rounded
 
 
-def _as_output(message: str) -> list[Any]:
+@dataclass(frozen=True)
+class ProcessOutput:
+    """What a succeeded process returns. `values` go to closesuccessfulmsg; `notes` are lines
+    for the process log about what the values cannot say (a message Kubernetes cut)."""
+
+    values: tuple[str | int | float, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _not_finite(text: str) -> Any:
+    # NaN, Infinity, 1e999: Python reads them as floats, but they are not JSON on the wire
+    # and Colonies' Go server could not hold them.
+    raise ValueError(f"{text[:20]} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else _not_finite(text)
+
+
+def _client_value(value: Any) -> str | int | float:
+    """pycolonies 1.0.25 reads `out` as List[str | int | float] (pydantic, model.py): an
+    object, an array or null fails get_process and wait, and a boolean reads as 1 or 0.
+    Strings and numbers stay; everything else goes as its JSON text, and so does an integer
+    past 2**53, which the server's float64 would round."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int) and abs(value) > _FLOAT64_EXACT:
+        return str(value)
+    return value
+
+
+def _as_output(message: str) -> list[str | int | float] | None:
+    """The values of a JSON message (a list as its elements, any other value as one), or
+    None when it is not JSON Colonies can hold, which then goes as text."""
     try:
-        value = json.loads(message, parse_constant=_not_json)
+        value = json.loads(message, parse_constant=_not_finite, parse_float=_finite_float)
+        return [_client_value(v) for v in (value if isinstance(value, list) else [value])]
     except (ValueError, RecursionError):  # a termination message may be up to 4 KiB of "[[[["
-        return [message.strip()]
-    return value if isinstance(value, list) else [value]
+        return None
 
 
-def termination_output(pods: Sequence[Mapping[str, Any]]) -> list[Any]:
+def _message_limit(pod: Mapping[str, Any]) -> int:
+    spec = pod.get("spec") or {}
+    containers = sum(len(spec.get(k) or ()) for k in ("containers", "initContainers", "ephemeralContainers"))
+    return min(MESSAGE_LIMIT, POD_MESSAGES_LIMIT // containers) if containers else MESSAGE_LIMIT
+
+
+def termination_output(pods: Sequence[Mapping[str, Any]]) -> ProcessOutput:
     """The process output: the termination messages of the first succeeded pod's
-    containers, in container order. JSON is taken as data (a list as the list, any other
-    value as one element), other text as one string; no message gives []."""
+    containers, in container order. JSON is taken as data (a list as its elements, any
+    other value as one element; see `_client_value`), other text as one string; no message
+    gives no values. A message at the size Kubernetes cuts messages to that is not JSON
+    is kept as text with a note: it was most likely JSON once, cut."""
     for pod in statuses.ordered_pods(pods):
         if statuses.phase(pod) != "Succeeded":
             continue
-        output: list[Any] = []
+        values: list[str | int | float] = []
+        notes: list[str] = []
+        limit = _message_limit(pod)
         for status in statuses.container_statuses(pod):
             message = ((status.get("state") or {}).get("terminated") or {}).get("message")
-            if isinstance(message, str) and message.strip():
-                output.extend(_as_output(message))
-        return output
-    return []
-
-
-def pod_create_refused(message: str) -> Diagnosis:
-    """The Job controller could not create the Job's pods (its FailedCreate Event says why)."""
-    lowered = message.lower()
-    if "exceeded quota" in lowered:
-        hint = "the namespace's ResourceQuota has no room for the pod; it may once other pods end, or raise the quota"
-    elif "podsecurity" in lowered:
-        hint = "the namespace's Pod Security level refused the pod: see the ColonyExecutor's jobTemplate security settings"
-    else:
-        hint = "an admission check of the cluster refused the pod; the message says which"
-    return _make(Reason.POD_CREATE_REFUSED, message, "the Job's pods could not be created", hint, infrastructure=True)
+            if not isinstance(message, str) or not message.strip():
+                continue
+            parsed = _as_output(message)
+            if parsed is None and len(message.encode()) >= limit:
+                where = statuses.describe_container(pod, str(status.get("name", "")))
+                notes.append(f"[colonies-operator: the termination message of {where} reached Kubernetes' limit "
+                             f"of {limit} bytes, so Kubernetes probably cut it, and it is not valid JSON: the "
+                             "output holds it as text]")
+            values.extend([message.strip()] if parsed is None else parsed)
+        return ProcessOutput(tuple(values), tuple(notes))
+    return ProcessOutput()

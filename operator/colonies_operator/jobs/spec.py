@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from colonies_operator.colonies.models import Process
-from colonies_operator.jobs import quantity
+from colonies_operator.jobs import image_reference, quantity
 
 SUPPORTED_FUNCNAME: Final = "execute"
 PROCESS_ID_ENV: Final = "COLONIES_PROCESS_ID"
@@ -172,6 +172,8 @@ def _image(kwargs: Mapping[str, Any], policy: SpecPolicy) -> str:
     image = _string(kwargs["docker-image"], field)
     if not image or any(c.isspace() for c in image):
         raise SpecError(field, f"{field} {image!r} is not an image reference: expected e.g. 'ubuntu:24.04'")
+    if problem := image_reference.problem(image):
+        raise SpecError(field, f"{field} {image_reference.shown(image)} is not a valid image reference: {problem}")
     if not image_allowed(image, policy.allowed_images):
         raise SpecError(field, f"image {image!r} is not allowed by this executor "
                                f"(allowed: {', '.join(policy.allowed_images)})")
@@ -227,8 +229,35 @@ def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _no_cfs(value: Any) -> None:
+    """Refuse `fs` (ColonyFS mounts, snapshots, synced dirs) rather than run the process
+    without its files. The server echoes `{mount: "", snapshots: null, dirs: null}` for a
+    funcspec without fs, so only a non-empty member counts as asking for it."""
+    fs = _object(value, "fs", "mount, snapshots, dirs")
+    asked = [key for key, member in fs.items() if member]
+    if asked:
+        raise SpecError("fs", f"fs sets {', '.join(map(str, asked))}: this executor does not support CFS (fs) yet, "
+                              "so the process would run without its files; remove fs, or run it on an executor "
+                              "that syncs ColonyFS")
+
+
+def _no_gpu_memory(value: Any) -> None:
+    """Refuse `conditions.gpu.mem` rather than ignore it: a GPU's memory cannot be requested
+    from Kubernetes, only a count of GPUs of a named type. The server stores an unset one
+    as "0Mi"."""
+    try:
+        unset = value is None or value == "" or quantity.parse_memory(value) == 0
+    except quantity.QuantityError:
+        unset = False
+    if not unset:
+        raise SpecError("conditions.gpu.mem", f"conditions.gpu.mem is {_got(value)}: this executor does not "
+                                              "support conditions.gpu.mem yet; leave it out and choose the GPU "
+                                              "model by conditions.gpu.name")
+
+
 def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy) -> tuple[int, str]:
     gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name")
+    _no_gpu_memory(gpu.get("mem"))
     count = _count(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
     name = "" if gpu.get("name") is None else _string(gpu["name"], "conditions.gpu.name")
     # The name only matters (as a nodeSelector value) when GPUs are asked for, as in the
@@ -266,6 +295,7 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     image = _image(kwargs, policy)
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
+    _no_cfs(spec.get("fs"))
     conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
     cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)

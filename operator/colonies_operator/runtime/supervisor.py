@@ -424,7 +424,11 @@ class Supervisor:
         await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
         self._closing = True
         output = diagnosis.termination_output(pods)
-        await self._close(lambda: self.ctx.colonies.close_successful(self.pid, output), "closing")
+        for note in output.notes:  # e.g. a termination message Kubernetes cut: said in the log
+            self.shipper.add(note)
+        if output.notes:
+            await report(self.shipper.flush, f"shipping the output notes of {self.pid[:12]}")
+        await self._close(lambda: self.ctx.colonies.close_successful(self.pid, list(output.values)), "closing")
         await self._mark_reported("success")
         return End.SUCCEEDED
 
