@@ -221,17 +221,18 @@ class FakeKube(KubeApi):
         self.jobs.sync(namespace, name)
         return copy.deepcopy(self.get("Job", namespace, name) or patched)
 
-    async def list_jobs(self, namespace: str, selector: str) -> dict[str, Any]:
-        return await self._list("list_jobs", "Job", namespace, selector)
+    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str = "") -> dict[str, Any]:
+        return await self._list("list_jobs", "Job", namespace, selector, field_selector)
 
     async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
         return await self._list("list_pods", "Pod", namespace, selector)
 
-    async def _list(self, method: str, kind: str, namespace: str, selector: str) -> dict[str, Any]:
+    async def _list(self, method: str, kind: str, namespace: str, selector: str,
+                    field_selector: str = "") -> dict[str, Any]:
         path = self._path(kind, namespace)
         await self._enter(method, "GET", path)
         items = [_as_item(o) for (ns, _), o in self.objects[kind].items()
-                 if ns == namespace and matches_labels(o, selector)]
+                 if ns == namespace and matches_labels(o, selector) and matches_fields(o, field_selector or "")]
         self.counter.record("GET", URL + path, 200)
         return {"apiVersion": "v1", "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)},
                 "items": items}
