@@ -255,13 +255,15 @@ class ExecutorResource:
             raise Problem("SecretUnreadable", f"reading Secret {self.namespace}/{name} failed: {exc}") from None
 
     def _key(self, data: Mapping[str, str], ref: cfg.SecretRef, reason: str) -> Key:
+        # Whoever reads the ColonyExecutor reads this message: it names only what the spec
+        # names, never the Secret's other keys, a value or its length.
         if ref.key not in data:
-            raise Problem(reason, f"Secret {self.namespace}/{ref.name} has no key '{ref.key}' "
-                                  f"(it has: {', '.join(sorted(data)) or 'nothing'})")
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} has no key '{ref.key}'")
         try:
             return Key(data[ref.key])
-        except ValueError as exc:
-            raise Problem(reason, f"Secret {self.namespace}/{ref.name} key '{ref.key}': {exc}") from None
+        except ValueError:
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} key '{ref.key}' is not a valid private key "
+                                  "(64 hexadecimal characters)") from None
 
     # --- status and events -------------------------------------------------------------------
 
