@@ -62,3 +62,15 @@ def test_operator_settings_come_from_the_colonyos_environment_variables():
         "COLONIES_COLONY_NAME": "c", "COLONIES_OPERATOR_NAMESPACES": "a,b"})
     assert (settings.server_host, settings.server_port, settings.server_tls, settings.colony_name) == ("h", 8080, True, "c")
     assert settings.namespaces == ("a", "b")
+
+
+def test_a_ca_secret_is_read_from_the_spec_with_ca_crt_as_its_default_key():
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "server": {"tls": True, "caSecretRef": {"name": "ca"}}},
+                                 SETTINGS)
+    assert config.ca_secret == cfg.SecretRef("ca", "ca.crt")
+
+
+def test_a_ca_secret_without_tls_is_refused_naming_the_field():
+    with pytest.raises(cfg.ConfigError, match=r"spec.server.caSecretRef: .*server.tls: true"):
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "server": {"tls": False, "caSecretRef": {"name": "ca"}}},
+                            SETTINGS)

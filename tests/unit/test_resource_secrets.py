@@ -82,3 +82,34 @@ async def test_an_executor_key_secret_without_the_named_key_names_none_of_its_ot
     assert reason == "InvalidExecutorKey"
     assert message == f"Secret {NAMESPACE}/exec-key has no key 'executorPrvKey'"
     assert reveals_nothing(message)
+
+
+# --- the Colonies server's CA bundle (spec.server.caSecretRef) ------------------------------
+
+KEYS = {"colony-key": {"colonyPrvKey": "d6eb959e9aec2e6fdc44b5862b269e987b8a4d6f2baca542d8acaa97ee5e74f6"},
+        "exec-key": {"executorPrvKey": "8f8e1a4a5a5f0a3c1a5f3e0d4a2f1b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"}}
+TLS_SERVER = {"host": "colonies.example", "port": 443, "tls": True, "caSecretRef": {"name": "colonies-ca"}}
+
+
+async def test_a_missing_ca_secret_is_named_as_missing():
+    reason, message, events = await not_ready(KEYS, executorKeySecretRef={"name": "exec-key"}, server=TLS_SERVER)
+    assert reason == "CASecretMissing"
+    assert message.startswith(f"Secret {NAMESPACE}/colonies-ca does not exist")
+    assert events == [("Warning", reason, message)]
+
+
+async def test_a_ca_secret_without_pem_certificates_is_invalid_and_its_content_is_not_shown():
+    secrets = KEYS | {"colonies-ca": {"ca.crt": SECRET_VALUE, **OTHER_KEYS}}
+    reason, message, events = await not_ready(secrets, executorKeySecretRef={"name": "exec-key"}, server=TLS_SERVER)
+    assert reason == "InvalidCA"
+    assert message == (f"Secret {NAMESPACE}/colonies-ca key 'ca.crt' holds no valid PEM certificate "
+                       "(a CA bundle: -----BEGIN CERTIFICATE----- ...)")
+    assert reveals_nothing(message) and events == [("Warning", reason, message)]
+
+
+async def test_a_ca_secret_without_the_named_key_names_none_of_its_other_keys():
+    secrets = KEYS | {"colonies-ca": OTHER_KEYS}
+    reason, message, _ = await not_ready(secrets, executorKeySecretRef={"name": "exec-key"}, server=TLS_SERVER)
+    assert reason == "InvalidCA"
+    assert message == f"Secret {NAMESPACE}/colonies-ca has no key 'ca.crt'"
+    assert reveals_nothing(message)

@@ -9,6 +9,7 @@ emitter, so tests can drive a resource without kopf.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
@@ -146,6 +147,7 @@ class ExecutorResource:
                 config = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
                 colony_key = await self._colony_key(config)
                 executor_key = await self._executor_key(config)
+                config = await self._server_ca(config)
             except cfg.ConfigError as exc:
                 await self._not_ready("InvalidSpec", str(exc))
             except Problem as exc:
@@ -180,9 +182,12 @@ class ExecutorResource:
                 if self._generation() != generation:
                     generation = self._generation()
                     try:
-                        new = cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings)
+                        new = await self._server_ca(
+                            cfg.executor_config(self.namespace, self.name, self._spec(), self.shared.settings))
                     except cfg.ConfigError as exc:
                         self._event("Warning", "InvalidSpec", f"{exc}; keeping the previous configuration")
+                    except Problem as exc:
+                        self._event("Warning", exc.reason, f"{exc.message}; keeping the previous configuration")
                     else:
                         if _identity(new) != _identity(config):
                             return False  # another server, colony, name or key: start over
@@ -247,6 +252,23 @@ class ExecutorResource:
                 raise Problem("ExecutorKeySecretFailed", f"creating Secret {ref.name} failed: {exc}") from None
             data = await self._secret(ref.name) or {}
         return self._key(data, ref, "InvalidExecutorKey")
+
+    async def _server_ca(self, config: cfg.ExecutorConfig) -> cfg.ExecutorConfig:
+        """`config` verifying the Colonies server against the CA bundle that spec.server.caSecretRef names."""
+        ref = config.ca_secret
+        if ref is None:
+            return config
+        data = await self._secret(ref.name)
+        if data is None:
+            raise Problem("CASecretMissing", f"Secret {self.namespace}/{ref.name} does not exist; create it with the "
+                                             f"CA certificate(s) of the Colonies server, PEM, under '{ref.key}'")
+        if ref.key not in data:
+            raise Problem("InvalidCA", f"Secret {self.namespace}/{ref.name} has no key '{ref.key}'")
+        try:
+            return dataclasses.replace(config, server=config.server.with_ca(data[ref.key]))
+        except ValueError:
+            raise Problem("InvalidCA", f"Secret {self.namespace}/{ref.name} key '{ref.key}' holds no valid PEM "
+                                       "certificate (a CA bundle: -----BEGIN CERTIFICATE----- ...)") from None
 
     async def _secret(self, name: str) -> dict[str, str] | None:
         try:
