@@ -101,7 +101,10 @@ async def test_without_the_servers_ca_https_and_wss_are_refused_as_unverified(ht
         address = address.with_ca(other_pki.ca_pem)
     async with Connection(address, retry=ONCE, timeout=5) as connection:
         assert not await connection.health()
-        with pytest.raises(errors.ColoniesUnreachable, match="certificate verify failed"):
+        with pytest.raises(errors.ColoniesUnreachable, match="certificate verify failed") as https:
             await connection.server_info()
-        with pytest.raises(errors.ColoniesUnreachable, match="certificate verify failed"):
+        with pytest.raises(errors.ColoniesUnreachable, match="certificate verify failed") as wss:
             await events(connection)
+    for refused in (https, wss):
+        assert "the server's TLS certificate was not verified" in str(refused.value)
+        assert "spec.server.caSecretRef" in str(refused.value)
