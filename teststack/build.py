@@ -8,6 +8,7 @@ module at its published version.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from teststack import progress, versions as v
 
@@ -151,9 +153,35 @@ def missing() -> list[str]:
 
 
 def ensure_built() -> Path:
-    """Build whatever is missing; return the directory that holds every binary."""
+    """Build whatever is missing; return the directory that holds every binary.
+
+    Two test runs on one machine may start at once (two checkouts, CI and a developer):
+    one builds while the other waits on a lock in the cache, then finds everything built."""
     bin_dir = v.bin_dir()
-    todo = [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
+    if not _todo(bin_dir):
+        return bin_dir
+    v.cache_root().mkdir(parents=True, exist_ok=True)
+    with open(v.cache_root() / ".build.lock", "w") as lock:
+        if _locked_elsewhere(lock):
+            progress.say("another test run is building the stack binaries; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(bin_dir)
+
+
+def _todo(bin_dir: Path) -> list[Step]:
+    return [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
+
+
+def _locked_elsewhere(lock: Any) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+
+
+def _build(bin_dir: Path) -> Path:
+    todo = _todo(bin_dir)
     if not todo:
         return bin_dir
     if shutil.which("go") is None:
