@@ -13,7 +13,7 @@ import contextlib
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -52,8 +52,21 @@ def make_server_pki(directory: Path, name: str = "colonies-test") -> ServerPki:
     return ServerPki(ca_crt.read_text(), crt, key)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+@dataclass
+class TlsProxy:
+    port: int
+    # The first line each connection carried each way, decrypted, e.g. "GET /pubsub HTTP/1.1"
+    # then "HTTP/1.1 101 Switching Protocols": what went through a verified TLS session.
+    requests: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first_lines: list[str]) -> None:
     try:
+        if data := await reader.read(65536):
+            first_lines.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+            writer.write(data)
+            await writer.drain()
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
@@ -64,9 +77,9 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @contextlib.asynccontextmanager
-async def tls_proxy(pki: ServerPki, target_host: str, target_port: int) -> AsyncIterator[int]:
-    """Serve TLS on 127.0.0.1:<free port> (yielded) in this event loop, forwarding to the
-    target in plain TCP; on exit, stop listening and close every connection it holds."""
+async def tls_proxy(pki: ServerPki, target_host: str, target_port: int) -> AsyncIterator[TlsProxy]:
+    """Serve TLS on 127.0.0.1:<free port> in this event loop, forwarding to the target in
+    plain TCP; on exit, stop listening and close every connection it holds."""
     connections: set[asyncio.Task[None]] = set()
 
     async def forward(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -80,13 +93,15 @@ async def tls_proxy(pki: ServerPki, target_host: str, target_port: int) -> Async
             connections.discard(task)
             return
         try:
-            await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+            await asyncio.gather(_pipe(client_reader, server_writer, proxy.requests),
+                                 _pipe(server_reader, client_writer, proxy.responses))
         finally:
             connections.discard(task)
 
     server = await asyncio.start_server(forward, "127.0.0.1", 0, ssl=pki.server_context())
+    proxy = TlsProxy(server.sockets[0].getsockname()[1])
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield proxy
     finally:
         server.close()
         for task in list(connections):

@@ -63,8 +63,8 @@ async def https_port(pki) -> AsyncIterator[int]:
     await site.start()
     plain_port = runner.addresses[0][1]
     try:
-        async with tls_proxy(pki, "127.0.0.1", plain_port) as port:
-            yield port
+        async with tls_proxy(pki, "127.0.0.1", plain_port) as proxy:
+            yield proxy.port
     finally:
         await runner.cleanup()
 

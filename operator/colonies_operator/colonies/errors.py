@@ -17,8 +17,8 @@ from __future__ import annotations
 import ssl
 
 _MAX_MESSAGE = 500
-UNVERIFIED = ("the server's TLS certificate was not verified: give the ColonyExecutor the CA that signed it "
-              "(spec.server.caSecretRef)")
+UNVERIFIED = ("the server's TLS certificate was not verified: trust the CA that signed it (a ColonyExecutor's "
+              "spec.server.caSecretRef; SSL_CERT_FILE for `colonies-operator check`)")
 
 
 class ColoniesError(Exception):
