@@ -105,7 +105,8 @@ async def test_without_the_servers_ca_an_executor_is_not_ready_and_says_the_cert
 async def test_colonies_operator_check_verifies_the_default_server_against_ssl_cert_file(stack, pki, proxy, tmp_path):
     ca_file = tmp_path / "ca.crt"
     ca_file.write_text(pki.ca_pem)
-    env = os.environ | stack.env() | {"PYTHONPATH": str(ROOT / "operator"), "COLONIES_SERVER_HOST": "127.0.0.1",
+    trusted = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    env = trusted | stack.env() | {"PYTHONPATH": str(ROOT / "operator"), "COLONIES_SERVER_HOST": "127.0.0.1",
                                       "COLONIES_SERVER_PORT": str(proxy.port), "COLONIES_TLS": "true"}
 
     async def check(**extra: str) -> str:
