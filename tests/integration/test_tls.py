@@ -20,22 +20,12 @@ from kubernetes_asyncio import client
 from colonies_operator.colonies.models import ProcessState
 from tests.fixtures.operator import Executor, start_executor
 from tests.helpers import wait_for
-from tests.tls import ServerPki, TlsProxy, make_server_pki, tls_proxy
+from tests.tls import TlsProxy, tls_proxy
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CA_SECRET = "colonies-ca"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> ServerPki:
-    return make_server_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> ServerPki:
-    return make_server_pki(tmp_path_factory.mktemp("other-pki"), name="someone-else")
 
 
 @pytest_asyncio.fixture

@@ -17,20 +17,10 @@ from aiohttp import web
 
 from colonies_operator.colonies import crypto, errors
 from colonies_operator.colonies.client import Connection, RetryPolicy, ServerAddress
-from tests.tls import ServerPki, make_server_pki, tls_proxy
+from tests.tls import tls_proxy
 
 KEY = crypto.Key("d6eb959e9aec2e6fdc44b5862b269e987b8a4d6f2baca542d8acaa97ee5e74f6")
 ONCE = RetryPolicy(attempts=1)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> ServerPki:
-    return make_server_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> ServerPki:
-    return make_server_pki(tmp_path_factory.mktemp("other"), name="someone-else")
 
 
 def _reply(payload: object) -> str:
