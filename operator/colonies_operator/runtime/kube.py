@@ -220,12 +220,6 @@ class KubeApi:
     async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json(self.batch.create_namespaced_job(namespace, job, _preload_content=False))
 
-    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except NotFound:
-            return None
-
     async def delete_job(self, namespace: str, name: str, *, propagation: str = "Foreground") -> bool:
         """Delete a Job and (foreground) its pods first; False when it was already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
