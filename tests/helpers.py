@@ -14,10 +14,18 @@ from typing import TypeVar
 
 import pytest
 
+from teststack import audit
 from teststack import stack as teststack
 from teststack.state import StackState
 
 T = TypeVar("T")
+# The clients that are the operator: its own KubeApi, and kopf's client (which only the
+# operator uses in these tests).
+OPERATOR_AGENTS = ("colonies-operator/", "kopf/")
+# What the operator asked of the stacks already stopped in this session (tests/integration/test_zz_rbac.py).
+STOPPED_STACKS_REQUESTS = pytest.StashKey[set[audit.Request]]()
+# Why this session is not the whole integration suite (modules left out, tests deselected); empty when it is.
+SUITE_GAPS = pytest.StashKey[list[str]]()
 
 
 async def wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float, what: str,
@@ -57,9 +65,17 @@ def fresh_stack(request: pytest.FixtureRequest) -> Iterator[StackState]:
     finally:
         if state is not None:
             teststack.stop(state)
+            keep_operator_requests(request.config, state)
         else:
             teststack.stop_run_dir(run_dir)
         if request.session.testsfailed:
             print(f"\nstack run dir kept for its logs: {run_dir / 'logs'}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def keep_operator_requests(config: pytest.Config, state: StackState) -> None:
+    """Keep what the operator asked of a stopped stack before its run dir goes."""
+    if state.kube.audit_dir:
+        kept = config.stash.setdefault(STOPPED_STACKS_REQUESTS, set())
+        kept.update(audit.requests(state.kube.audit_dir, OPERATOR_AGENTS))

@@ -5,6 +5,7 @@ Follows shared/reference/test-cluster.md §8: one CA and one dual-use admin cert
 (O=system:masters) made with openssl serve as apiserver serving cert, client cert of every
 component, service-account key and kwok's serving cert. TaintNodesByCondition is disabled
 instead of running the node-lifecycle controller, so fake nodes never get a not-ready taint.
+kube-apiserver keeps an audit log of every request in `<run>/audit/` (teststack/audit.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from teststack import kubeapi, podlogs, procs, versions
+from teststack import audit, kubeapi, podlogs, procs, versions
 from teststack.state import KubeInfo
 
 if TYPE_CHECKING:
@@ -157,7 +158,8 @@ def _argv(name: str, k: KubeInfo, run: Path) -> list[str]:
                 "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC", "--allow-privileged=true",
                 "--disable-admission-plugins=TaintNodesByCondition", "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
-                "--max-mutating-requests-inflight=0", f"--cert-dir={run / 'apiserver-certs'}", "--v=1"]
+                "--max-mutating-requests-inflight=0", f"--cert-dir={run / 'apiserver-certs'}", "--v=1",
+                *audit.apiserver_flags(Path(k.audit_dir))]
     common = [f"--kubeconfig={run / 'kubeconfig'}", "--leader-elect=false", "--bind-address=127.0.0.1",
               f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
               f"--authorization-always-allow-paths={HEALTH_PATHS}", *QPS, "--v=1"]
@@ -250,7 +252,8 @@ def start(run: Path, step: Step, on_proc: Callable[[procs.Proc], None]) -> tuple
                  ca_cert=pki.ca_cert, admin_cert=pki.admin_cert, admin_key=pki.admin_key,
                  etcd_port=procs.free_port(), etcd_peer_port=procs.free_port(), kcm_port=procs.free_port(),
                  scheduler_port=procs.free_port(), kwok_port=procs.free_port(), kwok_config=str(run / "kwok.yaml"),
-                 podlogs_dir=str(run / "podlogs"), nodes=(*CPU_NODES, GPU_NODE), gpu_node=GPU_NODE)
+                 podlogs_dir=str(run / "podlogs"), nodes=(*CPU_NODES, GPU_NODE), gpu_node=GPU_NODE,
+                 audit_dir=str(run / "audit"))
     write_kubeconfig(Path(k.kubeconfig), k.api_port, pki)
     write_kwok_config(Path(k.kwok_config))
     checks = _checks(k)

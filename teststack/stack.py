@@ -25,7 +25,7 @@ STEPS = ("postgres", "colonies-server", "etcd", "kube-apiserver", "kube-controll
          "kube-scheduler", "kwok", "podlogs", "nodes")
 # What start creates in a run dir, removed before a fresh start (never the run dir itself).
 _PRODUCTS = (STATE_FILE, PROCS_FILE, "pg", "colonies-etcd", "etcd", "pki", "kubeconfig", "kwok.yaml",
-             "podlogs", "apiserver-certs", "logs")
+             "podlogs", "apiserver-certs", "logs", "audit")
 
 
 def status(state: StackState) -> dict[str, tuple[bool, str]]:

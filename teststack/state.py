@@ -70,6 +70,7 @@ class KubeInfo:
     podlogs_dir: str
     nodes: tuple[str, ...]  # every kwok node (CPU nodes first)
     gpu_node: str  # the node with nvidia.com/gpu and label accelerator=a100
+    audit_dir: str = ""  # the apiserver's audit log (teststack/audit.py); "" in a stack from before it
 
     @property
     def api_url(self) -> str:

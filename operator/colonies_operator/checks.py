@@ -7,8 +7,10 @@ permission: what `kubectl auth can-i` asks); and, when COLONIES_SERVER_HOST is s
 Colonies server answers (unsigned `getserverinfomsg`). Each check prints one line, OK, FAIL
 or SKIP, with the reason and what to do about it; any FAIL makes the exit code 1.
 
-`PERMISSIONS` is the one list of what the operator does with the Kubernetes API; the Helm
-chart's Role and deploy/ grant exactly these (tests/unit/test_packaging.py holds them to it).
+`PERMISSIONS` is what the operator does with the Kubernetes API, as RBAC names it: the Helm
+chart's Role and deploy/ grant exactly these (tests/unit/test_packaging.py), and those are
+exactly what the operator asked of the apiserver in the whole integration suite, read from its
+audit log (tests/integration/test_zz_rbac.py).
 """
 
 from __future__ import annotations
@@ -50,18 +52,20 @@ class Permission:
 
 # Every Kubernetes request the operator makes, as RBAC names it: runtime/kube.py (Jobs, the
 # label-selected Job and Pod watches, logs, Events, Secrets, status) and kopf (the
-# ColonyExecutor watch; patches for its finalizer and annotations; Events).
+# ColonyExecutor list and watch; patches for its finalizer and annotations; Events). Neither
+# reads a single Job or ColonyExecutor: no `get` of either.
 PERMISSIONS: tuple[Permission, ...] = (
-    *(Permission(verb, "jobs", "batch") for verb in ("create", "get", "list", "watch", "patch", "delete")),
+    *(Permission(verb, "jobs", "batch") for verb in ("create", "list", "watch", "patch", "delete")),
     Permission("list", "pods"),
     Permission("watch", "pods"),
     Permission("get", "pods", subresource="log"),
     Permission("create", "events"),
-    # Secrets: read the colony and executor keys the ColonyExecutors name, and create the
-    # executor key Secret the operator generates when a ColonyExecutor names none.
+    # Secrets: read the colony and executor keys and the Colonies server's CA bundle that the
+    # ColonyExecutors name, and create the executor key Secret the operator generates when a
+    # ColonyExecutor names none.
     Permission("get", "secrets"),
     Permission("create", "secrets"),
-    *(Permission(verb, "colonyexecutors", "colonyos.io") for verb in ("get", "list", "watch", "patch")),
+    *(Permission(verb, "colonyexecutors", "colonyos.io") for verb in ("list", "watch", "patch")),
     Permission("patch", "colonyexecutors", "colonyos.io", subresource="status"),
 )
 

@@ -178,6 +178,9 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         raise ConfigError("colonyKeySecretRef", "is required: the Secret holding the colony's private key")
     tls = bool(server.get("tls", settings.server_tls))
     verify: bool | str = not server.get("insecureSkipVerify", False)
+    ca_secret = _secret_ref(server.get("caSecretRef"), "server.caSecretRef", "ca.crt")
+    if ca_secret is not None and not tls:
+        raise ConfigError("server.caSecretRef", "a CA verifies an https server: set server.tls: true")
     capacity = spec.get("capacity") or {}
     limits = spec.get("limits") or {}
     gpu = spec.get("gpu") or {}
@@ -232,5 +235,5 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         paused=bool(spec.get("paused", False)),
         location_name=str(spec.get("locationName") or ""),
         capabilities=dict(spec.get("capabilities") or {}),
-        ca_secret=_secret_ref(server.get("caSecretRef"), "server.caSecretRef", "ca.crt"),
+        ca_secret=ca_secret,
     )

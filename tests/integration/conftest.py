@@ -16,16 +16,43 @@ import pytest
 
 from teststack import stack as teststack
 from teststack.state import StackState
-from tests.helpers import fresh_stack
+from tests.helpers import SUITE_GAPS, fresh_stack
 
 STACK_DIR_ENV = "COLONIES_OPERATOR_STACK_DIR"
+HERE = Path(__file__).parent
+_DESELECTED = pytest.StashKey[int]()
+
+
+def _integration(item: pytest.Item) -> bool:
+    return HERE in Path(str(item.fspath)).parents
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "after_all: runs after every other test of the session (it reads what "
+                                       "they did)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if _integration(item):
             item.add_marker(pytest.mark.integration)
+    # Whatever order the command line names files in; a stable sort keeps the rest as it was.
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    integration = [item for item in items if _integration(item)]
+    if integration:
+        config = integration[0].config
+        config.stash[_DESELECTED] = config.stash.get(_DESELECTED, 0) + len(integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ran = {Path(str(item.fspath)).name for item in session.items if _integration(item)}
+    gaps = [f"{name} left out" for name in sorted({p.name for p in HERE.glob("test_*.py")} - ran)]
+    if session.config.stash.get(_DESELECTED, 0):
+        gaps.append(f"{session.config.stash[_DESELECTED]} integration test(s) deselected")
+    session.config.stash[SUITE_GAPS] = gaps
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,6 @@ async def test_a_missing_kubeconfig_is_named():
 def test_permissions_read_as_rbac_names_them():
     assert [str(p) for p in checks.PERMISSIONS if p.resource != "jobs"] == [
         "list pods", "watch pods", "get pods/log", "create events", "get secrets", "create secrets",
-        "get colonyexecutors.colonyos.io", "list colonyexecutors.colonyos.io", "watch colonyexecutors.colonyos.io",
+        "list colonyexecutors.colonyos.io", "watch colonyexecutors.colonyos.io",
         "patch colonyexecutors.colonyos.io", "patch colonyexecutors/status.colonyos.io",
     ]

@@ -91,3 +91,15 @@ def test_a_restricted_profile_running_as_root_is_a_config_error_naming_the_job_t
         cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {"securityProfile": "restricted",
                                                                         "runAsUser": 0}}, SETTINGS)
     assert info.value.field == "jobTemplate"
+
+
+def test_a_ca_secret_is_read_from_the_spec_with_ca_crt_as_its_default_key():
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "server": {"tls": True, "caSecretRef": {"name": "ca"}}},
+                                 SETTINGS)
+    assert config.ca_secret == cfg.SecretRef("ca", "ca.crt")
+
+
+def test_a_ca_secret_without_tls_is_refused_naming_the_field():
+    with pytest.raises(cfg.ConfigError, match=r"spec.server.caSecretRef: .*server.tls: true"):
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "server": {"tls": False, "caSecretRef": {"name": "ca"}}},
+                            SETTINGS)

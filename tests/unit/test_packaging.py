@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,36 +17,10 @@ import yaml
 
 import colonies_operator
 from colonies_operator import checks, cli
-from teststack import versions
+from tests.packaging import CHART, DEPLOY, KUBE_VERSION, ROOT, binary, by_kind, granted, helm, render
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "colonies-operator"
-DEPLOY = ROOT / "deploy"
 CRD = ROOT / "crds" / "colonyexecutor.yaml"
-KUBE_VERSION = versions.KUBERNETES.lstrip("v")
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
-
-
-def binary(name: str) -> Path:
-    path = versions.binary(name)
-    if not path.exists():
-        pytest.skip(f"{name} is not built yet: run `python3 -m teststack build`")
-    return path
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binary("helm")), *args], capture_output=True, text=True, timeout=60)
-
-
-def render(*sets: str, namespace: str = "colonies-operator", hooks: bool = True) -> list[dict[str, Any]]:
-    """The chart's objects for release "colonies-operator" with these --set values."""
-    args = ["template", "colonies-operator", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
-    args += [] if hooks else ["--no-hooks"]
-    for value in sets:
-        args += ["--set", value]
-    result = helm(*args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def render_error(*sets: str) -> str:
@@ -59,24 +32,10 @@ def render_error(*sets: str) -> str:
     return result.stderr
 
 
-def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind]
-
-
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     [deployment] = by_kind(objects, "Deployment")
     [operator] = deployment["spec"]["template"]["spec"]["containers"]
     return operator
-
-
-def granted(rules: list[dict[str, Any]]) -> set[checks.Permission]:
-    permissions = set()
-    for rule in rules:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                name, _, sub = resource.partition("/")
-                permissions |= {checks.Permission(verb, name, group, sub) for verb in rule["verbs"]}
-    return permissions
 
 
 # --- one source -----------------------------------------------------------------------------

@@ -55,23 +55,30 @@ The namespaces that get a Role and RoleBinding: watchNamespaces, else the releas
 {{/*
 Exactly what the operator does with the Kubernetes API (colonies_operator/checks.py
 PERMISSIONS lists the same, and `colonies-operator check` asks for each of them):
-- Jobs: one per process, created, read, followed through one label-selected list+watch per
-  namespace, annotated (patch) once reported, deleted when a process ends early.
+- Jobs: one per process, created, followed through one label-selected list+watch per
+  namespace, annotated (patch) once reported, deleted when a process ends early. Never read
+  one by one (no get).
 - Pods: followed through the same label-selected list+watch; pods/log: logs are streamed.
 - Events: on ColonyExecutors and Jobs (the operator's own and kopf's).
-- Secrets, get: the colony key (spec.colonyKeySecretRef) and the executor key. create: when a
-  ColonyExecutor names no executor key, the operator generates one into the Secret
-  "<name>-executor-key", owned by that ColonyExecutor, so the executor id survives restarts.
-  resourceNames cannot narrow this: RBAC cannot restrict create by name (the name is not
-  part of the request's URL), and the names the operator reads are whatever the
-  ColonyExecutors say. No list or watch: the operator cannot enumerate Secrets.
+- Secrets, get: the colony key (spec.colonyKeySecretRef), the executor key and the Colonies
+  server's CA bundle (spec.server.caSecretRef). create: when a ColonyExecutor names no
+  executor key, the operator generates one into the Secret "<name>-executor-key", owned by
+  that ColonyExecutor, so the executor id survives restarts. resourceNames cannot narrow
+  this: RBAC cannot restrict create by name (the name is not part of the request's URL), and
+  the names the operator reads are whatever the ColonyExecutors say. No list or watch: the
+  operator cannot enumerate Secrets. Beware: create on Secrets lets its holder mint a token
+  for any ServiceAccount in the namespace (a kubernetes.io/service-account-token Secret
+  naming it), i.e. act as any of them.
 - ColonyExecutors: kopf lists and watches them and patches its finalizer
-  (colonyos.io/finalizer) and annotations; the operator patches their status subresource.
+  (colonyos.io/finalizer) and annotations (never a get); the operator patches their status
+  subresource.
+tests/integration/test_zz_rbac.py holds these rules to the requests the operator made in the
+whole integration suite, read from the apiserver's audit log.
 */}}
 {{- define "colonies-operator.rules" -}}
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "patch", "delete"]
+  verbs: ["create", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
@@ -86,7 +93,7 @@ PERMISSIONS lists the same, and `colonies-operator check` asks for each of them)
   verbs: ["get", "create"]
 - apiGroups: ["colonyos.io"]
   resources: ["colonyexecutors"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["colonyos.io"]
   resources: ["colonyexecutors/status"]
   verbs: ["patch"]

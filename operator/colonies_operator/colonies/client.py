@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import functools
 import json
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -45,6 +48,34 @@ class ServerAddress:
     port: int
     tls: bool = False
     verify: bool | str = True  # True, False, or a CA bundle path (https only)
+    # A CA bundle (PEM text) that alone verifies the server, e.g. from a ColonyExecutor's
+    # spec.server.caSecretRef. Held in memory, not written to a file: a Secret's data never
+    # touches the disk (the image's root filesystem is read-only anyway), and the address, as
+    # the key of its connection pool, changes with the CA.
+    ca_pem: str = dataclasses.field(default="", repr=False)
+
+    def with_ca(self, pem: str) -> ServerAddress:
+        """This address verifying the server against `pem` only; ValueError when `pem` holds
+        no certificate (the message never repeats it)."""
+        address = dataclasses.replace(self, ca_pem=pem)
+        try:
+            context = address.ssl_context
+        except ssl.SSLError:
+            context = None
+        if not isinstance(context, ssl.SSLContext) or not any(context.cert_store_stats().values()):
+            raise ValueError("not a PEM certificate bundle")
+        return address
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """How https:// and wss:// verify the server, for httpx and aiohttp alike: a context
+        that trusts the CA bundle (`ca_pem` or the file `verify` names) and nothing else; else
+        True (the default trust store) or False (no verification)."""
+        if self.ca_pem:
+            return ssl.create_default_context(cadata=self.ca_pem)
+        if isinstance(self.verify, str):
+            return ssl.create_default_context(cafile=self.verify)
+        return self.verify
 
     @property
     def base_url(self) -> str:
@@ -116,7 +147,7 @@ class Connection:
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=address.base_url,
-            verify=address.verify if address.tls else True,
+            verify=address.ssl_context if address.tls else True,
             timeout=httpx.Timeout(timeout, connect=5.0),
             # Few idle connections: httpcore checks every pooled connection (a getpeername
             # syscall each) on every request, so a large idle pool costs on every call.
@@ -202,15 +233,10 @@ class Connection:
         import aiohttp  # kopf and kubernetes_asyncio already bring it; httpx speaks no WebSocket
 
         body = envelope(msgtype, {**fields, "timeout": timeout}, key).decode()
-        ssl: Any = True
-        if self.address.tls and self.address.verify is False:
-            ssl = False
-        elif self.address.tls and isinstance(self.address.verify, str):
-            import ssl as _ssl
-            ssl = _ssl.create_default_context(cafile=self.address.verify)
+        verify = self.address.ssl_context if self.address.tls else True
         try:
             async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(self.address.ws_url, ssl=ssl, heartbeat=30) as ws:
+                async with session.ws_connect(self.address.ws_url, ssl=verify, heartbeat=30) as ws:
                     await ws.send_str(body)
                     async for frame in ws:
                         if frame.type != aiohttp.WSMsgType.TEXT:

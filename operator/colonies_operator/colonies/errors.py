@@ -15,7 +15,11 @@ Messages carry the server's own text, cut short; never keys or signatures.
 
 from __future__ import annotations
 
+import ssl
+
 _MAX_MESSAGE = 500
+UNVERIFIED = ("the server's TLS certificate was not verified: trust the CA that signed it (a ColonyExecutor's "
+              "spec.server.caSecretRef; SSL_CERT_FILE for `colonies-operator check`)")
 
 
 class ColoniesError(Exception):
@@ -28,7 +32,20 @@ class ColoniesUnreachable(ColoniesError):
         super().__init__(
             f"Colonies server at {url} is unreachable after {attempts} attempt(s) over {elapsed:.1f}s: "
             f"{cause if isinstance(cause, str) else type(cause).__name__ + ': ' + str(cause)}"
+            + (f" ({UNVERIFIED})" if _unverified(cause) else "")
         )
+
+
+def _unverified(cause: BaseException | str | None) -> bool:
+    """Whether a TLS certificate verification failure is somewhere in the chain (httpx and
+    aiohttp both wrap the ssl module's error)."""
+    for _ in range(10):
+        if not isinstance(cause, BaseException):
+            return False
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class ColoniesHTTPError(ColoniesError):

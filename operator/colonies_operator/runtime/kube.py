@@ -22,6 +22,12 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
+import colonies_operator
+
+# Sent with every request, so the apiserver's audit log tells the operator's requests from
+# other clients' (kopf's own client sends "kopf/<version>").
+USER_AGENT = f"colonies-operator/{colonies_operator.__version__}"
+
 
 # asyncio's TLS transport gives every connection a 256 KiB read buffer (SSLProtocol.max_size,
 # Python 3.11+). A log follow stream per running container makes that ~300 KiB of RSS per
@@ -157,6 +163,7 @@ class KubeApi:
             self._instrument(api)
 
     def _instrument(self, api: ApiClient) -> None:
+        api.user_agent = USER_AGENT
         rest = api.rest_client
         original = rest.request
         counter = self.counter

@@ -9,6 +9,7 @@ emitter, so tests can drive a resource without kopf.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
@@ -150,6 +151,7 @@ class ExecutorResource:
                 config = self._config()
                 colony_key = await self._colony_key(config)
                 executor_key = await self._executor_key(config, colony_key)
+                config = await self._server_ca(config)
             except cfg.ConfigError as exc:
                 await self._not_ready("InvalidSpec", str(exc))
             except Problem as exc:
@@ -192,9 +194,11 @@ class ExecutorResource:
                 if draining is None and self._generation() != generation:
                     generation = self._generation()
                     try:
-                        new = self._config()
+                        new = await self._server_ca(self._config())
                     except cfg.ConfigError as exc:
                         self._event("Warning", "InvalidSpec", f"{exc}; keeping the previous configuration")
+                    except Problem as exc:
+                        self._event("Warning", exc.reason, f"{exc.message}; keeping the previous configuration")
                     else:
                         if _identity(new) != _identity(config):
                             # Another server, colony, name, type, location or key: what runs now
@@ -282,6 +286,23 @@ class ExecutorResource:
         # The executor name is part of it: Colonies cannot hold one id under two names.
         return colony_key.derive(f"executor/{self.namespace}/{self.name}/{self.uid}/{config.executor_name}")
 
+    async def _server_ca(self, config: cfg.ExecutorConfig) -> cfg.ExecutorConfig:
+        """`config` verifying the Colonies server against the CA bundle that spec.server.caSecretRef names."""
+        ref = config.ca_secret
+        if ref is None:
+            return config
+        data = await self._secret(ref.name)
+        if data is None:
+            raise Problem("CASecretMissing", f"Secret {self.namespace}/{ref.name} does not exist; create it with the "
+                                             f"CA certificate(s) of the Colonies server, PEM, under '{ref.key}'")
+        if ref.key not in data:
+            raise Problem("InvalidCA", f"Secret {self.namespace}/{ref.name} has no key '{ref.key}'")
+        try:
+            return dataclasses.replace(config, server=config.server.with_ca(data[ref.key]))
+        except ValueError:
+            raise Problem("InvalidCA", f"Secret {self.namespace}/{ref.name} key '{ref.key}' holds no valid PEM "
+                                       "certificate (a CA bundle: -----BEGIN CERTIFICATE----- ...)") from None
+
     async def _secret(self, name: str) -> dict[str, str] | None:
         try:
             return await self.shared.kube.read_secret(self.namespace, name)
@@ -289,13 +310,15 @@ class ExecutorResource:
             raise Problem("SecretUnreadable", f"reading Secret {self.namespace}/{name} failed: {exc}") from None
 
     def _key(self, data: Mapping[str, str], ref: cfg.SecretRef, reason: str) -> Key:
+        # Whoever reads the ColonyExecutor reads this message: it names only what the spec
+        # names, never the Secret's other keys, a value or its length.
         if ref.key not in data:
-            raise Problem(reason, f"Secret {self.namespace}/{ref.name} has no key '{ref.key}' "
-                                  f"(it has: {', '.join(sorted(data)) or 'nothing'})")
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} has no key '{ref.key}'")
         try:
             return Key(data[ref.key])
-        except ValueError as exc:
-            raise Problem(reason, f"Secret {self.namespace}/{ref.name} key '{ref.key}': {exc}") from None
+        except ValueError:
+            raise Problem(reason, f"Secret {self.namespace}/{ref.name} key '{ref.key}' is not a valid private key "
+                                  "(64 hexadecimal characters)") from None
 
     # --- status and events -------------------------------------------------------------------
 
