@@ -60,11 +60,11 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("watch", "pods"),
     Permission("get", "pods", subresource="log"),
     Permission("create", "events"),
-    # Secrets: read the colony and executor keys and the Colonies server's CA bundle that the
-    # ColonyExecutors name, and create the executor key Secret the operator generates when a
-    # ColonyExecutor names none.
+    # the Job controller's FailedCreate Events of a Job whose pods are refused (quota, admission)
+    Permission("list", "events"),
+    # Secrets: read the colony key, an executor key and the Colonies server's CA bundle that
+    # the ColonyExecutors name. Never create: an executor key nobody names is derived.
     Permission("get", "secrets"),
-    Permission("create", "secrets"),
     *(Permission(verb, "colonyexecutors", "colonyos.io") for verb in ("list", "watch", "patch")),
     Permission("patch", "colonyexecutors", "colonyos.io", subresource="status"),
 )

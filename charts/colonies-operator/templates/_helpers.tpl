@@ -59,16 +59,14 @@ PERMISSIONS lists the same, and `colonies-operator check` asks for each of them)
   namespace, annotated (patch) once reported, deleted when a process ends early. Never read
   one by one (no get).
 - Pods: followed through the same label-selected list+watch; pods/log: logs are streamed.
-- Events: on ColonyExecutors and Jobs (the operator's own and kopf's).
-- Secrets, get: the colony key (spec.colonyKeySecretRef), the executor key and the Colonies
-  server's CA bundle (spec.server.caSecretRef). create: when a ColonyExecutor names no
-  executor key, the operator generates one into the Secret "<name>-executor-key", owned by
-  that ColonyExecutor, so the executor id survives restarts. resourceNames cannot narrow
-  this: RBAC cannot restrict create by name (the name is not part of the request's URL), and
-  the names the operator reads are whatever the ColonyExecutors say. No list or watch: the
-  operator cannot enumerate Secrets. Beware: create on Secrets lets its holder mint a token
-  for any ServiceAccount in the namespace (a kubernetes.io/service-account-token Secret
-  naming it), i.e. act as any of them.
+- Events: created on ColonyExecutors and Jobs (the operator's own and kopf's); listed for a
+  Job whose pods the Job controller cannot create (its FailedCreate Events say why).
+- Secrets, get: the colony key (spec.colonyKeySecretRef), an executor key
+  (spec.executorKeySecretRef, or "<name>-executor-key" left by an earlier version) and the
+  Colonies server's CA bundle (spec.server.caSecretRef). Never create: an executor key nobody
+  names is derived from the colony key (create on Secrets would let its holder mint a token
+  for any ServiceAccount of the namespace). resourceNames cannot narrow get: the names are
+  whatever the ColonyExecutors say. No list or watch: the operator cannot enumerate Secrets.
 - ColonyExecutors: kopf lists and watches them and patches its finalizer
   (colonyos.io/finalizer) and annotations (never a get); the operator patches their status
   subresource.
@@ -87,10 +85,10 @@ whole integration suite, read from the apiserver's audit log.
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get"]
 - apiGroups: ["colonyos.io"]
   resources: ["colonyexecutors"]
   verbs: ["list", "watch", "patch"]
