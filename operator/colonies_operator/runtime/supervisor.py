@@ -231,6 +231,8 @@ class Supervisor:
                 if outcome is diagnosis.Outcome.FAILED or found is not None:
                     found = found or diagnosis.create_failed("the Job failed")
                     return await self._fail_with(found, pods, job_finished=outcome is diagnosis.Outcome.FAILED)
+                await self._wait(self._until_grace_ends(job, pods, now))
+                continue
             await self._wait(RECHECK_SECONDS)
 
     async def _wait(self, seconds: float) -> None:
@@ -393,6 +395,17 @@ class Supervisor:
             await self.ctx.kube.patch_job(self.namespace, self.job_name, patch)
         except KubeError as exc:  # the Job may be gone already; the report itself has landed
             log.info("marking Job %s reported failed: %s", self.job_name, exc)
+
+    def _until_grace_ends(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> float:
+        """How long to sleep: RECHECK_SECONDS, or less when a pending grace period ends sooner
+        (of the Job while it has no pod, of a pod while it is pending): judged right then."""
+        grace = self.ctx.pending_grace_seconds
+        waits = [RECHECK_SECONDS]
+        for obj in [job, *(p for p in pods if statuses.phase(p) == "Pending")]:
+            age = statuses.seconds_overdue(statuses.metadata(obj).get("creationTimestamp"), now, 0.0)
+            if age is not None and age < grace:
+                waits.append(grace - age + 1.0)  # creation times have whole seconds
+        return max(0.1, min(waits))
 
     # --- refused pods --------------------------------------------------------------------------
 
