@@ -320,21 +320,28 @@ async def test_a_colony_paused_on_the_server_keeps_the_runtime_and_resumes(api, 
     long = await ex.submit(env={"KWOK_RUN_FOR": "40s"})
     await wait_for(lambda: running(ex, long.processid), 60, "the pod to run")
     heard = await last_heard(ex)
+    registrations = rpcs(operator, "getexecutormsg")  # each (re)start of a runtime looks its name up
     await set_colony_assignments(colonies, paused=True)
     try:
         await wait_for(lambda: _reason_is(ex, "ColonyPaused"), 60, "Ready=False, reason ColonyPaused")
         reasons = set()
-        for _ in range(3):  # three long polls answered 408 (assignTimeoutSeconds 5): still heard, never rebuilt
+        for _ in range(3):  # three long polls answered 408 (assignTimeoutSeconds 5): still heard
             heard = await heard_again(ex, heard, 60)
             reasons.add(await condition_reason(ex))
         assert reasons == {"ColonyPaused"}
+        assert rpcs(operator, "getexecutormsg") == registrations, "the runtime was torn down and rebuilt"
         queued = await ex.submit()
     finally:
         await set_colony_assignments(colonies, paused=False)
     assert (await ex.final(queued.processid)).state is ProcessState.SUCCESS
     done = await ex.final(long.processid, timeout=120)
     assert done.state is ProcessState.SUCCESS, done.errors
-    assert await _status(ex, "succeeded") == 2  # the runtime kept its count: it was never rebuilt
+    assert rpcs(operator, "getexecutormsg") == registrations
+
+
+def rpcs(operator, method: str) -> float:
+    from tests.integration.test_operator import scrape, total
+    return total(scrape(operator.metrics_url), "colonies_operator_colonies_rpcs_total", method=method)
 
 
 # --- 10. identity and spec edits strand nothing --------------------------------------------------
