@@ -67,6 +67,12 @@ def watch(c: httpx.Client, path: str, resource_version: str, timeout_seconds: in
         if r.status_code >= 400:
             r.read()
             raise ApiError(r.status_code, r.text, f"WATCH {path}")
-        for line in r.iter_lines():
-            if line.strip():
-                yield json.loads(line)
+        # Split on "\n" only: httpx's iter_lines() splits like str.splitlines(), also on
+        # U+0085, U+2028, \x1c..., which JSON may hold unescaped inside a string.
+        buffer = b""
+        for chunk in r.iter_bytes():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)

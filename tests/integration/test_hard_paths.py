@@ -275,8 +275,12 @@ async def test_deleting_a_colonyexecutor_with_a_thousand_in_flight_finishes_with
     count = 1000
     ex = await start_executor(api, colonies, namespace, stack, pendingGraceSeconds=3600,
                               capacity={"cpu": "2000", "memory": "4000Gi", "maxConcurrentJobs": count})
-    processes = await asyncio.gather(*(ex.submit(conditions={"cpu": "1m", "mem": "1Mi"},
-                                                 env={"KWOK_RUN_FOR": RUN_LONG}) for _ in range(count)))
+    gate = asyncio.Semaphore(16)
+
+    async def submit():
+        async with gate:
+            return await ex.submit(conditions={"cpu": "1m", "mem": "1Mi"}, env={"KWOK_RUN_FOR": RUN_LONG})
+    processes = await asyncio.gather(*(submit() for _ in range(count)))
 
     async def all_in_flight():
         return await _status(ex, "inFlight") == count
@@ -416,8 +420,7 @@ async def test_a_freed_slot_is_offered_at_once_while_a_backlog_waits(api, coloni
     ex = await start_executor(api, colonies, namespace, stack, assignTimeoutSeconds=poll,
                               capacity={"cpu": f"{slots * 100}m", "memory": "16Gi"})
     async with recording(api, namespace) as seen:
-        processes = await asyncio.gather(*(ex.submit(conditions={"cpu": "100m"}, env={"KWOK_RUN_FOR": "3s"})
-                                           for _ in range(count)))
+        processes = [await ex.submit(conditions={"cpu": "100m"}, env={"KWOK_RUN_FOR": "3s"}) for _ in range(count)]
         for p in processes:
             done = await ex.final(p.processid, timeout=600)
             assert done.state is ProcessState.SUCCESS, done.errors

@@ -208,6 +208,10 @@ class Assigner:
         restart = asyncio.ensure_future(self._restart.wait())
         try:
             await asyncio.wait({call, restart}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the loop is stopping: take the call down with us
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            raise
         finally:
             restart.cancel()
         if not call.done():
@@ -233,6 +237,7 @@ class Assigner:
 
     async def _assign(self, claim: Resources, timeout: int) -> Process | None:
         started = self._clock()
+        log.debug("assign (timeout %s) advertising %dm / %d bytes", timeout, claim.cpu_millis, claim.memory_bytes)
         try:
             process = await self.colonies.assign(
                 self._settings().colony, timeout, available_cpu=f"{max(claim.cpu_millis, 0)}m",
@@ -241,6 +246,7 @@ class Assigner:
             self._release_slot()
             raise
         self.health.last_assign_time = time.time()
+        log.debug("assign (timeout %s) answered: %s", timeout, process.processid[:12] if process else "nothing")
         if process is not None:
             self.metrics.assign_seconds.observe(self._clock() - started)
             self._hand_over(process)

@@ -156,7 +156,7 @@ class ExecutorRuntime:
 
     def fence(self, process_id: str, reason: str) -> None:
         supervisor = self.running.get(process_id)
-        if supervisor is not None:
+        if supervisor is not None and not supervisor.fenced:
             log.info("process %s: %s; stopping its Job", process_id[:12], reason)
             supervisor.fence(reason)
 

@@ -135,6 +135,10 @@ class Supervisor:
     def pid(self) -> str:
         return self.process.processid
 
+    @property
+    def fenced(self) -> bool:
+        return bool(self._fenced)
+
     def fence(self, reason: str) -> None:
         """The process is no longer ours: stop, delete the Job, report nothing. Ignored once
         the end is being reported (our own close makes the process look "closed")."""
@@ -166,6 +170,7 @@ class Supervisor:
                 self.ctx.watch.unsubscribe(name, self._event)
             if self.reserved:
                 self.ctx.capacity.release(self.request)
+            log.debug("process %s: %s; its room is free", self.pid[:12], end.value)
             self.ctx.stats.count(end)
             self.ctx.on_change()
         return end
@@ -211,6 +216,8 @@ class Supervisor:
                 seen_job = True
                 self.follower.follow(pods)
                 outcome = diagnosis.job_outcome(job, pods)
+                if outcome is not diagnosis.Outcome.RUNNING and settle_by is None:
+                    log.debug("Job %s finished: %s; pods settled: %s", self.job_name, outcome.value, _pods_settled(pods))
                 if outcome is not diagnosis.Outcome.RUNNING and not _pods_settled(pods):
                     # Jobs and Pods come through separate watches: the Job may say "done" before
                     # its pods' final status arrives. Wait for it (bounded): the logs, the exit
