@@ -164,6 +164,9 @@ async def test_in_a_namespace_enforcing_restricted_pod_security_only_the_restric
     assert diagnosis.pod_create_refused(event.message).hint.startswith('the namespace enforces Pod Security "restricted')
     pods = await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={job.metadata.name}")
     assert pods.items == []
+    done = await plain.final(refused.processid)  # after pendingGraceSeconds (3 s here)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("PodCreateRefused(") and "violates PodSecurity" in done.errors[0], done.errors
 
 
 async def test_nodes_and_processes_per_node_make_an_indexed_job_with_containers_per_pod(executor_cr):

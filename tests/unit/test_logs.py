@@ -124,3 +124,45 @@ async def test_the_flusher_ships_on_its_own_within_the_flush_interval():
         await asyncio.sleep(0.01)
     task.cancel()
     assert sink.sent == ["x\n"]
+
+
+def test_lines_shipped_before_a_restart_are_counted_by_the_rule_they_were_cut_by():
+    from colonies_operator.runtime.logs import shipped_so_far
+    shipped = ["progress 10%\rprogress 20%\n", "page\fbreak\npara\u2028graph\n", "nel\x85here\nfile\x1cgroup\n"]
+    counts, size, truncated = shipped_so_far(shipped, [""])
+    assert counts == {"": 5} and not truncated  # splitlines() would say 10
+    assert size == len("".join(shipped).encode())
+
+
+def test_whether_lines_carry_a_prefix_comes_from_the_spec_not_from_the_pods_seen_so_far():
+    from dataclasses import replace
+
+    from colonies_operator.runtime import following
+    from tests.unit.test_builder import run_of
+    one = run_of()
+    two_nodes = replace(one, nodes=2)
+    assert not following.prefixed(one) and following.all_prefixes(one) == [""]
+    assert following.prefixed(two_nodes)
+    assert following.all_prefixes(two_nodes) == ["[0/main] ", "[1/main] "]
+    one_pod = [{"metadata": {"name": "p0", "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+                "spec": {"containers": [{"name": "main"}]}, "status": {"phase": "Running"}}]
+    assert [prefix for _, _, prefix in following.containers(one_pod, following.prefixed(two_nodes))] == ["[0/main] "]
+
+
+async def test_a_batch_the_server_refuses_is_sent_line_by_line_and_a_line_still_refused_becomes_a_marker():
+    from colonies_operator.colonies import errors
+    from colonies_operator.runtime.logs import LogShipper
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        if "bad" in text:
+            raise errors.BadRequest(400, "Failed to add log", "addlogmsg")
+        sent.append(text)
+
+    shipper = LogShipper(send, batch_bytes=1 << 20)
+    for line in ["one", "bad line", "nul\x00byte"]:
+        shipper.add(line, "[0/main] ")
+    await shipper.flush()
+    assert sent == ["[0/main] one\n", "[0/main] [colonies-operator: Colonies refused this log line: Failed to add log]\n",
+                    "[0/main] nul\ufffdbyte\n"]
+    assert shipper.refused_lines == 1 and shipper.shipped_lines == 3
