@@ -89,9 +89,11 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 # On deletion or shutdown the daemon is asked to stop and gets `cancellation_backoff` seconds
-# to do so cleanly (fail in-flight processes, unregister) before kopf cancels it. Kept short:
-# kopf holds the finalizer that long even when the daemon ends at once (nolar/kopf#797).
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10, cancellation_timeout=20)
+# before kopf cancels it; kept short: kopf holds the finalizer that long even when the daemon
+# ends at once (nolar/kopf#797). A deleted resource's daemon then finishes its removal (fail
+# what runs, delete the Jobs, unregister) shielded from that cancel, within
+# `cancellation_timeout`: kopf waits that long before it leaves a daemon orphaned.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10, cancellation_timeout=110)
 async def colonyexecutor_daemon(
     name: str, namespace: str, uid: str, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
     status: kopf.Status, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any,

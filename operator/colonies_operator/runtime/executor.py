@@ -226,8 +226,11 @@ class ExecutorRuntime:
                 except Exception as exc:
                     log.warning("deleting Job %s on executor removal failed: %s", name, exc)
 
+        started = time.monotonic()
         await asyncio.gather(*(fail(pid) for pid in pids), *(delete(name) for name in names))
         await self.registration.unregister()
+        log.info("executor %s removed: %d processes failed and %d Jobs deleted in %.1fs",
+                 self.config.executor_name, len(pids), len(names), time.monotonic() - started)
 
 
 def _attempt(supervisor: Supervisor) -> Attempt:
