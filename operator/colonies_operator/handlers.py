@@ -42,6 +42,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 150
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.WARNING  # kopf's own log lines as Events: only problems
+    # A daemon that ends soon after it is told to stop (a deleted resource's removal) is waited
+    # for right then, not only after cancellation_backoff.
+    settings.background.instant_exit_timeout = 2.0
     memo.shared = Shared(kube=await KubeApi.connect(memo.get("kubeconfig")), settings=operator_settings)
     memo.background = [asyncio.create_task(memo.shared.metrics.measure_loop_lag(), name="loop-lag")]
     if operator_settings.metrics_port:

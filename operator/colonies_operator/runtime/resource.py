@@ -255,9 +255,13 @@ class ExecutorResource:
         except asyncio.CancelledError:
             # kopf's cancellation_backoff ran out; it still waits cancellation_timeout for us
             await asyncio.gather(removal, return_exceptions=True)
-            raise
         except errors.ColoniesError as exc:
             log.warning("removing executor %s from Colonies failed: %s", self.name, exc)
+        # A change of the resource wakes kopf, which then sees this daemon done and lets the
+        # resource go at once, rather than at the end of the period it sleeps between checks.
+        self._set_condition("Ready", False, "Removed", "the resource is deleted: its processes were failed, "
+                                                       "its Jobs deleted and the executor unregistered")
+        await self._patch({"inFlight": 0, "conditions": list(self._conditions.values())})
 
     # --- keys --------------------------------------------------------------------------------
 
