@@ -426,7 +426,11 @@ async def test_a_freed_slot_is_offered_at_once_while_a_backlog_waits(api, coloni
             assert done.state is ProcessState.SUCCESS, done.errors
     # Every Job that finished while others waited freed a slot; the next Job must follow it
     # by the next assign, not by the end of a long poll that advertised the room before.
-    finished = sorted(e.at for e in seen.events if e.kind == "Job" and e.finished and e.type == "MODIFIED")
+    first_finish: dict[str, float] = {}  # a Job is MODIFIED again after it finished (reported, TTL)
+    for e in seen.events:
+        if e.kind == "Job" and e.finished:
+            first_finish.setdefault(e.uid, e.at)
+    finished = sorted(first_finish.values())
     created = sorted(e.at for e in seen.events if e.kind == "Job" and e.type == "ADDED")
     stalls = []
     for i, at in enumerate(finished[:count - slots]):
