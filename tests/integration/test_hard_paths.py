@@ -21,6 +21,7 @@ from colonies_operator.colonies.models import ExecutorState, ProcessState
 from tests.fixtures.operator import (
     GROUP, PLURAL, VERSION, Executor, create_colony_key_secret, executor_resource, start_executor,
 )
+from tests.fixtures.kube import new_namespace
 from tests.helpers import wait_for
 from tests.integration.recorders import (
     raw_executor, recording, registered, set_colony_assignments,
@@ -71,14 +72,6 @@ async def patch_spec(ex: Executor, spec: dict[str, Any]) -> None:
 async def condition_reason(ex: Executor, type_: str = "Ready") -> str | None:
     cond = await ex.condition(type_)
     return cond["reason"] if cond else None
-
-
-async def new_namespace(api, prefix: str = "it") -> str:
-    core = client.CoreV1Api(api)
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    await wait_for(lambda: core.read_namespaced_service_account("default", name), 60, "the default ServiceAccount")
-    return name
 
 
 async def key_secret(api, namespace: str, name: str, key: crypto.Key) -> None:

@@ -13,6 +13,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from colonies_operator.colonies.models import ProcessState
+from tests.fixtures.kube import new_namespace
 from tests.fixtures.operator import running_operator, start_executor
 from tests.helpers import wait_for
 
@@ -23,12 +24,9 @@ NS_PATTERN = "hp-*"
 
 @pytest_asyncio.fixture
 async def hp_namespace(api) -> AsyncIterator[str]:
-    core = client.CoreV1Api(api)
-    name = f"hp-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    await wait_for(lambda: core.read_namespaced_service_account("default", name), 60, "the default ServiceAccount")
+    name = await new_namespace(api, "hp")
     yield name
-    await core.delete_namespace(name)
+    await client.CoreV1Api(api).delete_namespace(name)
 
 
 def operator(stack, tag: str):

@@ -348,22 +348,6 @@ async def _no_job(ex, process_id: str) -> bool:
     return await job_of(ex, process_id) is None
 
 
-async def test_a_paused_executor_assigns_nothing_until_it_is_resumed(executor_cr):
-    ex = executor_cr
-    await patch_spec(ex.api, ex.namespace, ex.name, {"paused": True})
-
-    async def paused():
-        cond = await ex.condition("Ready")
-        return cond and cond["reason"] == "Paused"
-
-    await wait_for(paused, 30, "Ready=False, reason Paused")
-    process = await ex.submit()
-    await asyncio.sleep(ex_assign_window := 6)  # longer than the CR's assign long-poll (5 s): it would have been taken
-    assert (await ex.colonies.user.get_process(process.processid)).state is ProcessState.WAITING, ex_assign_window
-    await patch_spec(ex.api, ex.namespace, ex.name, {"paused": False})
-    assert (await ex.final(process.processid)).state is ProcessState.SUCCESS
-
-
 async def test_an_unusable_spec_is_a_condition_and_an_event_and_fixing_it_recovers(
         api, colonies, namespace, stack, operator):
     ex = await start_executor(api, colonies, namespace, stack, wait_ready=False, capacity={"cpu": "lots"})

@@ -23,6 +23,7 @@ from colonies_operator.colonies.models import ProcessState
 from teststack import colonies_server, kube as stack_kube, procs
 from teststack.state import StackState
 from tests.fixtures.colonies import Colonies
+from tests.fixtures.kube import new_namespace
 from tests.fixtures.operator import Executor, running_operator, start_executor
 from tests.helpers import fresh_stack, wait_for
 
@@ -67,12 +68,9 @@ async def own(own_stack) -> AsyncIterator[tuple[ApiClient, Colonies]]:
 @pytest_asyncio.fixture
 async def rs_namespace(own) -> AsyncIterator[str]:
     api, _ = own
-    core = client.CoreV1Api(api)
-    name = f"rs-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    await wait_for(lambda: core.read_namespaced_service_account("default", name), 60, "the default ServiceAccount")
+    name = await new_namespace(api, "rs")
     yield name
-    await core.delete_namespace(name)
+    await client.CoreV1Api(api).delete_namespace(name)
 
 
 @pytest.fixture
