@@ -18,7 +18,8 @@ from aiohttp import web
 from colonies_operator import config as cfg
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.kube import KubeApi
-from colonies_operator.runtime.resource import ExecutorResource, Shared
+from colonies_operator.runtime.resource import ExecutorResource
+from colonies_operator.runtime.shared import Shared
 
 GROUP, VERSION, PLURAL = "colonyos.io", "v1alpha1", "colonyexecutors"
 STUCK_SECONDS = 600  # an assign loop that did not go round this long (it wakes at least every 30 s) is stuck

@@ -16,7 +16,8 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process
 from colonies_operator.jobs import builder, spec
 from colonies_operator.runtime.capacity import Resources
-from colonies_operator.runtime.supervisor import End, Supervisor, report
+from colonies_operator.runtime.context import End, report
+from colonies_operator.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from colonies_operator.runtime.executor import ExecutorRuntime

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, spec, statuses
+from colonies_operator.runtime import jobops
 from colonies_operator.runtime.admission import reject, request_of
-from colonies_operator.runtime.supervisor import REPORTED_ANNOTATION, End, Supervisor, report
+from colonies_operator.runtime.context import End, report
+from colonies_operator.runtime.jobops import REPORTED_ANNOTATION
+from colonies_operator.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from colonies_operator.runtime.executor import ExecutorRuntime
@@ -75,10 +78,8 @@ async def _adopt_job(rt: ExecutorRuntime, job: dict[str, Any]) -> Supervisor | N
     finished = statuses.true_condition(job, "Complete", "Failed")
     if process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and ours and finished:
         outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
-        patch: dict[str, Any] = {"metadata": {"annotations": {REPORTED_ANNOTATION: outcome}}}
-        if rt.job_settings.ttl_seconds_after_finished is not None:
-            patch["spec"] = {"ttlSecondsAfterFinished": rt.job_settings.ttl_seconds_after_finished}
-        await rt.kube.patch_job(rt.config.namespace, meta["name"], patch)
+        await rt.kube.patch_job(rt.config.namespace, meta["name"],
+                                jobops.reported_patch(outcome, rt.job_settings.ttl_seconds_after_finished))
     else:
         log.info("Job %s belongs to a process that is no longer ours; deleting it", meta["name"])
         await rt.kube.delete_job(rt.config.namespace, meta["name"])

@@ -28,7 +28,8 @@ from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.fencing import Attempt, Fencing
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.registration import Identity, NameConflict, Registration
-from colonies_operator.runtime.supervisor import Context, End, ExecutorStats, Supervisor, report
+from colonies_operator.runtime.context import Context, End, ExecutorStats, report
+from colonies_operator.runtime.supervisor import Supervisor
 from colonies_operator.runtime.watch import JobWatch
 
 log = logging.getLogger(__name__)

@@ -10,26 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import gc
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from colonies_operator import config as cfg
-from colonies_operator import metrics
-from colonies_operator.metrics import Metrics
 from colonies_operator.colonies import errors
-from colonies_operator.colonies.client import Connection, ServerAddress
 from colonies_operator.colonies.crypto import Key
 from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.executor import ExecutorRuntime
-from colonies_operator.runtime.kube import KubeApi, KubeError
+from colonies_operator.runtime.kube import KubeError
 from colonies_operator.runtime.registration import NameConflict
-from colonies_operator.runtime.watch import JobWatch
+from colonies_operator.runtime.shared import Shared
 
 log = logging.getLogger(__name__)
 
@@ -39,77 +32,6 @@ EXECUTOR_KEY_FIELD = "executorPrvKey"
 
 Emit = Callable[[str, str, str], None]              # (type Normal|Warning, reason, message)
 WaitStopped = Callable[[float], Awaitable[bool]]    # wait up to n s; True when stopping
-
-
-@dataclass
-class Shared:
-    """Operator-wide objects: one Kubernetes client, one Colonies pool per server, one watch per namespace."""
-
-    kube: KubeApi
-    settings: cfg.OperatorSettings
-    metrics: Metrics = field(default_factory=Metrics)
-    connections: dict[ServerAddress, Connection] = field(default_factory=dict)
-    watches: dict[str, JobWatch] = field(default_factory=dict)
-    runtimes: dict[str, ExecutorRuntime] = field(default_factory=dict)  # "namespace/name" → running runtime
-
-    def __post_init__(self) -> None:
-        self.metrics.add_source(self._collect)
-        tune_gc()
-
-    def _collect(self) -> list[Any]:
-        kube = self.kube.counter.snapshot()
-        rpcs: Counter[tuple[str, str]] = Counter()
-        for connection in self.connections.values():
-            rpcs.update(connection.calls)
-        executors = {key: r.stats for key, r in self.runtimes.items()}
-        return [
-            metrics.counter("kube_requests_total", "Kubernetes API requests", ["verb", "resource", "code"],
-                            [((v, r, str(c)), n) for (v, r, c), n in kube.items()]),
-            metrics.counter("colonies_rpcs_total", "Colonies RPCs by method and outcome", ["method", "outcome"],
-                            rpcs.items()),
-            metrics.gauge("processes_in_flight", "Processes being run", ["executor"],
-                          [((k,), s.in_flight) for k, s in executors.items()]),
-            metrics.counter("processes_total", "Processes ended, by outcome", ["executor", "outcome"],
-                            [((k, o), getattr(s, o)) for k, s in executors.items()
-                             for o in ("succeeded", "failed", "fenced")]),
-            metrics.counter("log_lines_shipped_total", "Log lines sent to Colonies", [],
-                            [((), self.metrics.log_lines)]),
-            metrics.counter("log_bytes_shipped_total", "Log bytes sent to Colonies", [],
-                            [((), self.metrics.log_bytes)]),
-        ]
-
-    def connection(self, address: ServerAddress) -> Connection:
-        if address not in self.connections:
-            self.connections[address] = Connection(address)
-        return self.connections[address]
-
-    def watch(self, namespace: str) -> JobWatch:
-        if namespace not in self.watches:
-            self.watches[namespace] = JobWatch(self.kube, namespace)
-        return self.watches[namespace]
-
-    async def close(self) -> None:
-        for watch in self.watches.values():
-            await watch.stop()
-        for connection in self.connections.values():
-            await connection.aclose()
-
-
-@functools.cache  # once per process, however many resources start
-def tune_gc() -> None:
-    """Keep Python's cycle collector from stopping the event loop for seconds.
-
-    A full collection scans every tracked object: with thousands of processes in flight that
-    is a million objects and 0.5-2 s, and it runs whenever the long-lived heap grew by a
-    quarter, i.e. several times while a backlog ramps up (measured: event-loop lag p99 2.2 s
-    on the way to 5,000 in flight). So: move everything that exists at start (modules, kopf,
-    the clients: ~150,000 objects) out of the scans for good, and collect the young
-    generations less often, which makes full collections rarer; reference counting still
-    frees everything that is not in a cycle at once.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 class Problem(Exception):

@@ -13,94 +13,27 @@ rather than leaving it RUNNING with nobody watching.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from colonies_operator.colonies import errors
-from colonies_operator.colonies.client import ColoniesClient
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
-from colonies_operator.metrics import Metrics
-from colonies_operator.runtime import logs
-from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime import jobops, logs
+from colonies_operator.runtime.capacity import Resources
+from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
 from colonies_operator.runtime.following import LogFollower
-from colonies_operator.runtime.kube import Conflict, KubeApi, KubeError
-from colonies_operator.runtime.watch import JobWatch
+from colonies_operator.runtime.kube import Conflict, KubeError
 
 log = logging.getLogger(__name__)
 
-REPORTED_ANNOTATION = "colonyos.io/reported"
 RECHECK_SECONDS = 30.0       # re-evaluate cached state at least this often (pending grace periods)
 SETTLE_SECONDS = 10.0        # how long a finished Job waits for its pods' final status to arrive
 JOB_APPEAR_SECONDS = 30.0    # a created Job not seen by the watch this long is looked up once
 T = TypeVar("T")
-
-
-class Fenced(Exception):
-    """The process stopped being ours (cancelled, unassigned, re-assigned)."""
-
-
-class End(enum.Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    FENCED = "fenced"      # the process stopped being ours; nothing reported
-    STOPPED = "stopped"    # the operator is stopping; the Job is left for adoption
-
-
-@dataclass
-class ExecutorStats:
-    in_flight: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    fenced: int = 0
-
-    def count(self, end: End) -> None:
-        if end is End.SUCCEEDED:
-            self.succeeded += 1
-        elif end is End.FAILED:
-            self.failed += 1
-        elif end is End.FENCED:
-            self.fenced += 1
-
-
-@dataclass
-class Context:
-    """What every supervisor of one executor shares."""
-
-    colonies: ColoniesClient
-    kube: KubeApi
-    watch: JobWatch
-    capacity: Capacity
-    job_settings: builder.JobSettings
-    logs: Any  # config.LogSettings
-    pending_grace_seconds: float
-    metrics: Metrics = field(default_factory=Metrics)
-    stats: ExecutorStats = field(default_factory=ExecutorStats)
-    on_change: Callable[[], None] = lambda: None
-
-
-async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
-    """Retry a Colonies report until it lands or is refused for good: a result is never
-    dropped because the server was briefly away. Rejections propagate."""
-    delay = 1.0
-    while True:
-        try:
-            await call()
-            return
-        except (errors.ColoniesUnreachable, errors.ColoniesServerError) as exc:
-            log.warning("%s failed, retrying in %.0fs: %s", what, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-
-def internal_error(exc: BaseException) -> str:
-    return (f"InternalError({type(exc).__name__}: {exc}): the operator failed while running this process, "
-            "and stopped its Job; this is a bug of colonies-operator, please report it with the operator's log")
 
 
 class Supervisor:
@@ -217,8 +150,8 @@ class Supervisor:
                 self.follower.follow(pods)
                 outcome = diagnosis.job_outcome(job, pods)
                 if outcome is not diagnosis.Outcome.RUNNING and settle_by is None:
-                    log.debug("Job %s finished: %s; pods settled: %s", self.job_name, outcome.value, _pods_settled(pods))
-                if outcome is not diagnosis.Outcome.RUNNING and not _pods_settled(pods):
+                    log.debug("Job %s finished: %s; pods settled: %s", self.job_name, outcome.value, jobops.pods_settled(pods))
+                if outcome is not diagnosis.Outcome.RUNNING and not jobops.pods_settled(pods):
                     # Jobs and Pods come through separate watches: the Job may say "done" before
                     # its pods' final status arrives. Wait for it (bounded): the logs, the exit
                     # code and the output are read from the pods.
@@ -354,7 +287,7 @@ class Supervisor:
             self._check_fenced()
             others = [j for j in self.ctx.watch.jobs_of_process(self.pid)
                       if j["metadata"]["name"] != self.job_name or (include_own_name and not self._is_this_assignment(j))]
-            running = [j for j in others if not _done_with(j, self.ctx.watch.state(j["metadata"]["name"])[1])]
+            running = [j for j in others if not jobops.done_with(j, self.ctx.watch.state(j["metadata"]["name"])[1])]
             if not running:
                 return
             for job in running:
@@ -367,41 +300,20 @@ class Supervisor:
             await self._wait(RECHECK_SECONDS)
 
     async def _job_exists(self) -> bool:
-        listing = await self.ctx.kube.list_jobs(self.namespace, self.ctx.watch.selector,
-                                                field_selector=f"metadata.name={self.job_name}")
-        return bool(listing.get("items"))
+        return await jobops.exists(self.ctx.kube, self.namespace, self.ctx.watch.selector, self.job_name)
 
     async def _delete_job(self, name: str | None = None) -> None:
-        try:
-            await self.ctx.kube.delete_job(self.namespace, name or self.job_name)
-        except KubeError as exc:
-            log.warning("deleting Job %s failed: %s", name or self.job_name, exc)
+        await jobops.delete(self.ctx.kube, self.namespace, name or self.job_name)
 
     async def _job_event(self, type_: str, reason: str, message: str) -> None:
-        """An Event on the Job, for `kubectl describe job`; best effort."""
         job, _ = self.ctx.watch.state(self.job_name)
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1", "kind": "Event", "type": type_, "reason": reason, "message": message[:1024],
-            "metadata": {"name": f"{self.job_name}.{time.time_ns():x}", "namespace": self.namespace},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": self.job_name,
-                               "namespace": self.namespace, "uid": ((job or {}).get("metadata") or {}).get("uid", "")},
-            "source": {"component": "colonies-operator"}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        try:
-            await self.ctx.kube.post_event(self.namespace, event)
-        except Exception as exc:
-            log.info("Event on Job %s not posted: %s", self.job_name, exc)
+        uid = ((job or {}).get("metadata") or {}).get("uid", "")
+        await jobops.post_event(self.ctx.kube, self.namespace, self.job_name, uid, type_, reason, message)
 
     async def _mark_reported(self, how: str) -> None:
         """The result is in Colonies: mark the Job, and only now let its TTL remove it."""
-        patch: dict[str, Any] = {"metadata": {"annotations": {REPORTED_ANNOTATION: how}}}
-        if self.ctx.job_settings.ttl_seconds_after_finished is not None:
-            patch["spec"] = {"ttlSecondsAfterFinished": self.ctx.job_settings.ttl_seconds_after_finished}
-        try:
-            await self.ctx.kube.patch_job(self.namespace, self.job_name, patch)
-        except KubeError as exc:  # the Job may be gone already; the report itself has landed
-            log.info("marking Job %s reported failed: %s", self.job_name, exc)
+        await jobops.mark_reported(self.ctx.kube, self.namespace, self.job_name, how,
+                                   self.ctx.job_settings.ttl_seconds_after_finished)
 
     def _until_grace_ends(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> float:
         """How long to sleep: RECHECK_SECONDS, or less when a pending grace period ends sooner
@@ -426,16 +338,8 @@ class Supervisor:
 
     async def _refusal(self) -> diagnosis.Diagnosis | None:
         """The Job controller's own words, from its FailedCreate Events on this Job."""
-        selector = f"involvedObject.kind=Job,involvedObject.name={self.job_name},reason=FailedCreate"
-        try:
-            events = (await self.ctx.kube.list_events(self.namespace, selector)).get("items") or []
-        except KubeError as exc:
-            log.info("reading the Events of Job %s failed: %s", self.job_name, exc)
-            return None
-        if not events:
-            return None
-        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-        return diagnosis.pod_create_refused(str(latest.get("message") or ""))
+        message = await jobops.failed_create_message(self.ctx.kube, self.namespace, self.job_name)
+        return diagnosis.pod_create_refused(message) if message is not None else None
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -496,15 +400,3 @@ class Supervisor:
         except errors.ColoniesRejected:
             return End.FENCED
         return End.FAILED
-
-
-def _done_with(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
-    """A Job no longer runs anything: finished, and every pod of it terminal."""
-    finished = statuses.true_condition(job, "Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
-    return bool(finished) and all(statuses.phase(p) in ("Succeeded", "Failed") for p in pods)
-
-
-def _pods_settled(pods: list[dict[str, Any]]) -> bool:
-    """Every pod is terminal or on its way out (a Job past its deadline deletes its pods)."""
-    return all(statuses.phase(p) in ("Succeeded", "Failed") or p.get("metadata", {}).get("deletionTimestamp")
-               for p in pods)
