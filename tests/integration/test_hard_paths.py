@@ -266,8 +266,10 @@ async def _no_jobs(ex: Executor) -> bool:
 async def test_deleting_a_colonyexecutor_with_a_thousand_in_flight_finishes_within_kopfs_timeouts(
         api, colonies, namespace, stack, operator):
     count = 1000
+    # Pods no node matches: in flight, pending (no log streams, no node filled for later tests)
     ex = await start_executor(api, colonies, namespace, stack, pendingGraceSeconds=3600,
-                              capacity={"cpu": "2000", "memory": "4000Gi", "maxConcurrentJobs": count})
+                              capacity={"cpu": "2000", "memory": "4000Gi", "maxConcurrentJobs": count},
+                              jobTemplate={"nodeSelector": {"colonies-it/no-such-node": "true"}})
     gate = asyncio.Semaphore(16)
 
     async def submit():

@@ -181,10 +181,10 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
         done = await ex.final(process.processid)
         assert done.state is ProcessState.SUCCESS, done.errors
         assert await ex.log_lines(process.processid) == ["hello world"]
-        # The executor key Secret the operator generated with its own `create secrets`.
-        assert await client.CoreV1Api(api).read_namespaced_secret(f"{ex.name}-executor-key", namespace)
-        # (Deleting the ColonyExecutor is left out: kopf removes its finalizer only after the
-        # daemon's whole cancellation_backoff, 60 s, even when the daemon ended at once: nolar/kopf#797.)
+        # No Secret was created: the executor key is derived from the colony key.
+        secrets = (await client.CoreV1Api(api).list_namespaced_secret(namespace)).items
+        assert "colony-key" in {s.metadata.name for s in secrets}
+        assert f"{ex.name}-executor-key" not in {s.metadata.name for s in secrets}
 
     refused = [line for line in Path(running.proc.log).read_text().splitlines() if "forbidden" in line.lower()]
     assert refused == [], f"the operator was refused something it needs (log: {running.proc.log})"
@@ -196,7 +196,9 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
         job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "x"}]}}}}
         cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "x"}}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "stringData": {"a": "b"}}
         outside_the_role = {
+            "create a Secret (a token for any ServiceAccount)": lambda: core.create_namespaced_secret(namespace, secret),
             "list Secrets in another namespace": lambda: core.list_namespaced_secret("default"),
             "list Secrets in its own namespace": lambda: core.list_namespaced_secret(namespace),
             "create a Job in another namespace": lambda: batch.create_namespaced_job("default", job),

@@ -205,6 +205,7 @@ class ExecutorRuntime:
         """The resource is deleted: stop `running` (this runtime's `run()`), fail what ran (the
         executor is about to vanish, so nobody could report it later), delete its Jobs, and
         unregister. Concurrent throughout: kopf gives a deleted resource's daemon half a minute."""
+        started = time.monotonic()
         pids = list(self.supervisors)
         names = {j["metadata"]["name"] for j in self.watch.jobs_of_executor(self.me.id)}
         names |= {s.job_name for s in self.running.values()}
@@ -227,7 +228,6 @@ class ExecutorRuntime:
                 except Exception as exc:
                     log.warning("deleting Job %s on executor removal failed: %s", name, exc)
 
-        started = time.monotonic()
         await asyncio.gather(*(fail(pid) for pid in pids), *(delete(name) for name in names))
         await self.registration.unregister()
         log.info("executor %s removed: %d processes failed and %d Jobs deleted in %.1fs",
