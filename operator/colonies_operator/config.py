@@ -110,6 +110,7 @@ class ExecutorConfig:
             colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
+            resource_name=self.resource_name,
         )
 
 

@@ -20,7 +20,7 @@ LABELS = {
     "colonyos.io/process": SHORT,
     "colonyos.io/attempt": "0",
 }
-ANNOTATIONS = {"colonyos.io/process-id": PID, "colonyos.io/executor-id": "e" * 64}
+ANNOTATIONS = {"colonyos.io/process-id": PID, "colonyos.io/executor-id": "e" * 64, "colonyos.io/executor-name": "kube"}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 

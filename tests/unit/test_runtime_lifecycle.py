@@ -137,8 +137,32 @@ async def test_ready_means_assigning_the_loop_starts_only_after_the_watch_listed
     kube.fail_next("list_jobs", RuntimeError("apiserver away"), times=3)
     async with harness(kube=kube) as h:
         task = asyncio.create_task(h.runtime.run())
-        await eventually(lambda: h.runtime.health.registered, "registration")
+        await eventually(lambda: kube.calls["list_jobs"] >= 2, "the watch to try listing")
         assert not h.runtime.health.assigning
         await eventually(lambda: h.runtime.health.assigning, "the loop, once the watch could list", timeout=15)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_key_edited_while_the_operator_was_down_strands_nothing():
+    server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
+    async with running(server=server, kube=kube, executorName="edited") as before:
+        colony_key = Key(before.owner.key.private_hex)
+        process = await before.submit()
+        job = await before.job_of(process.processid)
+        kube.start(job)
+        old_id = before.runtime.executor_id
+    # the operator is down; the resource gets a new executor key; the operator starts again
+    async with running(server=server, kube=kube, colony_key=colony_key, executorName="edited",
+                       executorType=before.executor_type) as after:
+        assert after.runtime.executor_id != old_id
+        # the old registration is taken back (its process re-queued), the old Job stopped, and
+        # the process runs again under the new identity
+        await eventually(lambda: [j for j in after.jobs_of(process.processid)
+                                  if j["metadata"]["annotations"]["colonyos.io/executor-id"] == after.runtime.executor_id],
+                         "a Job under the new identity")
+        new_job = [j for j in after.jobs_of(process.processid) if not j["metadata"].get("deletionTimestamp")][-1]
+        kube.start(new_job["metadata"]["name"])
+        kube.succeed(new_job["metadata"]["name"])
+        done = await after.ended(process.processid)
+        assert done.state is ProcessState.SUCCESS and done.assignedexecutorid == after.runtime.executor_id

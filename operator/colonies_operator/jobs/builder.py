@@ -36,6 +36,8 @@ EXECUTOR_ID_ANNOTATION: Final = "colonyos.io/executor-id"
 # retries count unchanged (its executor was removed) comes back under the same Job name,
 # and this tells the new assignment's Job from the old one's.
 ASSIGNED_AT_ANNOTATION: Final = "colonyos.io/assigned-at"
+EXECUTOR_NAME_ANNOTATION: Final = "colonyos.io/executor-name"  # the full name: label values stop at 63
+RESOURCE_LABEL: Final = "colonyos.io/executor-resource"  # the ColonyExecutor that made the Job
 
 JOB_NAME_PREFIX: Final = "colony-"
 SHORT_ID_LENGTH: Final = 20  # 80 bits of the process id: unique enough, and fits in a name
@@ -74,6 +76,7 @@ class JobSettings:
     ttl_seconds_after_finished: int | None = 300  # None: finished Jobs stay until deleted
     job_template: Mapping[str, Any] = field(default_factory=dict)  # overlay, keys in OVERLAY_KEYS
     security_profile: str = ""  # "" (the defaults below) or RESTRICTED (Pod Security "restricted")
+    resource_name: str = ""  # the ColonyExecutor: its Jobs outlive an identity (key, name) it had
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
@@ -132,7 +135,10 @@ def _metadata(run: spec.RunSpec, settings: JobSettings) -> tuple[dict[str, str],
         PROCESS_LABEL: short_id(run.process_id),
         ATTEMPT_LABEL: str(run.attempt),
     }
-    annotations = {PROCESS_ID_ANNOTATION: run.process_id, EXECUTOR_ID_ANNOTATION: settings.executor_id}
+    if settings.resource_name:
+        labels[RESOURCE_LABEL] = label_value(settings.resource_name)
+    annotations = {PROCESS_ID_ANNOTATION: run.process_id, EXECUTOR_ID_ANNOTATION: settings.executor_id,
+                   EXECUTOR_NAME_ANNOTATION: settings.executor_name}
     if run.assigned_at:
         annotations[ASSIGNED_AT_ANNOTATION] = run.assigned_at
     overlay = settings.job_template

@@ -49,6 +49,37 @@ async def adopt(rt: ExecutorRuntime) -> None:
     await asyncio.gather(*(one(job) for job in rt.watch.jobs_of_executor(rt.me.id)))
     for supervisor in adopted:
         rt.supervise(supervisor)
+    await retire_earlier_identities(rt)
+
+
+def _of_this_resource(rt: ExecutorRuntime) -> list[dict[str, Any]]:
+    label = builder.label_value(rt.config.resource_name)
+    return [j for j in rt.watch.jobs.values() if (j["metadata"].get("labels") or {}).get(builder.RESOURCE_LABEL) == label]
+
+
+def made_by_this_resource(rt: ExecutorRuntime, executor_id: str) -> bool:
+    """Whether Jobs of this resource carry `executor_id`: an identity it had before."""
+    return any((j["metadata"].get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) == executor_id
+               for j in _of_this_resource(rt))
+
+
+async def retire_earlier_identities(rt: ExecutorRuntime) -> None:
+    """Jobs this resource made under an identity it no longer has: its key or executor name
+    was edited while the operator was down, or the operator restarted while the old identity
+    drained. Nobody can report for their processes any more (this runtime signs with another
+    key), so the old registration is removed, as the colony owner, which re-queues them to run
+    again, and their Jobs are stopped. Nothing is stranded; they run from the start."""
+    stale = [j for j in _of_this_resource(rt)
+             if (j["metadata"].get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) not in (None, rt.me.id)
+             and not (j["metadata"].get("annotations") or {}).get(REPORTED_ANNOTATION)]
+    identities = {(j["metadata"]["annotations"].get(builder.EXECUTOR_NAME_ANNOTATION, ""),
+                   j["metadata"]["annotations"][builder.EXECUTOR_ID_ANNOTATION]) for j in stale}
+    for name, executor_id in identities:
+        if name and await rt.registration.remove_earlier(name, executor_id):
+            log.info("removed the earlier registration %s (%s…) of this resource: its processes go back "
+                     "to the queue", name, executor_id[:12])
+    for job in stale:
+        await jobops.delete(rt.kube, rt.config.namespace, job["metadata"]["name"])
 
 
 def same_assignment(job: dict[str, Any], process: Process) -> bool:

@@ -110,10 +110,10 @@ class ExecutorRuntime:
         runtime, and their Jobs wait for adoption by the next run."""
         fencing: asyncio.Task[None] | None = None
         try:
-            await self.registration.register(**_capabilities(self.config))
+            await self.watch.start()
+            await self._register()
             self.health.registered = True
             self._on_change()
-            await self.watch.start()
             await adoption.adopt(self)
             await self.fencing.poll_once(at_start=True)  # orphans, before anything is assigned
             fencing = asyncio.create_task(self.fencing.run(), name=f"fencing-{self.config.executor_name}")
@@ -131,6 +131,17 @@ class ExecutorRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _register(self) -> None:
+        """Register; a name held by an earlier identity of this very resource (its key was
+        edited while the operator was down: its Jobs carry that id) is taken back."""
+        try:
+            await self.registration.register(**_capabilities(self.config))
+        except NameConflict as conflict:
+            if not adoption.made_by_this_resource(self, conflict.holder.executorid):
+                raise
+            await self.registration.remove_earlier(self.config.executor_name, conflict.holder.executorid)
+            await self.registration.register(**_capabilities(self.config))
 
     async def _registered_again(self) -> None:
         """Colonies refused an assign: the executor was removed (by hand, or after 600 s of

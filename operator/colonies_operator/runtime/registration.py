@@ -127,6 +127,19 @@ class Registration:
         await self.owner.remove_executor(self.identity.colony, self.identity.name)
         return True
 
+    async def remove_earlier(self, name: str, executor_id: str) -> bool:
+        """Remove a registration this resource had before (another name or key), if it is still
+        there with that id: Colonies then re-queues what runs under it. False when it is gone."""
+        await self._ensure_reader()
+        try:
+            holder = await self.reader.get_executor(self.identity.colony, name)
+        except errors.NotFound:
+            return False
+        if holder.executorid != executor_id or holder.state is ExecutorState.UNREGISTERED:
+            return False
+        await self.owner.remove_executor(self.identity.colony, name)
+        return True
+
     async def _free_our_id(self) -> None:
         """Colonies looks an executor up by id and takes the first row it finds: our id must not
         stay on another name (a rename with the same key), or every assign is refused. A removed
