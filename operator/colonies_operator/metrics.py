@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +35,7 @@ class Metrics:
             registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
         self.log_lines = 0
         self.log_bytes = 0
+        self.runtime_starts: Counter[str] = Counter()  # "namespace/name" → runtimes started for it
 
     def add_source(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Register a callable yielding metric families at scrape time."""

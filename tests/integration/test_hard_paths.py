@@ -319,7 +319,7 @@ async def test_a_colony_paused_on_the_server_keeps_the_runtime_and_resumes(api, 
     long = await ex.submit(env={"KWOK_RUN_FOR": "40s"})
     await wait_for(lambda: running(ex, long.processid), 60, "the pod to run")
     heard = await last_heard(ex)
-    registrations = rpcs(operator, "getexecutormsg")  # each (re)start of a runtime looks its name up
+    starts = runtime_starts(operator, ex)
     await set_colony_assignments(colonies, paused=True)
     try:
         await wait_for(lambda: _reason_is(ex, "ColonyPaused"), 60, "Ready=False, reason ColonyPaused")
@@ -328,19 +328,20 @@ async def test_a_colony_paused_on_the_server_keeps_the_runtime_and_resumes(api, 
             heard = await heard_again(ex, heard, 60)
             reasons.add(await condition_reason(ex))
         assert reasons == {"ColonyPaused"}
-        assert rpcs(operator, "getexecutormsg") == registrations, "the runtime was torn down and rebuilt"
+        assert runtime_starts(operator, ex) == starts, "the runtime was torn down and rebuilt"
         queued = await ex.submit()
     finally:
         await set_colony_assignments(colonies, paused=False)
     assert (await ex.final(queued.processid)).state is ProcessState.SUCCESS
     done = await ex.final(long.processid, timeout=120)
     assert done.state is ProcessState.SUCCESS, done.errors
-    assert rpcs(operator, "getexecutormsg") == registrations
+    assert runtime_starts(operator, ex) == starts == 1
 
 
-def rpcs(operator, method: str) -> float:
+def runtime_starts(operator, ex: Executor) -> float:
     from tests.integration.test_operator import scrape, total
-    return total(scrape(operator.metrics_url), "colonies_operator_colonies_rpcs_total", method=method)
+    return total(scrape(operator.metrics_url), "colonies_operator_executor_runtime_starts_total",
+                 executor=f"{ex.namespace}/{ex.name}")
 
 
 # --- 10. identity and spec edits strand nothing --------------------------------------------------

@@ -100,6 +100,7 @@ class ExecutorResource:
                                   metrics=self.shared.metrics)
         self.runtime = runtime
         self.shared.runtimes[f"{self.namespace}/{self.name}"] = runtime
+        self.shared.metrics.runtime_starts[f"{self.namespace}/{self.name}"] += 1
         task = asyncio.create_task(runtime.run(), name=f"executor-{self.namespace}/{self.name}")
         draining: asyncio.Task[None] | None = None
         registered = False

@@ -49,6 +49,9 @@ class Shared:
             metrics.counter("processes_total", "Processes ended, by outcome", ["executor", "outcome"],
                             [((k, o), getattr(s, o)) for k, s in executors.items()
                              for o in ("succeeded", "failed", "fenced")]),
+            metrics.counter("executor_runtime_starts_total",
+                            "Runtimes started per ColonyExecutor: once, plus one per identity edit or failure",
+                            ["executor"], [((k,), n) for k, n in self.metrics.runtime_starts.items()]),
             metrics.counter("log_lines_shipped_total", "Log lines sent to Colonies", [],
                             [((), self.metrics.log_lines)]),
             metrics.counter("log_bytes_shipped_total", "Log bytes sent to Colonies", [],
