@@ -71,6 +71,7 @@ class JobWatch:
         self.selector = selector or f"{builder.MANAGED_BY_LABEL}={builder.MANAGED_BY}"
         self.timeout_seconds = timeout_seconds
         self.jobs: dict[str, dict[str, Any]] = {}
+        self._by_process: dict[str, set[str]] = defaultdict(set)  # process label → Job names
         self.pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # job name → pod name → pod
         self._events: dict[str, set[asyncio.Event]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,9 +106,8 @@ class JobWatch:
 
     def jobs_of_process(self, process_id: str) -> list[dict[str, Any]]:
         """Every Job of a process in this namespace: every attempt, whichever executor made it."""
-        short = process_id[:builder.SHORT_ID_LENGTH]
-        return [j for j in self.jobs.values()
-                if (j.get("metadata", {}).get("labels") or {}).get(builder.PROCESS_LABEL) == short]
+        names = self._by_process.get(process_id[:builder.SHORT_ID_LENGTH], ())
+        return [self.jobs[name] for name in names if name in self.jobs]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -129,6 +129,9 @@ class JobWatch:
         if kind == "Job":
             listing = await self.kube.list_jobs(self.namespace, self.selector)
             self.jobs = {j["metadata"]["name"]: _slim(j) for j in listing.get("items") or []}
+            self._by_process = defaultdict(set)
+            for name, job in self.jobs.items():
+                self._index(name, job)
         else:
             listing = await self.kube.list_pods(self.namespace, self.selector)
             pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -178,9 +181,10 @@ class JobWatch:
         deleted = event.get("type") == "DELETED"
         if kind == "Job":
             if deleted:
-                self.jobs.pop(name, None)
+                self._unindex(name, self.jobs.pop(name, None))
             else:
                 self.jobs[name] = dict(obj)
+                self._index(name, obj)
             self._wake(name)
         else:
             job = job_of_pod(obj)
@@ -194,6 +198,18 @@ class JobWatch:
                 self.pods[job][name] = dict(obj)
             self._wake(job)
         return version
+
+    def _index(self, name: str, job: Mapping[str, Any]) -> None:
+        process = (job.get("metadata", {}).get("labels") or {}).get(builder.PROCESS_LABEL)
+        if process:
+            self._by_process[process].add(name)
+
+    def _unindex(self, name: str, job: Mapping[str, Any] | None) -> None:
+        process = ((job or {}).get("metadata", {}).get("labels") or {}).get(builder.PROCESS_LABEL)
+        if process and process in self._by_process:
+            self._by_process[process].discard(name)
+            if not self._by_process[process]:
+                del self._by_process[process]
 
     def _wake(self, job_name: str) -> None:
         for event in self._events.get(job_name, ()):
