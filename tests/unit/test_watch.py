@@ -95,3 +95,26 @@ async def test_a_dropped_stream_lists_again_instead_of_dying():
         await asyncio.sleep(0.01)
     assert kube.lists["Job"] >= 2
     await watch.stop()
+
+
+async def test_the_jobs_of_a_process_follow_lists_and_events():
+    pid = "0123456789abcdef0123" + "0" * 44
+    kube = FakeKube()
+    first = job("colony-0123456789abcdef0123-0", "1")
+    first["metadata"]["labels"]["colonyos.io/process"] = pid[:20]
+    kube.jobs = [first, job("other", "1")]
+    second = job("colony-0123456789abcdef0123-1", "13")
+    second["metadata"]["labels"]["colonyos.io/process"] = pid[:20]
+    kube.scripts["Job"] = [[{"type": "ADDED", "object": second},
+                            {"type": "DELETED", "object": job("colony-0123456789abcdef0123-0", "14") | {
+                                "metadata": dict(first["metadata"], resourceVersion="14")}}]]
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    assert [j["metadata"]["name"] for j in watch.jobs_of_process(pid)] == ["colony-0123456789abcdef0123-0"]
+    kube.go.set()
+    for _ in range(100):
+        if [j["metadata"]["name"] for j in watch.jobs_of_process(pid)] == ["colony-0123456789abcdef0123-1"]:
+            break
+        await asyncio.sleep(0.01)
+    assert [j["metadata"]["name"] for j in watch.jobs_of_process(pid)] == ["colony-0123456789abcdef0123-1"]
+    await watch.stop()
