@@ -270,12 +270,10 @@ async def test_deleting_a_colonyexecutor_with_a_thousand_in_flight_finishes_with
     ex = await start_executor(api, colonies, namespace, stack, pendingGraceSeconds=3600,
                               capacity={"cpu": "2000", "memory": "4000Gi", "maxConcurrentJobs": count},
                               jobTemplate={"nodeSelector": {"colonies-it/no-such-node": "true"}})
-    gate = asyncio.Semaphore(16)
-
-    async def submit():
-        async with gate:
-            return await ex.submit(conditions={"cpu": "1m", "mem": "1Mi"}, env={"KWOK_RUN_FOR": RUN_LONG})
-    processes = await asyncio.gather(*(submit() for _ in range(count)))
+    # one request at a time: the test's own client must not add a storm of connections to a
+    # server that is busy assigning (a connect timed out under load that way)
+    processes = [await ex.submit(conditions={"cpu": "1m", "mem": "1Mi"}, env={"KWOK_RUN_FOR": RUN_LONG})
+                 for _ in range(count)]
 
     async def all_in_flight():
         return await _status(ex, "inFlight") == count
@@ -290,7 +288,7 @@ async def test_deleting_a_colonyexecutor_with_a_thousand_in_flight_finishes_with
         return False
     # kopf gives the daemon cancellation_backoff + cancellation_timeout (30 s) before it gives up
     await wait_for(resource_gone, 60, "the ColonyExecutor to be gone")
-    states = await asyncio.gather(*(ex.colonies.user.get_process(p.processid) for p in processes))
+    states = [await ex.colonies.user.get_process(p.processid) for p in processes]
     assert {s.state for s in states} == {ProcessState.FAILED}
     assert all(s.errors and s.errors[0].startswith("ExecutorRemoved") for s in states)
     await wait_for(lambda: _no_jobs(ex), 120, "every Job to be deleted")
