@@ -8,16 +8,18 @@ operator needed at start would fail here first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teststack import procs
 from teststack.oci_archive import Image
 
 _ids = itertools.count()
@@ -78,16 +80,36 @@ def bundle_config(image: Image, rootfs: Path, args: Sequence[str], env: Mapping[
     }
 
 
-def run(image: Image, rootfs: Path, args: Sequence[str], env: Mapping[str, str] | None = None,
-        binds: Mapping[str, Path] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `args` in a new container of the unpacked image; its exit code and output."""
+@contextlib.contextmanager
+def _container(image: Image, rootfs: Path, args: Sequence[str], env: Mapping[str, str] | None,
+               binds: Mapping[str, Path] | None) -> Iterator[list[str]]:
+    """The `runc run` command of a new container; the container is deleted when the block ends."""
     with tempfile.TemporaryDirectory(prefix="colonies-runc-") as tmp:
         bundle, state = Path(tmp) / "bundle", Path(tmp) / "state"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(bundle_config(image, rootfs, args, env or {}, binds or {})))
         container = f"colonies-operator-test-{os.getpid()}-{next(_ids)}"
         try:
-            return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), container],
-                                  capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        finally:  # after a timeout: nothing left running
+            yield ["runc", "--root", str(state), "run", "--bundle", str(bundle), container]
+        finally:  # after a timeout or a failed test: nothing left running
             subprocess.run(["runc", "--root", str(state), "delete", "--force", container], capture_output=True)
+
+
+def run(image: Image, rootfs: Path, args: Sequence[str], env: Mapping[str, str] | None = None,
+        binds: Mapping[str, Path] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `args` in a new container of the unpacked image; its exit code and output."""
+    with _container(image, rootfs, args, env, binds) as argv:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def running(name: str, image: Image, rootfs: Path, args: Sequence[str], log: Path,
+            env: Mapping[str, str] | None = None, binds: Mapping[str, Path] | None = None) -> Iterator[procs.Proc]:
+    """`args` in a container in the background, output in `log`; stopped when the block ends
+    (runc run forwards the SIGTERM to the container's process, as a kubelet would send it)."""
+    with _container(image, rootfs, args, env, binds) as argv:
+        proc = procs.start(name, argv, log, stop_timeout=30)
+        try:
+            yield proc
+        finally:
+            procs.stop(proc)

@@ -152,9 +152,10 @@ def _build_base(bh: buildah.Buildah, name: str) -> None:
     bh.output("rm", "--all")  # working containers of a build that was killed
     began = time.monotonic()
     progress.say(f"[image] building the Python base {name} with debootstrap from {mirror} "
-                 f"(first time only, ~1-3 min; log: {_log()})")
+                 f"(first time only, ~1-2 min; log: {_log()})")
     progress.run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE,
                          str(rootfs), mirror], label="debootstrap", log=_log())
+    progress.say(f"[image] debootstrap done in {int(time.monotonic() - began)}s; committing the base")
     for path in BASE_TRIM:
         target = rootfs / path
         if target.is_dir() and not target.is_symlink():
@@ -196,6 +197,7 @@ def _build_operator(bh: buildah.Buildah, root: Path, base: str, image: OperatorI
     bh.run("bud", "--pull-never", "--network", "host", *trust, "--build-arg", f"BASE_IMAGE={base}",
            "--build-arg", f"VERSION={source_version(root)}", "-t", image.name, "-f", str(root / "Dockerfile"),
            str(root), label="buildah bud")
+    progress.say(f"[image] bud done in {int(time.monotonic() - began)}s; pushing to an OCI archive")
     partial = image.archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     bh.run("push", image.name, f"oci-archive:{partial}:{image.name}", label="buildah push")

@@ -1,6 +1,7 @@
 """The operator image, built from the Dockerfile with buildah (teststack/images_operator.py) and
 run from its OCI archive with runc, as the chart runs it: user 10001, read-only root, no
-capabilities. No cluster runs it here: `version` and `check` run against the test stack."""
+capabilities. No kubelet runs it here: runc does, on the host's network, against the test
+stack (the operator it starts serves `img-*` namespaces; the session's operator serves `it-*`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
 
 import colonies_operator
-from teststack import images_operator, kube, oci_archive
+from colonies_operator.colonies.models import ProcessState
+from teststack import images_operator, kube, oci_archive, procs
 from teststack.state import StackState
 from tests import runc
+from tests.fixtures.kube import new_namespace
+from tests.fixtures.operator import start_executor
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +107,29 @@ def test_check_passes_from_the_image_against_the_stack(stack, namespace, unpacke
     outcomes = {line.split(":")[0].split(None, 1)[1]: line.split()[0] for line in checked.stdout.splitlines()}
     assert outcomes == {"settings": "OK", "kubernetes": "OK", f"permissions in namespace {namespace}": "OK",
                         "colonies": "OK"}, checked.stdout
+
+
+@pytest_asyncio.fixture
+async def img_namespace(api) -> AsyncIterator[str]:
+    name = await new_namespace(api, "img")
+    yield name
+    await client.CoreV1Api(api).delete_namespace(name)
+
+
+async def test_the_operator_in_its_image_runs_hello_world(stack, api, colonies, crd, img_namespace, unpacked,
+                                                         kube_dir):
+    built, rootfs = unpacked
+    health, metrics = procs.free_port(), procs.free_port()
+    env = {k: v for k, v in stack.env().items() if k != "PATH"} | {"KUBECONFIG": f"{KUBE_DIR}/config"}
+    args = [*built.config["Entrypoint"], "run", "--namespace", "img-*", "--metrics-port", str(metrics),
+            "--liveness", f"http://127.0.0.1:{health}/healthz"]
+    log = Path(stack.run_dir) / "logs" / "operator-image.log"
+    with runc.running("operator-image", built, rootfs, args, log, env=env, binds=kube_dir) as running:
+        procs.wait_http(procs.HttpCheck(f"http://127.0.0.1:{health}/healthz"), timeout=60,
+                        what="the operator in its image", proc=running)
+        ex = await start_executor(api, colonies, img_namespace, stack)
+        process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]})
+        done = await ex.final(process.processid)
+        assert done.state is ProcessState.SUCCESS, done.errors
+        assert await ex.log_lines(process.processid) == ["hello world"]
+    assert "Read-only file system" not in log.read_text(), f"the operator wanted to write (log: {log})"
