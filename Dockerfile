@@ -3,19 +3,25 @@
 # The builder stage builds the project's wheel and installs it with its dependencies into
 # the virtualenv /opt/venv, from wheels only (coincurve, aiohttp, pyyaml ship binary wheels),
 # so no compiler is needed; the final stage holds that virtualenv and nothing else of the build.
-# tests/integration/test_install.py runs these same install steps in a fresh venv.
+# Nothing at start needs a write: the bytecode is compiled at install, so a read-only root works.
+# tests/integration/test_image.py builds it with buildah and runs it (see teststack/images_operator.py).
 
-FROM python:3.11-slim AS builder
+# Any Debian-like image with python3 (3.11+), its venv module, groupadd and useradd. The tests
+# build on a local bookworm with Debian's python3, as no registry is reachable there.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/venv \
+# The venv's own pip builds the wheel: a distribution's python3 may come without pip.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --only-binary=:all: /wheels/*.whl
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
 # Where this repository is published; pass --build-arg SOURCE_URL=... when it lives elsewhere.
 ARG SOURCE_URL=https://github.com/colonyos/colonies-operator

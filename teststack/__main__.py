@@ -1,6 +1,6 @@
 """`python3 -m teststack {build,start,stop,status,env} [--run-dir DIR]`
 
-build   build the binaries into the versioned cache (first time ~30 min, then nothing)
+build   build the binaries and the operator image's base into the versioned cache (first time ~30 min)
 start   start the stack in the run dir, or reuse the healthy one already there
 stop    stop every process the run dir records
 status  health per component; exit status 1 if any is down
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.command == "build":
         print(build.ensure_built())
+        build.ensure_images()
         return 0
     if a.command == "start":
         stack.start(run)

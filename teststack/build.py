@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from teststack import progress, versions as v
+from teststack import images_operator, progress, versions as v
 
 
 @dataclass(frozen=True)
@@ -202,5 +202,13 @@ def _build(bin_dir: Path) -> Path:
     return bin_dir
 
 
+def ensure_images() -> str:
+    """The operator image's Python base (debootstrap, a minute or two, first time only), under
+    its own lock (teststack/images_operator.py). The operator image itself follows the sources,
+    so it is built when something asks for it: `images_operator.operator_image()`."""
+    return images_operator.ensure_base()
+
+
 if __name__ == "__main__":
     ensure_built()
+    ensure_images()

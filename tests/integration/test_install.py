@@ -1,7 +1,7 @@
 """Installing the operator as a cluster admin would, against a real apiserver with the RBAC
 authorizer on: the Helm chart (install, `helm test`, uninstall), `kubectl apply -k deploy/`,
-the chart's RBAC as the only credentials of a real operator running hello world, and the
-Dockerfile's install steps in a fresh virtualenv.
+and the chart's RBAC as the only credentials of a real operator running hello world. The image
+itself is built and run in test_image.py.
 
 These tests get a stack of their own (it starts in seconds): the chart and the kustomization
 create and delete the cluster-scoped ColonyExecutor CRD, and deleting it would delete the
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +24,6 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-import colonies_operator
 from colonies_operator.colonies.models import ProcessState
 from teststack.state import StackState
 from tests.fixtures.colonies import Colonies, open_colonies
@@ -209,74 +206,3 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
                 await call()
             assert refused.value.status == 403, f"{what}: {refused.value}"
     helm(stack, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s")
-
-
-# --- the Dockerfile's install steps ---------------------------------------------------------
-
-def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined."""
-    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
-    stages: list[list[tuple[str, str]]] = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        instruction, _, args = line.strip().partition(" ")
-        if instruction.upper() == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append((instruction.upper(), args.strip()))
-    return stages
-
-
-def install_like_the_dockerfile(root: Path) -> Path:
-    """Run the builder stage's COPY, ENV, WORKDIR and RUN with `root` standing for the image's
-    /, and this interpreter for its `python`; the virtualenv it built."""
-    ignored = [line[3:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("**/")]
-    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")}
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    workdir = root
-    for instruction, args in dockerfile_stages()[0]:
-        if instruction == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(args))
-        elif instruction == "WORKDIR":
-            workdir = root / args.lstrip("/")
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            *sources, dest = args.split()
-            target = workdir / dest
-            for source in sources:
-                assert source.rstrip("/") in allowed, f".dockerignore keeps {source} out of the build context"
-                if (ROOT / source).is_dir():  # a directory's contents go into the target
-                    shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns(*ignored), dirs_exist_ok=True)
-                else:
-                    target.mkdir(parents=True, exist_ok=True) if dest.endswith("/") else None
-                    shutil.copy(ROOT / source, target / source if dest.endswith("/") else target)
-        elif instruction == "RUN":
-            command = re.sub(r"(^|\s)/", rf"\1{root}/", args)
-            command = re.sub(r"(^|\s)python(\s)", rf"\1{sys.executable}\2", command)
-            result = subprocess.run(["sh", "-c", command], cwd=workdir, env=env, capture_output=True, text=True,
-                                    timeout=600)
-            assert result.returncode == 0, f"RUN {args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return root / "opt" / "venv"
-
-
-def test_the_dockerfiles_install_steps_give_a_working_colonies_operator_in_a_fresh_venv(stack, namespace, tmp_path):
-    final = dict(dockerfile_stages()[-1])
-    assert json.loads(final["ENTRYPOINT"]) == ["colonies-operator"] and json.loads(final["CMD"]) == ["run"]
-    venv = install_like_the_dockerfile(tmp_path / "image")
-    env = {k: v for k, v in (os.environ | stack.env()).items() if k != "PYTHONPATH"}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(venv / "bin" / "colonies-operator"), *args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=60)
-
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import colonies_operator as c; print(c.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
-    assert Path(where.strip()).is_relative_to(venv)  # the installed wheel, not this checkout
-    assert run("version").stdout.strip() == f"colonies-operator {colonies_operator.__version__}"
-    checked = run("check", "--namespace", namespace)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    outcomes = {line.split(":")[0].split(None, 1)[1]: line.split()[0] for line in checked.stdout.splitlines()}
-    assert outcomes == {"settings": "OK", "kubernetes": "OK", f"permissions in namespace {namespace}": "OK",
-                        "colonies": "OK"}, checked.stdout
