@@ -1,0 +1,91 @@
+"""On the stack's real node (a kubelet 1.37 with containerd and runc, teststack/realnode.py) the
+operator's processes run as real containers: what Colonies gets back is what busybox printed,
+exited with and wrote to /dev/termination-log. Nothing here is scripted by the stack.
+
+The ColonyExecutor targets the node through its `jobTemplate`: the node's label as a
+nodeSelector and a toleration of its taint (which keeps every other test's pods off it).
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes_asyncio import client
+
+from colonies_operator.colonies.models import ProcessState
+from teststack import versions
+from tests.fixtures.operator import Executor, start_executor
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 120  # the first pod on a fresh node also creates its sandbox
+
+
+@pytest.fixture
+async def real_executor(api, colonies, namespace, stack, operator) -> Executor:
+    node = stack.real_node
+    return await start_executor(api, colonies, namespace, stack,
+                                jobTemplate={"nodeSelector": node.node_selector, "tolerations": [node.toleration]})
+
+
+async def only_pod(ex: Executor) -> client.V1Pod:
+    """The one pod of the test's namespace (one process per test)."""
+    [pod] = (await client.CoreV1Api(ex.api).list_namespaced_pod(ex.namespace)).items
+    return pod
+
+
+async def run(ex: Executor, cmd: str, **conditions: str):
+    process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": cmd},
+                              conditions={"cpu": "100m", "mem": "64Mi", **conditions})
+    return process.processid, await ex.final(process.processid, timeout=TIMEOUT)
+
+
+async def test_hello_world_is_echoed_by_busybox_on_the_real_node_and_arrives_once(real_executor, stack):
+    ex = real_executor
+    process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]})
+    done = await ex.final(process.processid, timeout=TIMEOUT)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await ex.log_lines(process.processid) == ["hello world"]
+    pod = await only_pod(ex)
+    assert pod.spec.node_name == stack.real_node.name
+    [status] = pod.status.container_statuses
+    assert status.image == versions.BUSYBOX_IMAGE and status.state.terminated.exit_code == 0
+    # the image was there, not pulled (busybox:1.36 defaults to IfNotPresent; no registry is reachable)
+    assert pod.spec.containers[0].image_pull_policy == "IfNotPresent"
+    events = (await client.CoreV1Api(ex.api).list_namespaced_event(ex.namespace)).items
+    pulls = [(e.reason, e.message) for e in events if e.involved_object.name == pod.metadata.name
+             and e.reason in ("Pulling", "Pulled", "Failed", "ErrImagePull")]
+    assert len(pulls) == 1 and pulls[0][0] == "Pulled" and "already present on machine" in pulls[0][1], pulls
+
+
+async def test_what_the_container_writes_to_its_termination_log_is_the_output(real_executor):
+    process_id, done = await run(real_executor, """printf '{"answer": 42}' > /dev/termination-log""")
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert done.output == ('{"answer": 42}',)  # objects go as their JSON text
+
+
+async def test_exit_3_fails_with_the_exit_code_and_the_last_log_lines(real_executor):
+    process_id, done = await run(real_executor, "echo starting; echo 'boom: disk full'; exit 3")
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ExitCode(3)"), done.errors
+    assert "boom: disk full" in done.errors[0]
+    assert await real_executor.log_lines(process_id) == ["starting", "boom: disk full"]
+
+
+async def test_a_sigkill_passed_on_as_the_exit_status_fails_with_exit_code_137_not_oomkilled(real_executor):
+    # Not `kill -9 $$` in the main shell: it is PID 1 of the container's pid namespace, and the
+    # kernel drops a SIGKILL that PID 1 gets from its own namespace (the process SUCCEEDs). Nor a
+    # trailing `sh -c 'kill -9 $$'`: busybox sh execs a -c script's last command, again as PID 1.
+    process_id, done = await run(real_executor, "echo going; sh -c 'kill -9 $$'; exit $?")
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ExitCode(137)"), done.errors
+    terminated = (await only_pod(real_executor)).status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (137, "Error")
+
+
+async def test_a_real_allocation_over_the_memory_limit_is_oomkilled(real_executor):
+    # dd's buffer is one 256 MiB allocation that reading /dev/zero fills: over the 64Mi limit
+    process_id, done = await run(real_executor, "echo allocating; dd if=/dev/zero of=/dev/null bs=256M count=1")
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("OOMKilled(limit 64Mi)"), done.errors
+    terminated = (await only_pod(real_executor)).status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (137, "OOMKilled")
