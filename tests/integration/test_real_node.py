@@ -63,11 +63,18 @@ async def test_what_the_container_writes_to_its_termination_log_is_the_output(re
     assert done.output == ('{"answer": 42}',)  # objects go as their JSON text
 
 
-async def test_exit_3_fails_with_the_exit_code_and_the_last_log_lines(real_executor):
-    process_id, done = await run(real_executor, "echo starting; echo 'boom: disk full'; exit 3")
+async def failed(ex: Executor, cmd: str, error: str) -> tuple[str, client.V1ContainerStateTerminated]:
+    """Run `cmd`; it must fail with an error starting `error`. Returns the process id and how
+    the container ended, as the kubelet reported it."""
+    process_id, done = await run(ex, cmd)
     assert done.state is ProcessState.FAILED
-    assert done.errors[0].startswith("ExitCode(3)"), done.errors
-    assert "boom: disk full" in done.errors[0]
+    assert done.errors[0].startswith(error), done.errors
+    return process_id, (await only_pod(ex)).status.container_statuses[0].state.terminated
+
+
+async def test_exit_3_fails_with_the_exit_code_and_the_last_log_lines(real_executor):
+    process_id, terminated = await failed(real_executor, "echo starting; echo 'boom: disk full'; exit 3", "ExitCode(3)")
+    assert terminated.exit_code == 3 and "boom: disk full" in terminated.message
     assert await real_executor.log_lines(process_id) == ["starting", "boom: disk full"]
 
 
@@ -75,17 +82,12 @@ async def test_a_sigkill_passed_on_as_the_exit_status_fails_with_exit_code_137_n
     # Not `kill -9 $$` in the main shell: it is PID 1 of the container's pid namespace, and the
     # kernel drops a SIGKILL that PID 1 gets from its own namespace (the process SUCCEEDs). Nor a
     # trailing `sh -c 'kill -9 $$'`: busybox sh execs a -c script's last command, again as PID 1.
-    process_id, done = await run(real_executor, "echo going; sh -c 'kill -9 $$'; exit $?")
-    assert done.state is ProcessState.FAILED
-    assert done.errors[0].startswith("ExitCode(137)"), done.errors
-    terminated = (await only_pod(real_executor)).status.container_statuses[0].state.terminated
+    _, terminated = await failed(real_executor, "echo going; sh -c 'kill -9 $$'; exit $?", "ExitCode(137)")
     assert (terminated.exit_code, terminated.reason) == (137, "Error")
 
 
 async def test_a_real_allocation_over_the_memory_limit_is_oomkilled(real_executor):
     # dd's buffer is one 256 MiB allocation that reading /dev/zero fills: over the 64Mi limit
-    process_id, done = await run(real_executor, "echo allocating; dd if=/dev/zero of=/dev/null bs=256M count=1")
-    assert done.state is ProcessState.FAILED
-    assert done.errors[0].startswith("OOMKilled(limit 64Mi)"), done.errors
-    terminated = (await only_pod(real_executor)).status.container_statuses[0].state.terminated
+    _, terminated = await failed(real_executor, "echo allocating; dd if=/dev/zero of=/dev/null bs=256M count=1",
+                                 "OOMKilled(limit 64Mi)")
     assert (terminated.exit_code, terminated.reason) == (137, "OOMKilled")
