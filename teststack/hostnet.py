@@ -146,24 +146,33 @@ def claim() -> Slot:
                 continue
             if _ip("link", "add", slot.bridge, "type", "bridge", check=False).returncode != 0:
                 continue  # another stack's (or a stale one's) bridge: not ours to touch
-            _ip("addr", "add", f"{slot.gateway}/24", "dev", slot.bridge)
-            _ip("link", "set", slot.bridge, "up")
-            IP_FORWARD.write_text("1\n")  # the CNI bridge plugin needs it for its gateway
-            _ip("route", "add", "unreachable", "default", "table", slot.route_table)
-            _ip("route", "add", slot.subnet, "dev", slot.bridge, "table", slot.route_table)
-            _ip("rule", "add", *guard_rule(slot))
+            try:
+                _ip("addr", "add", f"{slot.gateway}/24", "dev", slot.bridge)
+                _ip("link", "set", slot.bridge, "up")
+                IP_FORWARD.write_text("1\n")  # the CNI bridge plugin needs it for its gateway
+                _ip("route", "add", "unreachable", "default", "table", slot.route_table)
+                _ip("route", "add", slot.subnet, "dev", slot.bridge, "table", slot.route_table)
+                _ip("rule", "add", *guard_rule(slot))
+            except BaseException:
+                _undo(slot)
+                raise
             return slot
         raise RuntimeError(f"no free real-node slot: {SLOTS} bridges {BRIDGE_PREFIX}* exist, or their "
                            f"subnets {NET_PREFIX}.*.0/24 overlap this machine's networks")
 
 
 def release(slot: Slot) -> None:
-    """Remove the slot's rule, bridge and CNI results; restore the machine after the last slot."""
+    """Give the slot back (see _undo)."""
     with _machine_lock():
-        while _ip("rule", "del", *guard_rule(slot), check=False).returncode == 0:
-            pass
-        _ip("route", "flush", "table", slot.route_table, check=False)
-        if slot.bridge in our_bridges():
-            _ip("link", "del", slot.bridge)
-        if not our_bridges():
-            _restore_machine_settings()
+        _undo(slot)
+
+
+def _undo(slot: Slot) -> None:
+    """Remove the slot's rule, table and bridge; after the last slot, restore the machine."""
+    while _ip("rule", "del", *guard_rule(slot), check=False).returncode == 0:
+        pass
+    _ip("route", "flush", "table", slot.route_table, check=False)
+    if slot.bridge in our_bridges():
+        _ip("link", "del", slot.bridge)
+    if not our_bridges():
+        _restore_machine_settings()

@@ -185,7 +185,8 @@ def _argv(name: str, k: KubeInfo, run: Path) -> list[str]:
     if name == "kwok":
         return [_bin("kwok"), f"--kubeconfig={run / 'kubeconfig'}", f"--config={k.kwok_config}",
                 # only the fake nodes: the real node has a kubelet of its own
-                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake", "--node-name=localhost", f"--node-port={k.kwok_port}",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-name=localhost", f"--node-port={k.kwok_port}",
                 f"--server-address=127.0.0.1:{k.kwok_port}", f"--tls-cert-file={pki.admin_cert}",
                 f"--tls-private-key-file={pki.admin_key}", "--enable-crds=Logs,ClusterLogs"]
     if name == "podlogs":

@@ -36,7 +36,7 @@ def ensure_installed() -> None:
     apt.install([pkg for pkg, witness in PACKAGES.items() if not Path(witness).exists()], "the real node")
 
 
-def _mounts_under(base: Path) -> list[str]:
+def mounts_under(base: Path) -> list[str]:
     """Mount points at or below `base`, deepest first (mountinfo escapes spaces as \\040)."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -48,14 +48,14 @@ def _mounts_under(base: Path) -> list[str]:
 
 def _unmount_all(base: Path) -> None:
     for _ in range(5):  # a mount can hide another at the same place: repeat until none is left
-        points = _mounts_under(base)
+        points = mounts_under(base)
         if not points:
             return
         for point in points:
             if subprocess.run(["umount", point], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "--lazy", point], capture_output=True)
-    if _mounts_under(base):
-        raise RuntimeError(f"mounts left under {base}: {_mounts_under(base)}")
+    if mounts_under(base):
+        raise RuntimeError(f"mounts left under {base}: {mounts_under(base)}")
 
 
 def _share(root: Path) -> None:
@@ -141,8 +141,9 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
     step("containerd", containerd_action)
 
     s = slot[0]
+    taint = kubelet.NODE_TAINT
     info = RealNodeInfo(name=kubelet.NODE_NAME, label="=".join(kubelet.NODE_LABEL),
-                        taint=f"{kubelet.NODE_TAINT['key']}={kubelet.NODE_TAINT['value']}:{kubelet.NODE_TAINT['effect']}",
+                        taint=f"{taint['key']}={taint['value']}:{taint['effect']}",
                         slot=s.index, bridge=s.bridge, subnet=s.subnet, node_ip=s.gateway,
                         kubelet_port=procs.free_port(), kubelet_healthz_port=procs.free_port(),
                         containerd_socket=str(cpaths.socket), base_dir=str(base))
@@ -157,7 +158,8 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
         kube.write_kubeconfig(kpaths.kubeconfig, k.api_port, k, user=cert)
         _bind_node_role(kube.api(k))
         _share(kpaths.root)
-        record.write_text(json.dumps({"slot": s.index, "shared": str(kpaths.root)}))
+        machine = {name: Path("/proc/sys", name).read_text().strip() for name in kubelet.SYSCTLS}
+        record.write_text(json.dumps({"slot": s.index, "shared": str(kpaths.root), "machine_sysctls": machine}))
         kpaths.pod_logs.mkdir(parents=True, exist_ok=True)
         kubelet.write_config(kpaths, kubelet.config(
             node_ip=s.gateway, port=info.kubelet_port, healthz_port=info.kubelet_healthz_port,

@@ -8,12 +8,18 @@ nodeSelector and a toleration of its taint (which keeps every other test's pods 
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 from kubernetes_asyncio import client
 
 from colonies_operator.colonies.models import ProcessState
-from teststack import versions
+from teststack import cgroups, hostnet, kube, kubelet, realnode, versions
+from teststack.state import StackState
 from tests.fixtures.operator import Executor, start_executor
+from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +97,41 @@ async def test_a_real_allocation_over_the_memory_limit_is_oomkilled(real_executo
     _, terminated = await failed(real_executor, "echo allocating; dd if=/dev/zero of=/dev/null bs=256M count=1",
                                  "OOMKilled(limit 64Mi)")
     assert (terminated.exit_code, terminated.reason) == (137, "OOMKilled")
+
+
+def sysctl(name: str, root: str = "/") -> str:
+    return Path(root, "proc/sys", name).read_text().strip()
+
+
+def test_the_kubelet_sees_the_sysctls_it_wants_and_the_machine_keeps_its_own(stack):
+    recorded = json.loads((Path(stack.real_node.base_dir) / realnode.HOST_RECORD).read_text())["machine_sysctls"]
+    kubelet_root = f"/proc/{stack.pids['kubelet']}/root"  # the kubelet's mount namespace
+    for name, wanted in kubelet.SYSCTLS.items():
+        assert sysctl(name, kubelet_root) == wanted
+        assert sysctl(name) == recorded[name], name  # as before the kubelet started
+
+
+def footprint(state: StackState) -> dict[str, object]:
+    """What a stack's real node holds on the machine."""
+    node = state.real_node
+    assert node is not None
+    slot = hostnet.Slot(node.slot)
+    rules = subprocess.run(["ip", "rule", "show", "iif", slot.bridge], capture_output=True, text=True).stdout
+    return {"bridge": slot.bridge in hostnet.our_bridges(), "cgroup pids": cgroups.pids(slot.cgroup),
+            "mounts": realnode.mounts_under(Path(node.base_dir)), "rule": f"lookup {slot.route_table}" in rules}
+
+
+def test_a_second_stack_gets_a_node_of_its_own_and_its_stop_removes_it_and_nothing_else(stack, request):
+    with fresh_stack(request) as other:
+        mine, theirs = stack.real_node, other.real_node
+        assert theirs.slot != mine.slot and theirs.subnet != mine.subnet and theirs.bridge != mine.bridge
+        assert theirs.containerd_socket != mine.containerd_socket
+        assert realnode.node_ready(kube.api(other.kube))[0] and realnode.node_ready(kube.api(stack.kube))[0]
+        held = footprint(other)
+        assert held["bridge"] and held["cgroup pids"] and held["mounts"] and held["rule"]
+    gone = footprint(other)
+    assert gone == {"bridge": False, "cgroup pids": set(), "mounts": [], "rule": False}
+    assert not any((h / theirs.bridge).exists() for h in cgroups.hierarchies())
+    # the session's node is untouched, and forwarding stays on while its bridge exists
+    assert footprint(stack)["bridge"] and sysctl("net/ipv4/ip_forward") == "1"
+    assert realnode.node_ready(kube.api(stack.kube))[0]

@@ -57,7 +57,8 @@ def test_the_same_image_gives_the_same_bytes():
 
 
 def test_busybox_applets_are_relative_symlinks_to_the_one_binary():
-    entries = {e.path: e for e in images.busybox_entries(b"ELF", ["/bin/sh", "/usr/bin/env", "/sbin/ip", "/bin/busybox"])}
+    applets = ["/bin/sh", "/usr/bin/env", "/sbin/ip", "/bin/busybox"]
+    entries = {e.path: e for e in images.busybox_entries(b"ELF", applets)}
     assert entries["bin/busybox"].data == b"ELF"
     assert entries["bin/sh"].link == "../bin/busybox"
     assert entries["usr/bin/env"].link == "../../bin/busybox"
