@@ -1,8 +1,8 @@
 """containerd of the real node: its config, its CNI network, its start and its images.
 
 Everything containerd keeps lives under the node's directory (root, state, socket, the
-`opt` plugin's path, runc's root, network namespaces, CNI config and IPAM state); the only
-fixed places it and libcni still use are listed in teststack/hostnet.py. The config follows
+`opt` plugin's path, runc's root, network namespaces, CNI config and IPAM state); what it and
+libcni write at fixed places lands in overlays of its own mount namespace (`launcher`). The config follows
 shared/reference/real-node.md: overlayfs, cgroupfs (`SystemdCgroup = false`),
 `restrict_oom_score_adj = true` (the machine lacks CAP_SYS_RESOURCE, and without it every
 sandbox fails asking for oom_score_adj -998), and our pause image as the sandbox image.
@@ -10,7 +10,6 @@ sandbox fails asking for oom_score_adj -998), and our pause image as the sandbox
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -18,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from teststack import hostnet, procs, versions
+from teststack import hostnet, mountns, procs, versions
 
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin uses
@@ -55,6 +54,10 @@ class Paths:
     @property
     def ipam_dir(self) -> Path:
         return self.base / "ipam"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.base / "resolv.conf"
 
 
 def config(paths: Paths, cgroup: str) -> dict:
@@ -137,8 +140,14 @@ def write_config(paths: Paths, slot: hostnet.Slot) -> None:
     (paths.cni_conf_dir / "10-teststack.conflist").write_text(json.dumps(cni_conflist(slot, paths.ipam_dir), indent=2))
 
 
-def argv(paths: Paths) -> list[str]:
-    return ["containerd", "--config", str(paths.config), "--log-level", "info"]
+def launcher(paths: Paths) -> list[str]:
+    """containerd in a mount namespace of its own: overlays keep what it and libcni write at
+    fixed places (/run/containerd/s, /var/lib/cni) under `paths.base`, and a resolv.conf naming
+    only 127.0.0.1 makes every registry name unresolvable, so no pull can leave the machine."""
+    paths.resolv_conf.write_text("# no registry is reachable: names resolve nowhere (teststack)\nnameserver 127.0.0.1\n")
+    return mountns.launcher(["containerd", "--config", str(paths.config), "--log-level", "info"],
+                            binds={"/etc/resolv.conf": paths.resolv_conf},
+                            overlays={"/run": paths.base / "run-overlay", "/var": paths.base / "var-overlay"})
 
 
 def ctr(paths: Paths, *args: str) -> str:
@@ -162,29 +171,3 @@ def import_images(paths: Paths, archives: list[Path]) -> list[str]:
         ctr(paths, "images", "import", str(archive))
     return ctr(paths, "images", "ls", "--quiet").split()
 
-
-SHIM_SOCKETS = Path("/run/containerd/s")  # containerd 1.6 puts every shim's socket here, whatever its state dir
-
-
-def task_ids(paths: Paths) -> list[str]:
-    """Ids of every task (pod sandbox or container) this containerd ran; their bundles stay in
-    its state dir when the task is killed rather than stopped."""
-    tasks = paths.state / "io.containerd.runtime.v2.task" / NAMESPACE
-    return sorted(d.name for d in tasks.iterdir()) if tasks.exists() else []
-
-
-def shim_socket(paths: Paths, task_id: str) -> Path:
-    """Where a task's shim listens: sha256 of `<grpc address>/<namespace>/<id>` (containerd 1.6
-    runtime/v2/shim.SocketAddress). A SIGKILLed shim leaves it behind."""
-    digest = hashlib.sha256(f"{paths.socket}/{NAMESPACE}/{task_id}".encode()).hexdigest()
-    return SHIM_SOCKETS / digest
-
-
-def leftovers(paths: Paths) -> list[Path]:
-    """Files at fixed places that killed tasks leave: shim sockets, libcni's cached results."""
-    out = []
-    for task_id in task_ids(paths):
-        out.append(shim_socket(paths, task_id))
-        if hostnet.CNI_RESULTS.exists():
-            out += hostnet.CNI_RESULTS.glob(f"*-{task_id}-*")
-    return [p for p in out if p.exists() or p.is_symlink()]

@@ -4,9 +4,8 @@
 Slot N of a stack is bridge `tsnode<N>` with gateway 10.213.N.1/24 and cgroup `/tsnode<N>`.
 Kernel state is the registry: `ip link add` of the bridge is the atomic claim of a slot, so two
 stacks (two run dirs) never share one, and a stack that died without stopping keeps its slot
-until `stop` runs for its run dir. Machine settings saved when the first slot is claimed (the
-old ip_forward, which of the CNI/containerd directories did not exist yet) are restored when
-the last one is released; a lock file serialises claims and releases.
+until `stop` runs for its run dir. The machine's ip_forward, saved when the first slot is
+claimed, is restored when the last one is released; a lock file serialises claims and releases.
 
 The rule: pods may reach their bridge and this machine, nothing beyond. A policy-routing rule
 sends what enters from the bridge to a table of its own, which knows the slot's /24 and has an
@@ -21,7 +20,6 @@ import contextlib
 import fcntl
 import ipaddress
 import json
-import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,11 +30,6 @@ NET_PREFIX = "10.213"
 SLOTS = 64
 MACHINE_DIR = Path("/run/teststack-realnode")  # machine-wide: one per machine, not per stack
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-# Directories that containerd 1.6 and libcni create at fixed places; removed again (when empty)
-# by the last stack to stop if none of them was there before the first one started.
-FIXED_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"), Path("/var/lib/cni/results"),
-              Path("/var/lib/cni"))
-CNI_RESULTS = Path("/var/lib/cni/results")
 RULE_PRIORITY = "7213"
 
 
@@ -118,8 +111,7 @@ def _save_machine_settings() -> None:
     saved = MACHINE_DIR / "saved.json"
     if saved.exists():  # left by stacks that all died without stopping: restore it first
         _restore_machine_settings()
-    saved.write_text(json.dumps({"ip_forward": IP_FORWARD.read_text().strip(),
-                                 "absent_dirs": [str(d) for d in FIXED_DIRS if not d.exists()]}))
+    saved.write_text(json.dumps({"ip_forward": IP_FORWARD.read_text().strip()}))
 
 
 def _restore_machine_settings() -> None:
@@ -128,9 +120,6 @@ def _restore_machine_settings() -> None:
         return
     d = json.loads(saved.read_text())
     IP_FORWARD.write_text(d["ip_forward"] + "\n")
-    for path in d["absent_dirs"]:  # listed children first, so /run/containerd/s goes before /run/containerd
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
     saved.unlink()
 
 

@@ -8,13 +8,14 @@ The kubelet sets machine-wide sysctls (vm.overcommit_memory=1, kernel.panic=10,
 kernel.panic_on_oops=1) when they differ from what it wants. It runs in a mount namespace of
 its own (`unshare -m`) where files holding those very values are bind-mounted over the three
 /proc/sys entries: it reads what it wants and writes nothing; the machine keeps its values.
-Its root directory is a shared bind mount made on the host before, so the volumes it mounts
-there (service-account tokens, emptyDirs) propagate to the host, where containerd sees them.
+An overlay over /var keeps the fixed paths it writes there (/var/lib/kubelet/device-plugins,
+/var/log/containers) off the machine (teststack/mountns.py launches it). Its root directory is
+a shared bind mount made on the host before, so the volumes it mounts there (service-account
+tokens, emptyDirs) propagate to the host and to containerd.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Paths:
 
     @property
     def var_overlay(self) -> Path:
+        """Upper and work dirs of the overlay over /var in its mount namespace."""
         return self.base / "var-overlay"
 
 
@@ -91,25 +93,6 @@ def write_sysctl_files(d: Path) -> dict[str, Path]:
         f.write_text(value + "\n")
         out[f"/proc/sys/{name}"] = f
     return out
-
-
-def launcher(kubelet_argv: list[str], binds: dict[str, Path], var_upper: Path) -> list[str]:
-    """`unshare -m` running a shell that bind-mounts the sysctl files, then execs the kubelet.
-
-    `--propagation unchanged` keeps the root dir's shared mount shared with the host; /proc and
-    /var are made private first, so what is mounted over them stays in this namespace on any
-    host. /var gets an overlay whose upper layer is `var_upper`: the kubelet writes a few fixed
-    paths there (/var/lib/kubelet/device-plugins, /var/log/containers), which must not appear
-    on the machine.
-    """
-    upper, work = shlex.quote(str(var_upper / "upper")), shlex.quote(str(var_upper / "work"))
-    script = ["set -e", "mount --make-rprivate /proc", f"mkdir -p {upper} {work}",
-              f"mount -t overlay overlay -o lowerdir=/var,upperdir={upper},workdir={work} /var",
-              "mount --make-private /var"]
-    script += [f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for dst, src in binds.items()]
-    script.append('exec "$@"')
-    return ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c", "; ".join(script), "kubelet",
-            *kubelet_argv]
 
 
 def argv(kubelet_bin: str, paths: Paths, node_ip: str) -> list[str]:

@@ -9,10 +9,17 @@ to be Ready. The node is `real-node-0`, labelled `colonies-it/node=real` and tai
 Every stack (run dir) gets a node of its own: two stacks use two slots, so their bridges,
 subnets, cgroups, sockets and directories never meet. Services (kube-proxy) are not set up yet.
 
+containerd and the kubelet each run in a mount namespace of their own (teststack/mountns.py):
+what they write at fixed places of the machine (/run/containerd, /var/lib/cni,
+/var/lib/kubelet, /var/log/containers) goes to overlays under the node's directory, and
+containerd resolves names through a resolv.conf naming only 127.0.0.1, so an image pull can
+never leave the machine. The kubelet's root dir is the one mount they share with the host.
+
 Cleanup (`cleanup(run)`, after the processes are stopped) needs nothing but the run dir: kill
-whatever is left in the slot's cgroup (shims and containers outlive containerd), unmount every
-mount under the node's directory (rootfs overlays, sandbox shm, network namespaces, volumes),
-then remove the rule, the bridge and the cgroups and restore the machine's settings.
+whatever is left in the slot's cgroup (shims and containers outlive containerd; with the last
+of them containerd's namespace goes, and with it every rootfs, shm and network namespace it
+mounted), unmount what is left under the node's directory (the kubelet's volumes), then
+remove the rule, the bridge and the cgroups and restore the machine's settings.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from teststack import apt, cgroups, containerd, hostnet, images, kube, kubeapi, kubelet, procs, versions
+from teststack import apt, cgroups, containerd, hostnet, images, kube, kubeapi, kubelet, mountns, procs, versions
 from teststack.state import KubeInfo, RealNodeInfo
 
 HOST_RECORD = "host.json"  # what cleanup must undo, written as soon as it exists
@@ -117,6 +124,7 @@ Step = Callable[[str, Callable[[], float]], None]
 
 def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], None]
           ) -> tuple[tuple[procs.Proc, ...], RealNodeInfo]:
+    mountns.check_run_dir(run)
     base = run / BASE
     base.mkdir(parents=True, exist_ok=True)
     record = base / HOST_RECORD
@@ -129,8 +137,9 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
         slot.append(hostnet.claim())
         record.write_text(json.dumps({"slot": slot[0].index}))
         cgroups.create(slot[0].cgroup)
+        _share(kpaths.root)  # before containerd's namespace is made, so that it shares the mount too
         containerd.write_config(cpaths, slot[0])
-        p = procs.start("containerd", containerd.argv(cpaths), run / "logs" / "containerd.log", cwd=base)
+        p = procs.start("containerd", containerd.launcher(cpaths), run / "logs" / "containerd.log", cwd=base)
         started.append(p)
         on_proc(p)
         containerd.wait_ready(cpaths, p)
@@ -157,7 +166,6 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
             "extendedKeyUsage=clientAuth"], pki_dir / "ca.crt", pki_dir / "ca.key")
         kube.write_kubeconfig(kpaths.kubeconfig, k.api_port, k, user=cert)
         _bind_node_role(kube.api(k))
-        _share(kpaths.root)
         machine = {name: Path("/proc/sys", name).read_text().strip() for name in kubelet.SYSCTLS}
         record.write_text(json.dumps({"slot": s.index, "shared": str(kpaths.root), "machine_sysctls": machine}))
         kpaths.pod_logs.mkdir(parents=True, exist_ok=True)
@@ -165,8 +173,8 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
             node_ip=s.gateway, port=info.kubelet_port, healthz_port=info.kubelet_healthz_port,
             runtime_socket=cpaths.socket, cgroup_root=s.cgroup, ca_cert=k.ca_cert, pod_logs=kpaths.pod_logs))
         binds = kubelet.write_sysctl_files(kpaths.sysctl_dir)
-        argv = kubelet.launcher(kubelet.argv(str(versions.binary("kubelet")), kpaths, s.gateway), binds,
-                                kpaths.var_overlay)
+        argv = mountns.launcher(kubelet.argv(str(versions.binary("kubelet")), kpaths, s.gateway), binds=binds,
+                                overlays={"/var": kpaths.var_overlay})
         p = procs.start("kubelet", argv, run / "logs" / "kubelet.log", cwd=kpaths.base)
         started.append(p)
         on_proc(p)
@@ -185,9 +193,7 @@ def cleanup(run: Path) -> None:
     if not record.exists():
         return
     slot = hostnet.Slot(json.loads(record.read_text())["slot"])
-    cgroups.kill_all(slot.cgroup)
-    for f in containerd.leftovers(containerd.Paths(base / "containerd")):
-        f.unlink(missing_ok=True)
+    cgroups.kill_all(slot.cgroup)  # containerd's mount namespace, and all it mounted there, goes with it
     _unmount_all(base)
     hostnet.release(slot)
     with contextlib.suppress(FileNotFoundError):

@@ -9,8 +9,11 @@ import io
 import json
 import tarfile
 import tomllib
+from pathlib import Path
 
-from teststack import containerd, hostnet, images, kubelet, versions
+import pytest
+
+from teststack import containerd, hostnet, images, kubelet, mountns, versions
 from teststack.podlogs import container_output
 
 
@@ -100,12 +103,6 @@ def test_slots_are_disjoint_and_a_subnet_that_meets_a_machine_network_is_refused
     assert not hostnet.overlaps("10.213.1.0/24", ["192.0.2.0/24", "10.213.2.0/24", "fd00::/64"])
 
 
-def test_a_shims_socket_is_found_from_containerds_address_and_the_task_id(tmp_path):
-    paths = containerd.Paths(tmp_path)
-    want = hashlib.sha256(f"{tmp_path}/containerd.sock/k8s.io/abc".encode()).hexdigest()
-    assert containerd.shim_socket(paths, "abc") == containerd.SHIM_SOCKETS / want
-
-
 def test_the_kubelet_config_keeps_the_machine_and_the_node_apart(tmp_path):
     cfg = kubelet.config(node_ip="10.213.0.1", port=1234, healthz_port=5678, runtime_socket=tmp_path / "c.sock",
                          cgroup_root="/tsnode0", ca_cert="/pki/ca.crt", pod_logs=tmp_path / "logs")
@@ -123,13 +120,29 @@ def test_the_kubelet_runs_in_its_own_mount_namespace_over_files_holding_the_sysc
     assert {dst: src.read_text() for dst, src in binds.items()} == {
         "/proc/sys/vm/overcommit_memory": "1\n", "/proc/sys/kernel/panic": "10\n",
         "/proc/sys/kernel/panic_on_oops": "1\n"}
-    argv = kubelet.launcher(["/bin/kubelet", "--v=2"], binds, tmp_path / "var")
+    argv = mountns.launcher(["/bin/kubelet", "--v=2"], binds=binds, overlays={"/var": tmp_path / "var"})
     assert argv[:5] == ["unshare", "--mount", "--propagation", "unchanged", "--"]
     script = argv[7]
-    assert script.index("mount --make-rprivate /proc") < script.index("mount --bind")
+    # every mount holding a covered path is private before anything is mounted over it
+    last_private = script.rindex("--make-private")
+    assert script.index("findmnt -n -o TARGET --target /proc/sys/kernel/panic") < last_private
+    assert last_private < script.index("mount -t overlay") < script.index("mount --bind")
     assert f"mount --bind {binds['/proc/sys/kernel/panic']} /proc/sys/kernel/panic" in script
-    assert "lowerdir=/var" in script and script.endswith('exec "$@"')
+    assert f"lowerdir=/var,upperdir={tmp_path / 'var' / 'upper'}" in script and script.endswith('exec "$@"')
     assert argv[8:] == ["kubelet", "/bin/kubelet", "--v=2"]
+
+
+def test_containerd_resolves_no_name_so_no_pull_leaves_the_machine(tmp_path):
+    argv = containerd.launcher(containerd.Paths(tmp_path))
+    assert (tmp_path / "resolv.conf").read_text().splitlines()[-1] == "nameserver 127.0.0.1"
+    assert f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf" in argv[7]
+    assert "lowerdir=/run," in argv[7] and "lowerdir=/var," in argv[7]
+
+
+def test_a_run_dir_under_an_overlaid_tree_is_refused(tmp_path):
+    mountns.check_run_dir(tmp_path)
+    with pytest.raises(RuntimeError, match="cannot live under /var"):
+        mountns.check_run_dir(Path("/var/tmp/stack"))
 
 
 def test_podlogs_reads_doubled_dollars_as_a_kubelet_does():
