@@ -39,7 +39,7 @@ async def only_pod(ex: Executor) -> client.V1Pod:
     return pod
 
 
-async def run(ex: Executor, cmd: str, **conditions: str):
+async def run(ex: Executor, cmd: str, **conditions: object):
     process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": cmd},
                               conditions={"cpu": "100m", "mem": "64Mi", **conditions})
     return process.processid, await ex.final(process.processid, timeout=TIMEOUT)
@@ -69,13 +69,15 @@ async def test_what_the_container_writes_to_its_termination_log_is_the_output(re
     assert done.output == ('{"answer": 42}',)  # objects go as their JSON text
 
 
-async def failed(ex: Executor, cmd: str, error: str) -> tuple[str, client.V1ContainerStateTerminated]:
+async def failed(ex: Executor, cmd: str, error: str, **conditions: object
+                 ) -> tuple[str, client.V1ContainerStateTerminated | None]:
     """Run `cmd`; it must fail with an error starting `error`. Returns the process id and how
-    the container ended, as the kubelet reported it."""
-    process_id, done = await run(ex, cmd)
+    the container ended, as the kubelet reported it (None while it has not ended yet)."""
+    process_id, done = await run(ex, cmd, **conditions)
     assert done.state is ProcessState.FAILED
     assert done.errors[0].startswith(error), done.errors
-    return process_id, (await only_pod(ex)).status.container_statuses[0].state.terminated
+    pods = (await client.CoreV1Api(ex.api).list_namespaced_pod(ex.namespace)).items
+    return process_id, pods[0].status.container_statuses[0].state.terminated if pods else None
 
 
 async def test_exit_3_fails_with_the_exit_code_and_the_last_log_lines(real_executor):
@@ -135,3 +137,29 @@ def test_a_second_stack_gets_a_node_of_its_own_and_its_stop_removes_it_and_nothi
     # the session's node is untouched, and forwarding stays on while its bridge exists
     assert footprint(stack)["bridge"] and sysctl("net/ipv4/ip_forward") == "1"
     assert realnode.node_ready(kube.api(stack.kube))[0]
+
+
+async def test_a_sleep_past_its_walltime_fails_with_deadline_exceeded(real_executor):
+    await failed(real_executor, "echo sleeping; sleep 60", "DeadlineExceeded(walltime 5s)", walltime=5)
+
+
+async def test_an_image_that_is_not_there_fails_with_image_pull_failed_and_no_pull_leaves_the_machine(
+        real_executor, stack):
+    ex = real_executor
+    process = await ex.submit(kwargs={"docker-image": "unpullable.invalid/nothing:1", "cmd": "true"})
+    done = await ex.final(process.processid, timeout=TIMEOUT)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ImagePullFailed(unpullable.invalid/nothing:1"), done.errors
+    # containerd's resolver asked 127.0.0.1 (teststack/containerd.py), never the machine's nameserver
+    log = Path(stack.proc("containerd").log).read_text(errors="replace")
+    lookups = [line for line in log.splitlines() if "lookup unpullable.invalid" in line]
+    assert lookups and all("on 127.0.0.1:53" in line for line in lookups), lookups[:3]
+
+
+async def test_a_command_that_does_not_exist_fails_with_container_cannot_run(real_executor):
+    ex = real_executor
+    process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "command": ["/no/such/program"], "args": []})
+    done = await ex.final(process.processid, timeout=TIMEOUT)
+    assert done.state is ProcessState.FAILED
+    assert done.errors[0].startswith("ContainerCannotRun("), done.errors
+    assert "/no/such/program" in done.errors[0]
