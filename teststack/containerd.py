@@ -137,14 +137,15 @@ def write_config(paths: Paths, slot: hostnet.Slot) -> None:
     for d in (paths.root, paths.state, paths.cni_conf_dir, paths.ipam_dir):
         d.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(toml(config(paths, slot.cgroup)))
-    (paths.cni_conf_dir / "10-teststack.conflist").write_text(json.dumps(cni_conflist(slot, paths.ipam_dir), indent=2))
+    conflist = cni_conflist(slot, paths.ipam_dir)
+    (paths.cni_conf_dir / "10-teststack.conflist").write_text(json.dumps(conflist, indent=2))
+    paths.resolv_conf.write_text("# no registry is reachable: names resolve nowhere (teststack)\nnameserver 127.0.0.1\n")
 
 
 def launcher(paths: Paths) -> list[str]:
     """containerd in a mount namespace of its own: overlays keep what it and libcni write at
     fixed places (/run/containerd/s, /var/lib/cni) under `paths.base`, and a resolv.conf naming
     only 127.0.0.1 makes every registry name unresolvable, so no pull can leave the machine."""
-    paths.resolv_conf.write_text("# no registry is reachable: names resolve nowhere (teststack)\nnameserver 127.0.0.1\n")
     return mountns.launcher(["containerd", "--config", str(paths.config), "--log-level", "info"],
                             binds={"/etc/resolv.conf": paths.resolv_conf},
                             overlays={"/run": paths.base / "run-overlay", "/var": paths.base / "var-overlay"})

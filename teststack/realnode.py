@@ -135,7 +135,9 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
     def containerd_action() -> float:
         began = time.monotonic()
         slot.append(hostnet.claim())
-        record.write_text(json.dumps({"slot": slot[0].index}))
+        # the slot first, so cleanup finds it; the sysctls the kubelet must leave as they are, for tests
+        machine = {name: Path("/proc/sys", name).read_text().strip() for name in kubelet.SYSCTLS}
+        record.write_text(json.dumps({"slot": slot[0].index, "machine_sysctls": machine}))
         cgroups.create(slot[0].cgroup)
         _share(kpaths.root)  # before containerd's namespace is made, so that it shares the mount too
         containerd.write_config(cpaths, slot[0])
@@ -166,8 +168,6 @@ def start(run: Path, k: KubeInfo, step: Step, on_proc: Callable[[procs.Proc], No
             "extendedKeyUsage=clientAuth"], pki_dir / "ca.crt", pki_dir / "ca.key")
         kube.write_kubeconfig(kpaths.kubeconfig, k.api_port, k, user=cert)
         _bind_node_role(kube.api(k))
-        machine = {name: Path("/proc/sys", name).read_text().strip() for name in kubelet.SYSCTLS}
-        record.write_text(json.dumps({"slot": s.index, "shared": str(kpaths.root), "machine_sysctls": machine}))
         kpaths.pod_logs.mkdir(parents=True, exist_ok=True)
         kubelet.write_config(kpaths, kubelet.config(
             node_ip=s.gateway, port=info.kubelet_port, healthz_port=info.kubelet_healthz_port,

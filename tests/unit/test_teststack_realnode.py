@@ -133,6 +133,7 @@ def test_the_kubelet_runs_in_its_own_mount_namespace_over_files_holding_the_sysc
 
 
 def test_containerd_resolves_no_name_so_no_pull_leaves_the_machine(tmp_path):
+    containerd.write_config(containerd.Paths(tmp_path), hostnet.Slot(0))
     argv = containerd.launcher(containerd.Paths(tmp_path))
     assert (tmp_path / "resolv.conf").read_text().splitlines()[-1] == "nameserver 127.0.0.1"
     assert f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf" in argv[7]
