@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from teststack import images_operator, progress, versions as v
+from teststack import images, images_operator, progress, versions as v
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,9 @@ def _kubernetes(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         ld += [f"-X {pkg}.gitVersion={v.KUBERNETES}", f"-X {pkg}.gitMajor=1", f"-X {pkg}.gitMinor={minor}",
                f"-X {pkg}.gitTreeState=clean", f"-X {pkg}.buildDate={stamp}"]
-    cmds = [f"k8s.io/kubernetes/cmd/{c}@{v.KUBERNETES}"
-            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")]
+    # Only the missing ones: a cache from before kubelet was added relinks nothing it has.
+    wanted = [c for c in v.KUBERNETES_COMMANDS if not (bin_dir / c).exists()] or list(v.KUBERNETES_COMMANDS)
+    cmds = [f"k8s.io/kubernetes/cmd/{c}@{v.KUBERNETES}" for c in wanted]
     _wrapper_build("k8s", cmds, str(bin_dir) + "/", " ".join(ld), tags="selinux,notest",
                    replaces=_staging_replaces)(bin_dir, work, env)
 
@@ -142,14 +143,14 @@ STEPS: tuple[Step, ...] = (
     Step("helm", ("helm",), _go_install(f"helm.sh/helm/v3/cmd/helm@{v.HELM}", "helm",
                                         f"-s -w -X helm.sh/helm/v3/internal/version.version={v.HELM}")),
     Step("etcd", ("etcd",), _etcd),
-    Step("kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"), _kubernetes),
+    Step("kubernetes", v.KUBERNETES_COMMANDS, _kubernetes),
 )
 
 
 def missing() -> list[str]:
-    """Everything the cache lacks: binaries, then other step products (e.g. kwok-crds/...)."""
+    """Everything the cache lacks: binaries, other step products (e.g. kwok-crds/...), images."""
     products = list(v.BINARIES) + [p for s in STEPS for p in s.produces if p not in v.BINARIES]
-    return [p for p in products if not (v.bin_dir() / p).exists()]
+    return [p for p in products if not (v.bin_dir() / p).exists()] + images.missing(v.images_dir())
 
 
 def ensure_built() -> Path:
@@ -158,7 +159,7 @@ def ensure_built() -> Path:
     Two test runs on one machine may start at once (two checkouts, CI and a developer):
     one builds while the other waits on a lock in the cache, then finds everything built."""
     bin_dir = v.bin_dir()
-    if not _todo(bin_dir):
+    if not _todo(bin_dir) and not images.missing(v.images_dir()):
         return bin_dir
     v.cache_root().mkdir(parents=True, exist_ok=True)
     with open(v.cache_root() / ".build.lock", "w") as lock:
@@ -182,6 +183,11 @@ def _locked_elsewhere(lock: Any) -> bool:
 
 def _build(bin_dir: Path) -> Path:
     todo = _todo(bin_dir)
+    if images.missing(v.images_dir()):
+        began = time.monotonic()
+        progress.say(f"[build] real-node images {images.missing(v.images_dir())} into {v.images_dir()} ...")
+        images.build(v.images_dir(), _log(v.cache_root() / "build"))
+        progress.say(f"[build] real-node images done in {time.monotonic() - began:.1f}s")
     if not todo:
         return bin_dir
     if shutil.which("go") is None:

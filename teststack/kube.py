@@ -41,6 +41,7 @@ CPU_NODES = ("kwok-node-0", "kwok-node-1")
 GPU_NODE = "kwok-gpu-0"
 NODE_CAPACITY = {"cpu": "8", "memory": "32Gi", "pods": "110"}
 GPU_RESOURCE = "nvidia.com/gpu"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"  # kwok manages the nodes that carry it, and only those
 GPU_LABEL = ("accelerator", "a100")
 HEALTH_PATHS = "/healthz,/readyz,/livez,/metrics"
 _PYTHONPATH = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
@@ -67,40 +68,47 @@ def _bin(name: str) -> str:
     return str(versions.binary(name))
 
 
+def _openssl(*args: str) -> None:
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {r.stderr}")
+
+
+def issue_cert(d: Path, name: str, subject: str, extensions: list[str], ca_cert: Path, ca_key: Path) -> tuple[str, str]:
+    """A key and a certificate `<d>/<name>.{key,crt}` for `subject`, signed by the CA; returns
+    (cert, key) paths."""
+    key, csr, crt, ext = (d / f"{name}.{x}" for x in ("key", "csr", "crt", "ext"))
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(key), "-out", str(csr))
+    ext.write_text("\n".join([*extensions, "authorityKeyIdentifier=keyid,issuer", "subjectKeyIdentifier=hash", ""]))
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt))
+    key.chmod(0o600)
+    return str(crt), str(key)
+
+
 def make_pki(d: Path) -> Pki:
     """A CA and one admin cert (CN it-admin, O system:masters) valid for client and server use."""
     d.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_crt, key, csr, crt, ext = (d / n for n in
-                                          ("ca.key", "ca.crt", "admin.key", "admin.csr", "admin.crt", "admin.ext"))
-
-    def ssl(*args: str) -> None:
-        r = subprocess.run(["openssl", *args], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"openssl {args[0]} failed: {r.stderr}")
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=colonies-it-ca",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(ca_key), "-out", str(ca_crt))
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/O=system:masters/CN=it-admin",
-        "-keyout", str(key), "-out", str(csr))
-    ext.write_text("\n".join([
+    ca_key, ca_crt = d / "ca.key", d / "ca.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=colonies-it-ca",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(ca_key), "-out", str(ca_crt))
+    ca_key.chmod(0o600)
+    crt, key = issue_cert(d, "admin", "/O=system:masters/CN=it-admin", [
         "basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
         "extendedKeyUsage=serverAuth,clientAuth",
         "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-        "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1",
-        "authorityKeyIdentifier=keyid,issuer", "subjectKeyIdentifier=hash", ""]))
-    ssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt))
-    for f in (ca_key, key):
-        f.chmod(0o600)
-    return Pki(str(d), str(ca_crt), str(ca_key), str(crt), str(key))
+        "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1"], ca_crt, ca_key)
+    return Pki(str(d), str(ca_crt), str(ca_key), crt, key)
 
 
-def write_kubeconfig(path: Path, api_port: int, pki: Pki | KubeInfo) -> None:
+def write_kubeconfig(path: Path, api_port: int, pki: Pki | KubeInfo, user: tuple[str, str] | None = None) -> None:
+    """A kubeconfig for the apiserver as the admin, or as the `user` (cert, key) given."""
+    cert, key = user or (pki.admin_cert, pki.admin_key)
     cfg = {
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "colonies-it", "cluster": {"server": f"https://127.0.0.1:{api_port}",
                                                           "certificate-authority": pki.ca_cert}}],
-        "users": [{"name": "it-admin", "user": {"client-certificate": pki.admin_cert, "client-key": pki.admin_key}}],
+        "users": [{"name": "it-admin", "user": {"client-certificate": cert, "client-key": key}}],
         "contexts": [{"name": "colonies-it", "context": {"cluster": "colonies-it", "user": "it-admin"}}],
         "current-context": "colonies-it",
     }
@@ -159,6 +167,10 @@ def _argv(name: str, k: KubeInfo, run: Path) -> list[str]:
                 "--disable-admission-plugins=TaintNodesByCondition", "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
                 "--max-mutating-requests-inflight=0", f"--cert-dir={run / 'apiserver-certs'}", "--v=1",
+                # The real kubelet is reached at its InternalIP (its bridge's gateway; its Hostname
+                # resolves nowhere) with the admin cert; kwok nodes have only Hostname: localhost.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={pki.admin_cert}", f"--kubelet-client-key={pki.admin_key}",
                 *audit.apiserver_flags(Path(k.audit_dir))]
     common = [f"--kubeconfig={run / 'kubeconfig'}", "--leader-elect=false", "--bind-address=127.0.0.1",
               f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
@@ -172,7 +184,9 @@ def _argv(name: str, k: KubeInfo, run: Path) -> list[str]:
         return [_bin("kube-scheduler"), f"--secure-port={k.scheduler_port}", *common]
     if name == "kwok":
         return [_bin("kwok"), f"--kubeconfig={run / 'kubeconfig'}", f"--config={k.kwok_config}",
-                "--manage-all-nodes=true", "--node-name=localhost", f"--node-port={k.kwok_port}",
+                # only the fake nodes: the real node has a kubelet of its own
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-name=localhost", f"--node-port={k.kwok_port}",
                 f"--server-address=127.0.0.1:{k.kwok_port}", f"--tls-cert-file={pki.admin_cert}",
                 f"--tls-private-key-file={pki.admin_key}", "--enable-crds=Logs,ClusterLogs"]
     if name == "podlogs":
@@ -214,7 +228,7 @@ def node_manifest(name: str, gpu: bool) -> dict:
               "type": "kwok"} | (dict([GPU_LABEL]) if gpu else {})
     # Node status may be set on create; the kwok node stage keeps capacity/allocatable it finds.
     return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+            "metadata": {"name": name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
             "status": {"capacity": capacity, "allocatable": capacity}}
 
 

@@ -112,7 +112,8 @@ def _printed(container: dict) -> list[str]:
         return text.split("\n") if text else []
     if env.get("KWOK_LOG_LINES", "").strip().isdigit():
         return [f"line {i}" for i in range(1, int(env["KWOK_LOG_LINES"]) + 1)]
-    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    # as a kubelet does: `$$` in command and args means `$` (what the operator doubles)
+    argv = [w.replace("$$", "$") for w in list(container.get("command") or []) + list(container.get("args") or [])]
     if not argv:
         return []
     prog = os.path.basename(argv[0])

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from teststack import procs, progress
+from teststack import apt, procs
 from teststack.state import PostgresInfo
 
 PG_USER = "postgres"
@@ -30,21 +30,13 @@ def pg_bin_dir() -> Path | None:
 
 
 def ensure_installed() -> Path:
-    """Install Debian's postgresql when its binaries are missing (we are root; CI is fresh bookworm)."""
-    bindir = pg_bin_dir()
-    if bindir is not None:
-        return bindir
-    if os.geteuid() != 0:
-        raise RuntimeError("PostgreSQL is not installed and we are not root: apt-get install postgresql")
-    log = Path(tempfile.gettempdir()) / "colonies-operator-apt.log"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    progress.say("installing PostgreSQL from Debian (apt-get) ...")
-    progress.run_logged(["apt-get", "update"], label="apt-get update", log=log, env=env)
-    progress.run_logged(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-                        label="apt-get install postgresql", log=log, env=env)
+    """Install Debian's postgresql when its binaries are missing."""
     bindir = pg_bin_dir()
     if bindir is None:
-        raise RuntimeError(f"postgresql installed but no initdb under /usr/lib/postgresql; see {log}")
+        apt.install(["postgresql"], "the Colonies server's database")
+        bindir = pg_bin_dir()
+    if bindir is None:
+        raise RuntimeError(f"postgresql installed but no initdb under /usr/lib/postgresql; see {apt.LOG}")
     return bindir
 
 

@@ -16,23 +16,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from teststack import build, colonies_server, kube, postgres, procs, progress
+from teststack import build, colonies_server, kube, postgres, procs, progress, realnode
 from teststack.state import PROCS_FILE, STATE_FILE, StackState, load_state, record_proc, recorded_procs, save
 
 __all__ = ["StackState", "load_state", "start", "stop", "stop_run_dir", "status", "healthy"]
 
 STEPS = ("postgres", "colonies-server", "etcd", "kube-apiserver", "kube-controller-manager",
-         "kube-scheduler", "kwok", "podlogs", "nodes")
+         "kube-scheduler", "kwok", "podlogs", "nodes", "containerd", "kubelet")
 # What start creates in a run dir, removed before a fresh start (never the run dir itself).
 _PRODUCTS = (STATE_FILE, PROCS_FILE, "pg", "colonies-etcd", "etcd", "pki", "kubeconfig", "kwok.yaml",
-             "podlogs", "apiserver-certs", "logs", "audit")
+             "podlogs", "apiserver-certs", "logs", "audit", realnode.BASE)
+REAL_NODE_PROCS = ("containerd", "kubelet")
 
 
 def status(state: StackState) -> dict[str, tuple[bool, str]]:
     """Per component, in start order: (healthy, detail)."""
     out: dict[str, tuple[bool, str]] = {}
-    kube_procs = tuple(p for p in state.procs if p.name not in ("postgres", "colonies-server"))
+    kube_procs = tuple(p for p in state.procs if p.name not in ("postgres", "colonies-server", *REAL_NODE_PROCS))
     kube_health = kube.health(state.kube, kube_procs)
+    if state.real_node is not None:
+        node_procs = tuple(p for p in state.procs if p.name in REAL_NODE_PROCS)
+        kube_health |= realnode.health(state.real_node, node_procs, state.kube)
     for p in state.procs:
         if p.name == "postgres":
             out[p.name] = postgres.is_ready(state.postgres) if procs.alive(p) else (False, f"pid {p.pid} not running")
@@ -57,6 +61,7 @@ def stop(state: StackState) -> None:
     """
     current = load_state(state.run_dir)
     _stop_all(list(state.procs) + (list(current.procs) if current else []) + recorded_procs(Path(state.run_dir)))
+    realnode.cleanup(Path(state.run_dir))
 
 
 def stop_run_dir(run_dir: Path | str) -> int:
@@ -66,6 +71,7 @@ def stop_run_dir(run_dir: Path | str) -> int:
     found = (list(st.procs) if st else []) + recorded_procs(run)
     running = sum(1 for p in {(p.pid, p.start_ticks): p for p in found}.values() if procs.alive(p))
     _stop_all(found)
+    realnode.cleanup(run)
     return running
 
 
@@ -117,6 +123,7 @@ def start(run_dir: Path | str) -> StackState:
     _no_proxy_for_loopback()
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
+    realnode.ensure_installed()  # before the build: the busybox image is made from busybox-static
     bin_dir = build.ensure_built()
     postgres.ensure_installed()
     existing = load_state(run)
@@ -160,6 +167,7 @@ def start(run_dir: Path | str) -> StackState:
     t.start()
     try:
         kube_procs, kube_info = kube.start(run, prog.step, on_proc)
+        node_procs, node_info = realnode.start(run, kube_info, prog.step, on_proc)
         t.join()
         if "error" in col:
             raise col["error"]
@@ -169,8 +177,8 @@ def start(run_dir: Path | str) -> StackState:
         stop_run_dir(run)
         raise
     state = StackState(run_dir=str(run), bin_dir=str(bin_dir),
-                       procs=(col["pg_proc"], col["proc"], *kube_procs),
-                       postgres=col["pg"], colonies=col["info"], kube=kube_info)
+                       procs=(col["pg_proc"], col["proc"], *kube_procs, *node_procs),
+                       postgres=col["pg"], colonies=col["info"], kube=kube_info, real_node=node_info)
     save(state)
     progress.say(f"[stack] all {len(state.procs)} processes healthy in {time.monotonic() - began:.1f}s; "
                  f"state in {run / STATE_FILE}")

@@ -78,6 +78,34 @@ class KubeInfo:
 
 
 @dataclass(frozen=True)
+class RealNodeInfo:
+    """The real node (teststack/realnode.py): a kubelet with containerd on a bridge of its own."""
+
+    name: str
+    label: str  # key=value, for a nodeSelector
+    taint: str  # key=value:effect, for a toleration
+    slot: int
+    bridge: str
+    subnet: str
+    node_ip: str  # the bridge's gateway address: the kubelet listens there
+    kubelet_port: int
+    kubelet_healthz_port: int
+    containerd_socket: str
+    base_dir: str
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        key, value = self.label.split("=", 1)
+        return {key: value}
+
+    @property
+    def toleration(self) -> dict[str, str]:
+        key, rest = self.taint.split("=", 1)
+        value, effect = rest.split(":", 1)
+        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
+
+
+@dataclass(frozen=True)
 class StackState:
     run_dir: str
     bin_dir: str
@@ -85,6 +113,7 @@ class StackState:
     postgres: PostgresInfo
     colonies: ColoniesInfo
     kube: KubeInfo
+    real_node: RealNodeInfo | None = None  # None in a stack from before it
 
     @property
     def kubeconfig(self) -> str:
@@ -136,7 +165,8 @@ class StackState:
         return cls(run_dir=d["run_dir"], bin_dir=d["bin_dir"],
                    procs=tuple(Proc.from_json(p) for p in d["procs"]),
                    postgres=PostgresInfo(**d["postgres"]), colonies=ColoniesInfo(**d["colonies"]),
-                   kube=KubeInfo(**kube))
+                   kube=KubeInfo(**kube),
+                   real_node=RealNodeInfo(**d["real_node"]) if d.get("real_node") else None)
 
 
 def save(state: StackState) -> None:

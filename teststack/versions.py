@@ -12,11 +12,17 @@ ETCD: Final = "v3.6.16"
 KWOK: Final = "v0.8.0"
 HELM: Final = "v3.22.0"
 COLONIES: Final = "v1.9.12"
+# Images of the real node (teststack/images.py). Bump IMAGES when the way they are made changes.
+IMAGES: Final = "r1"
+PAUSE_IMAGE: Final = "localhost/teststack/pause:1"
+BUSYBOX_IMAGE: Final = "docker.io/library/busybox:1.36"  # what `busybox:1.36` in a pod spec means
 
-BINARIES: Final = (
-    "colonies", "etcd", "kube-apiserver", "kube-controller-manager",
-    "kube-scheduler", "kubectl", "kwok", "helm",
+# The Kubernetes commands, built in one `go build` so they share its compile work; kubelet and
+# kube-proxy run the stack's real node (teststack/realnode.py).
+KUBERNETES_COMMANDS: Final = (
+    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy",
 )
+BINARIES: Final = ("colonies", "etcd", *KUBERNETES_COMMANDS, "kwok", "helm")
 
 
 def cache_root() -> Path:
@@ -32,3 +38,8 @@ def bin_dir() -> Path:
 
 def binary(name: str) -> Path:
     return bin_dir() / name
+
+
+def images_dir() -> Path:
+    """The real node's image archives, versioned apart from the binaries (they change apart)."""
+    return cache_root() / f"images-{IMAGES}"

@@ -106,6 +106,16 @@ def test_the_shell_free_form_sets_command_and_args():
     assert (container["command"], container["args"]) == (["echo"], [PID])
 
 
+def test_every_dollar_is_doubled_so_the_kubelet_passes_command_and_args_on_as_written():
+    # the kubelet expands $(VAR) in command and args and turns $$ into $: doubled, nothing changes
+    shell = run_of(kwargs={"docker-image": "busybox", "cmd": "echo $(COLONIES_PROCESS_ID) $HOME; kill -9 $$"})
+    free = run_of(kwargs={"docker-image": "busybox", "command": ["printf", "$(id)"], "args": ["$$", "a$"]})
+    [sh] = builder.build_job(shell, SETTINGS)["spec"]["template"]["spec"]["containers"]
+    [direct] = builder.build_job(free, SETTINGS)["spec"]["template"]["spec"]["containers"]
+    assert sh["command"] == ["/bin/sh", "-c", "echo $$(COLONIES_PROCESS_ID) $$HOME; kill -9 $$$$"]
+    assert (direct["command"], direct["args"]) == (["printf", "$$(id)"], ["$$$$", "a$$"])
+
+
 @pytest.mark.parametrize("conditions, maxexectime, deadline", [
     ({"walltime": 600}, 100, 600), ({}, 100, 100), ({}, -1, None),
 ])

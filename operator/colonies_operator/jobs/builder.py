@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -169,15 +169,22 @@ def _resources(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
+def _literal(words: Sequence[str]) -> list[str]:
+    """Words the kubelet passes on exactly as written. It expands `$(VAR)` in a container's
+    command and args and turns `$$` into `$`, so every `$` is doubled: a shell then sees
+    `kill -9 $$` and `$(id)` as the user wrote them (a real kubelet proved it: tests/integration/test_real_node.py)."""
+    return [w.replace("$", "$$") for w in words]
+
+
 def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
     security = _merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                        settings.job_template.get("containerSecurityContext", {}))
     names = ["main"] if run.processes_per_node == 1 else [f"main-{i}" for i in range(run.processes_per_node)]
     containers = []
     for name in names:
-        container: dict[str, Any] = {"name": name, "image": run.image, "command": list(run.command)}
+        container: dict[str, Any] = {"name": name, "image": run.image, "command": _literal(run.command)}
         if run.args:
-            container["args"] = list(run.args)
+            container["args"] = _literal(run.args)
         container["env"] = [{"name": k, "value": v} for k, v in run.env]
         if resources := _resources(run, settings):
             container["resources"] = resources
