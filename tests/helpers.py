@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import shutil
 import tempfile
 import time
@@ -68,7 +69,7 @@ def fresh_stack(request: pytest.FixtureRequest) -> Iterator[StackState]:
             keep_operator_requests(request.config, state)
         else:
             teststack.stop_run_dir(run_dir)
-        if request.session.testsfailed:
+        if request.session.testsfailed or os.environ.get("COLONIES_IT_KEEP_LOGS"):
             print(f"\nstack run dir kept for its logs: {run_dir / 'logs'}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)

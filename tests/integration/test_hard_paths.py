@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,6 +260,13 @@ async def test_deleting_a_colonyexecutor_fails_its_in_flight_processes_with_exec
     assert executor is None or executor.state is ExecutorState.UNREGISTERED
 
 
+def _removal_lines(stack) -> str:
+    log = Path(stack.run_dir) / "logs" / "operator.log"
+    words = ("removed:", "Daemon", "finalizer", "Timer", "ERROR", "WARNING")
+    lines = [line for line in log.read_text(errors="replace").splitlines() if any(w in line for w in words)]
+    return "\n".join(lines[-40:])
+
+
 async def _no_jobs(ex: Executor) -> bool:
     return not await ex.jobs()
 
@@ -286,8 +294,13 @@ async def test_deleting_a_colonyexecutor_with_a_thousand_in_flight_finishes_with
         except client.exceptions.ApiException as exc:
             return exc.status == 404
         return False
-    # kopf gives the daemon cancellation_backoff + cancellation_timeout (30 s) before it gives up
-    await wait_for(resource_gone, 60, "the ColonyExecutor to be gone")
+    # kopf gives the daemon cancellation_backoff + cancellation_timeout (10 s + 110 s) before it
+    # leaves it orphaned and lets the resource go; the states below prove the removal finished
+    try:
+        await wait_for(resource_gone, 10 + 110 + 30, "the ColonyExecutor to be gone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe operator's removal and kopf's lines about it:\n"
+                             + _removal_lines(stack)) from None
     states = [await ex.colonies.user.get_process(p.processid) for p in processes]
     assert {s.state for s in states} == {ProcessState.FAILED}
     assert all(s.errors and s.errors[0].startswith("ExecutorRemoved") for s in states)
