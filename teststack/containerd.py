@@ -93,12 +93,12 @@ def config(paths: Paths, cgroup: str) -> dict:
 
 
 def cni_conflist(slot: hostnet.Slot, ipam_dir: Path) -> dict:
-    """bridge + host-local on the slot's /24 (no masquerade: pods never leave the machine),
-    portmap for hostPorts, loopback inside each pod."""
+    """bridge + host-local on the slot's /24 inside the node's network namespace (no masquerade:
+    pods never leave the machine), portmap for hostPorts, loopback inside each pod."""
     return {
         "cniVersion": "1.0.0", "name": slot.network,
         "plugins": [
-            {"type": "bridge", "bridge": slot.bridge, "isGateway": True, "ipMasq": False,
+            {"type": "bridge", "bridge": hostnet.CNI_BRIDGE, "isGateway": True, "ipMasq": False,
              "hairpinMode": True,
              "ipam": {"type": "host-local", "dataDir": str(ipam_dir), "routes": [{"dst": "0.0.0.0/0"}],
                       "ranges": [[{"subnet": slot.subnet, "gateway": slot.gateway}]]}},

@@ -1,17 +1,24 @@
-"""The real node's footprint on the machine: a bridge and a /24 per stack, a cgroup per stack,
-`net.ipv4.ip_forward` while any stack's bridge exists, and a rule that keeps pod traffic here.
+"""The real node's network: a network namespace of its own, joined to the machine by one veth pair.
 
-Slot N of a stack is bridge `tsnode<N>` with gateway 10.213.N.1/24 and cgroup `/tsnode<N>`.
-Kernel state is the registry: `ip link add` of the bridge is the atomic claim of a slot, so two
-stacks (two run dirs) never share one, and a stack that died without stopping keeps its slot
-until `stop` runs for its run dir. The machine's ip_forward, saved when the first slot is
-claimed, is restored when the last one is released; a lock file serialises claims and releases.
+Slot N of a stack is:
+- the veth pair `tsnode<N>` (the machine's end, 10.214.N.1/30) and `eth0` (the node's end,
+  10.214.N.2/30: the node's InternalIP), the node's end inside the node's network namespace;
+- that namespace, held by a bind mount of its nsfs file in the run dir (no name under /run);
+  containerd, the kubelet and kube-proxy run in it, so the CNI bridge, every pod's veth and
+  kube-proxy's nftables tables live there and vanish with it;
+- the pods' 10.213.N.0/24 on the CNI bridge inside it (gateway 10.213.N.1), routed from the
+  machine through the node's end, so tests reach pod addresses;
+- cgroup `/tsnode<N>`.
 
-The rule: pods may reach their bridge and this machine, nothing beyond. A policy-routing rule
-sends what enters from the bridge to a table of its own, which knows the slot's /24 and has an
-`unreachable` default; addresses of the machine itself are answered by the local table first.
-(Routing, not iptables: a rule and a table leave nothing behind once deleted, where iptables
-would leave its tables.)
+Kernel state is the registry: `ip link add` of the machine's end is the atomic claim of a slot,
+so two stacks (two run dirs) never share one, and a stack that died without stopping keeps its
+slot until `stop` runs for its run dir. The machine's own settings are never touched: the node
+forwards (its namespace's ip_forward), the machine only sends and receives.
+
+The rule: pods may reach their bridge and the machine's end of the pair, nothing beyond. The
+node's namespace has no default route: what is not on the bridge or the /30 is unreachable.
+Servers of the stack listen on 127.0.0.1; a relay (teststack/relay.py) on the machine's end
+passes the apiserver's port on to it (the Colonies server listens on every address).
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE_PREFIX = "tsnode"
-NET_PREFIX = "10.213"
+LINK_PREFIX = "tsnode"
+POD_NET_PREFIX = "10.213"
+LINK_NET_PREFIX = "10.214"
 SLOTS = 64
+NODE_LINK = "eth0"  # the node's end of the pair, inside its namespace
+CNI_BRIDGE = "cni0"  # made by the CNI bridge plugin inside the node's namespace
 MACHINE_DIR = Path("/run/teststack-realnode")  # machine-wide: one per machine, not per stack
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-RULE_PRIORITY = "7213"
 
 
 @dataclass(frozen=True)
@@ -38,34 +46,42 @@ class Slot:
     index: int
 
     @property
-    def bridge(self) -> str:
-        return f"{BRIDGE_PREFIX}{self.index}"
+    def link(self) -> str:
+        """The machine's end of the veth pair."""
+        return f"{LINK_PREFIX}{self.index}"
 
     @property
     def subnet(self) -> str:
-        return f"{NET_PREFIX}.{self.index}.0/24"
+        """The pods' addresses."""
+        return f"{POD_NET_PREFIX}.{self.index}.0/24"
 
     @property
     def gateway(self) -> str:
-        return f"{NET_PREFIX}.{self.index}.1"
+        """The pods' gateway: the CNI bridge, inside the node's namespace."""
+        return f"{POD_NET_PREFIX}.{self.index}.1"
+
+    @property
+    def link_net(self) -> str:
+        return f"{LINK_NET_PREFIX}.{self.index}.0/30"
+
+    @property
+    def host_ip(self) -> str:
+        """The machine's end: what pods reach of the machine (the relay listens here)."""
+        return f"{LINK_NET_PREFIX}.{self.index}.1"
+
+    @property
+    def node_ip(self) -> str:
+        """The node's end: its InternalIP; the kubelet and kube-proxy listen here."""
+        return f"{LINK_NET_PREFIX}.{self.index}.2"
 
     @property
     def cgroup(self) -> str:
-        return f"/{BRIDGE_PREFIX}{self.index}"
-
-    @property
-    def route_table(self) -> str:
-        return str(721300 + self.index)
+        return f"/{LINK_PREFIX}{self.index}"
 
     @property
     def network(self) -> str:
         """The CNI network name (it prefixes libcni's result files)."""
         return f"teststack-{self.index}"
-
-
-def guard_rule(slot: Slot) -> list[str]:
-    """The `ip rule` (without add/del) that routes the slot's pod traffic by its own table."""
-    return ["iif", slot.bridge, "lookup", slot.route_table, "priority", RULE_PRIORITY]
 
 
 def overlaps(subnet: str, taken: Iterable[str]) -> bool:
@@ -78,11 +94,20 @@ def overlaps(subnet: str, taken: Iterable[str]) -> bool:
     return False
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(argv, capture_output=True, text=True)
     if check and r.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {r.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)} failed: {r.stderr.strip()}")
     return r
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run(["ip", *args], check=check)
+
+
+def in_netns(netns: Path, argv: list[str]) -> list[str]:
+    """argv that runs `argv` in the node's network namespace."""
+    return ["nsenter", f"--net={netns}", "--", *argv]
 
 
 def _machine_networks() -> list[str]:
@@ -93,9 +118,9 @@ def _machine_networks() -> list[str]:
     return nets
 
 
-def our_bridges() -> set[str]:
-    links = json.loads(_ip("-j", "link", "show", "type", "bridge").stdout or "[]")
-    return {link["ifname"] for link in links if link["ifname"].startswith(BRIDGE_PREFIX)}
+def our_links() -> set[str]:
+    links = json.loads(_ip("-j", "link", "show", "type", "veth").stdout or "[]")
+    return {link["ifname"] for link in links if link["ifname"].startswith(LINK_PREFIX)}
 
 
 @contextlib.contextmanager
@@ -106,48 +131,46 @@ def _machine_lock() -> Iterator[None]:
         yield
 
 
-def _save_machine_settings() -> None:
-    """Before the first slot: what to restore after the last one (called with the lock held)."""
-    saved = MACHINE_DIR / "saved.json"
-    if saved.exists():  # left by stacks that all died without stopping: restore it first
-        _restore_machine_settings()
-    saved.write_text(json.dumps({"ip_forward": IP_FORWARD.read_text().strip()}))
+def make_netns(netns: Path) -> None:
+    """A new network namespace held by a bind mount at `netns` (removed by unmounting it)."""
+    netns.parent.mkdir(parents=True, exist_ok=True)
+    netns.touch()
+    _run(["unshare", f"--net={netns}", "true"])
 
 
-def _restore_machine_settings() -> None:
-    saved = MACHINE_DIR / "saved.json"
-    if not saved.exists():
-        return
-    d = json.loads(saved.read_text())
-    IP_FORWARD.write_text(d["ip_forward"] + "\n")
-    saved.unlink()
-
-
-def claim() -> Slot:
-    """Claim a free slot: create its bridge with the gateway address, allow forwarding, add the rule."""
+def claim(netns: Path) -> Slot:
+    """Claim a free slot for the node whose namespace is held at `netns` and wire it up."""
     with _machine_lock():
-        if not our_bridges():
-            _save_machine_settings()
         taken = _machine_networks()
         for i in range(SLOTS):
             slot = Slot(i)
-            if overlaps(slot.subnet, taken):
+            if overlaps(slot.subnet, taken) or overlaps(slot.link_net, taken):
                 continue
-            if _ip("link", "add", slot.bridge, "type", "bridge", check=False).returncode != 0:
-                continue  # another stack's (or a stale one's) bridge: not ours to touch
+            peer = f"{slot.link}n"
+            if _ip("link", "add", slot.link, "type", "veth", "peer", "name", peer, check=False).returncode != 0:
+                continue  # another stack's (or a stale one's) pair: not ours to touch
             try:
-                _ip("addr", "add", f"{slot.gateway}/24", "dev", slot.bridge)
-                _ip("link", "set", slot.bridge, "up")
-                IP_FORWARD.write_text("1\n")  # the CNI bridge plugin needs it for its gateway
-                _ip("route", "add", "unreachable", "default", "table", slot.route_table)
-                _ip("route", "add", slot.subnet, "dev", slot.bridge, "table", slot.route_table)
-                _ip("rule", "add", *guard_rule(slot))
+                _wire(slot, peer, netns)
             except BaseException:
                 _undo(slot)
                 raise
             return slot
-        raise RuntimeError(f"no free real-node slot: {SLOTS} bridges {BRIDGE_PREFIX}* exist, or their "
-                           f"subnets {NET_PREFIX}.*.0/24 overlap this machine's networks")
+        raise RuntimeError(f"no free real-node slot: {SLOTS} links {LINK_PREFIX}* exist, or their "
+                           f"subnets {POD_NET_PREFIX}.*.0/24 or {LINK_NET_PREFIX}.*.0/30 overlap this "
+                           "machine's networks")
+
+
+def _wire(slot: Slot, peer: str, netns: Path) -> None:
+    _ip("link", "set", peer, "netns", str(netns))
+    _ip("addr", "add", f"{slot.host_ip}/30", "dev", slot.link)
+    _ip("link", "set", slot.link, "up")
+    for argv in (["ip", "link", "set", peer, "name", NODE_LINK],
+                 ["ip", "addr", "add", f"{slot.node_ip}/30", "dev", NODE_LINK],
+                 ["ip", "link", "set", NODE_LINK, "up"], ["ip", "link", "set", "lo", "up"],
+                 # the node forwards between its bridge and its end of the pair (its namespace's setting)
+                 ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]):
+        _run(in_netns(netns, argv))
+    _ip("route", "add", slot.subnet, "via", slot.node_ip, "dev", slot.link)
 
 
 def release(slot: Slot) -> None:
@@ -157,11 +180,6 @@ def release(slot: Slot) -> None:
 
 
 def _undo(slot: Slot) -> None:
-    """Remove the slot's rule, table and bridge; after the last slot, restore the machine."""
-    while _ip("rule", "del", *guard_rule(slot), check=False).returncode == 0:
-        pass
-    _ip("route", "flush", "table", slot.route_table, check=False)
-    if slot.bridge in our_bridges():
-        _ip("link", "del", slot.bridge)
-    if not our_bridges():
-        _restore_machine_settings()
+    """Remove the machine's end of the pair (its route and the node's end go with it)."""
+    if slot.link in our_links():
+        _ip("link", "del", slot.link)

@@ -34,6 +34,7 @@ CONTROLLERS = (
     "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
     "ttl-after-finished-controller", "pod-garbage-collector-controller", "deployment-controller",
     "replicaset-controller", "resourcequota-controller",
+    "endpointslice-controller",  # Services' backends, for the real node's kube-proxy
 )
 # Two CPU nodes and one GPU node. `accelerator` is the node label the ColonyOS kube executor
 # (and our operator's default) puts in the nodeSelector for conditions.gpu.name.
@@ -48,6 +49,8 @@ _PYTHONPATH = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.
                                              os.environ.get("PYTHONPATH")]))  # podlogs imports teststack
 # kube-apiserver waits up to 60 s for open watches to drain on SIGTERM; nothing here needs that.
 STOP_TIMEOUT = {"kube-apiserver": 3.0}
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: what in-cluster clients dial
 QPS = ("--kube-api-qps=5000", "--kube-api-burst=10000")  # the defaults (20/30) throttle Job bursts
 
 
@@ -97,17 +100,22 @@ def make_pki(d: Path) -> Pki:
         "basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
         "extendedKeyUsage=serverAuth,clientAuth",
         "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-        "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1"], ca_crt, ca_key)
+        f"DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1,IP:{KUBERNETES_SERVICE_IP}"],
+        ca_crt, ca_key)
     return Pki(str(d), str(ca_crt), str(ca_key), crt, key)
 
 
-def write_kubeconfig(path: Path, api_port: int, pki: Pki | KubeInfo, user: tuple[str, str] | None = None) -> None:
-    """A kubeconfig for the apiserver as the admin, or as the `user` (cert, key) given."""
+def write_kubeconfig(path: Path, api_port: int, pki: Pki | KubeInfo, user: tuple[str, str] | None = None,
+                     host: str = "127.0.0.1") -> None:
+    """A kubeconfig for the apiserver as the admin, or as the `user` (cert, key) given; at `host`
+    (the real node's daemons use the relay), checked against the name `localhost` in its cert."""
     cert, key = user or (pki.admin_cert, pki.admin_key)
+    cluster = {"server": f"https://{host}:{api_port}", "certificate-authority": pki.ca_cert}
+    if host != "127.0.0.1":
+        cluster["tls-server-name"] = "localhost"
     cfg = {
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "colonies-it", "cluster": {"server": f"https://127.0.0.1:{api_port}",
-                                                          "certificate-authority": pki.ca_cert}}],
+        "clusters": [{"name": "colonies-it", "cluster": cluster}],
         "users": [{"name": "it-admin", "user": {"client-certificate": cert, "client-key": key}}],
         "contexts": [{"name": "colonies-it", "context": {"cluster": "colonies-it", "user": "it-admin"}}],
         "current-context": "colonies-it",
@@ -163,11 +171,11 @@ def _argv(name: str, k: KubeInfo, run: Path) -> list[str]:
                 f"--client-ca-file={pki.ca_cert}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.admin_key}", f"--service-account-signing-key-file={pki.admin_key}",
-                "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC", "--allow-privileged=true",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC", "--allow-privileged=true",
                 "--disable-admission-plugins=TaintNodesByCondition", "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
                 "--max-mutating-requests-inflight=0", f"--cert-dir={run / 'apiserver-certs'}", "--v=1",
-                # The real kubelet is reached at its InternalIP (its bridge's gateway; its Hostname
+                # The real kubelet is reached at its InternalIP (its end of the veth pair; its Hostname
                 # resolves nowhere) with the admin cert; kwok nodes have only Hostname: localhost.
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--kubelet-client-certificate={pki.admin_cert}", f"--kubelet-client-key={pki.admin_key}",

@@ -66,7 +66,7 @@ def config(*, node_ip: str, port: int, healthz_port: int, runtime_socket: Path, 
         "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": cgroup_root,
         "containerRuntimeEndpoint": f"unix://{runtime_socket}",
         "address": node_ip, "port": port, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
+        "healthzBindAddress": node_ip, "healthzPort": healthz_port,  # 127.0.0.1 is the node's own
         "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
                            "x509": {"clientCAFile": ca_cert}},
         "authorization": {"mode": "Webhook"},  # the apiserver (admin cert) asks; SubjectAccessReview answers

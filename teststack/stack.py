@@ -22,11 +22,11 @@ from teststack.state import PROCS_FILE, STATE_FILE, StackState, load_state, reco
 __all__ = ["StackState", "load_state", "start", "stop", "stop_run_dir", "status", "healthy"]
 
 STEPS = ("postgres", "colonies-server", "etcd", "kube-apiserver", "kube-controller-manager",
-         "kube-scheduler", "kwok", "podlogs", "nodes", "containerd", "kubelet")
+         "kube-scheduler", "kwok", "podlogs", "nodes", *realnode.STEPS)
 # What start creates in a run dir, removed before a fresh start (never the run dir itself).
 _PRODUCTS = (STATE_FILE, PROCS_FILE, "pg", "colonies-etcd", "etcd", "pki", "kubeconfig", "kwok.yaml",
              "podlogs", "apiserver-certs", "logs", "audit", realnode.BASE)
-REAL_NODE_PROCS = ("containerd", "kubelet")
+REAL_NODE_PROCS = ("relay", "containerd", "kubelet", "kube-proxy")
 
 
 def status(state: StackState) -> dict[str, tuple[bool, str]]:
@@ -128,7 +128,7 @@ def start(run_dir: Path | str) -> StackState:
     postgres.ensure_installed()
     existing = load_state(run)
     if existing is not None:
-        if existing.bin_dir == str(bin_dir) and healthy(existing):
+        if existing.bin_dir == str(bin_dir) and existing.real_node is not None and healthy(existing):
             progress.say(f"[stack] reusing the healthy stack in {run}")
             return existing
         progress.say(f"[stack] the stack recorded in {run} is not healthy (or has other versions): "
@@ -167,10 +167,10 @@ def start(run_dir: Path | str) -> StackState:
     t.start()
     try:
         kube_procs, kube_info = kube.start(run, prog.step, on_proc)
-        node_procs, node_info = realnode.start(run, kube_info, prog.step, on_proc)
         t.join()
         if "error" in col:
             raise col["error"]
+        node_procs, node_info = realnode.start(run, kube_info, col["info"].port, prog.step, on_proc)
     except BaseException:
         t.join(timeout=120)
         progress.say(f"[stack] start failed: stopping what was started (logs in {run / 'logs'})")

@@ -79,18 +79,24 @@ class KubeInfo:
 
 @dataclass(frozen=True)
 class RealNodeInfo:
-    """The real node (teststack/realnode.py): a kubelet with containerd on a bridge of its own."""
+    """The real node (teststack/realnode.py): a kubelet, kube-proxy and containerd in a network
+    namespace of their own, joined to the machine by a veth pair (teststack/hostnet.py)."""
 
     name: str
     label: str  # key=value, for a nodeSelector
     taint: str  # key=value:effect, for a toleration
     slot: int
-    bridge: str
-    subnet: str
-    node_ip: str  # the bridge's gateway address: the kubelet listens there
+    link: str  # the machine's end of the veth pair
+    subnet: str  # the pods' addresses
+    host_ip: str  # the machine's end: pods reach the stack's servers here (through the relay)
+    node_ip: str  # the node's end, its InternalIP: the kubelet and kube-proxy listen there
     kubelet_port: int
     kubelet_healthz_port: int
+    proxy_healthz_port: int
+    relay_ports: tuple[int, ...]  # host_ip:P reaches 127.0.0.1:P (the apiserver)
+    colonies_url: str  # where a pod on the node reaches the stack's Colonies server
     containerd_socket: str
+    netns: str  # the node's network namespace, held by a bind mount of its nsfs file
     base_dir: str
 
     @property
@@ -166,7 +172,16 @@ class StackState:
                    procs=tuple(Proc.from_json(p) for p in d["procs"]),
                    postgres=PostgresInfo(**d["postgres"]), colonies=ColoniesInfo(**d["colonies"]),
                    kube=KubeInfo(**kube),
-                   real_node=RealNodeInfo(**d["real_node"]) if d.get("real_node") else None)
+                   real_node=_real_node(d.get("real_node")))
+
+
+def _real_node(d: dict | None) -> RealNodeInfo | None:
+    if not d:
+        return None
+    try:
+        return RealNodeInfo(**(d | {"relay_ports": tuple(d.get("relay_ports") or ())}))
+    except TypeError:  # recorded by an older stack: not reusable (healthy() says so), only stoppable
+        return None
 
 
 def save(state: StackState) -> None:

@@ -25,9 +25,10 @@ from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from colonies_operator.colonies.models import ProcessState
+from teststack import images_operator, realnode
 from teststack.state import StackState
 from tests.fixtures.colonies import Colonies, open_colonies
-from tests.fixtures.operator import running_operator, start_executor
+from tests.fixtures.operator import GROUP, PLURAL, VERSION, running_operator, start_executor
 from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
@@ -77,11 +78,37 @@ def found(stack: StackState, *args: str) -> bool:
     return bool(kubectl(stack, "get", *args, "--ignore-not-found", "-o", "name").stdout.strip())
 
 
-def install_chart(stack: StackState, namespace: str) -> str:
-    """helm install with the stack's Colonies server as the operator-wide default; the NOTES."""
+def install_chart(stack: StackState, namespace: str, values: dict | None = None) -> str:
+    """helm install with the stack's Colonies server as the operator-wide default (`values`
+    override it: `--set` would win over any values file); the NOTES."""
     c = stack.colonies
-    return helm(stack, "install", RELEASE, str(CHART), "-n", namespace, "--set", f"colonies.host={c.host}",
-                "--set", f"colonies.port={c.port}", "--set", f"colonies.colonyName={c.colony_name}").stdout
+    merged = {"colonies": {"host": c.host, "port": c.port, "colonyName": c.colony_name}}
+    for key, value in (values or {}).items():
+        merged[key] = merged.get(key, {}) | value if isinstance(value, dict) else value
+    path = Path(stack.run_dir) / f"values-{namespace}.yaml"
+    path.write_text(yaml.safe_dump(merged))
+    return helm(stack, "install", RELEASE, str(CHART), "-n", namespace, "-f", str(path)).stdout
+
+
+@pytest.fixture(scope="module")
+def operator_image(stack, request) -> images_operator.OperatorImage:
+    """The image built from the Dockerfile (teststack/images_operator.py), in the real node's containerd."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # a cold build takes minutes: show its progress lines
+        image = images_operator.operator_image()
+    assert image.name in realnode.import_images(stack.real_node, [image.archive])
+    return image
+
+
+def on_the_real_node(stack: StackState, image: images_operator.OperatorImage) -> dict:
+    """Chart values that run the operator (and `helm test`) from `image` on the real node,
+    talking to Colonies at the address the stack gives pods."""
+    node = stack.real_node
+    repository, tag = image.name.rsplit(":", 1)
+    host, port = node.colonies_url.removeprefix("http://").rsplit(":", 1)
+    return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "nodeSelector": node.node_selector, "tolerations": [node.toleration],
+            "colonies": {"host": host, "port": int(port)}}
 
 
 # --- kubectl apply -k deploy/ ---------------------------------------------------------------
@@ -104,11 +131,12 @@ def test_kubectl_apply_k_deploy_installs_the_operator_and_delete_k_removes_it(st
 
 # --- helm install / test / uninstall --------------------------------------------------------
 
-def test_helm_install_creates_the_crd_rbac_and_deployment_and_uninstall_removes_all_but_the_crd(stack, namespace):
+async def test_helm_install_runs_the_operator_as_a_pod_on_the_real_node_and_helm_test_asks_it_through_the_service(
+        stack, api, namespace, colonies, operator_image):
     # This stack is the module's own: start as a new cluster would, without the CRD.
     kubectl(stack, "delete", "crd", CRD_NAME, "--ignore-not-found", "--wait", "--timeout=60s")
 
-    notes = install_chart(stack, namespace)
+    notes = install_chart(stack, namespace, on_the_real_node(stack, operator_image))
     assert "STATUS: deployed" in notes
     assert f"kubectl -n {namespace} create secret generic colony-key" in notes
     kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
@@ -116,16 +144,35 @@ def test_helm_install_creates_the_crd_rbac_and_deployment_and_uninstall_removes_
         assert found(stack, "-n", namespace, kind, RELEASE), f"{kind} {RELEASE} was not created"
     deployment = kubectl(stack, "-n", namespace, "get", "deployment", RELEASE, "-o", "json").stdout
     assert stack.colonies.colony_prvkey not in deployment  # keys reach the operator only through Secrets
-    [operator] = json.loads(deployment)["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in operator["env"]}
-    assert env["COLONIES_SERVER_HOST"] == stack.colonies.host
+    [container] = json.loads(deployment)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["COLONIES_COLONY_NAME"] == stack.colonies.colony_name
-    kubectl(stack, "-n", namespace, "rollout", "status", f"deployment/{RELEASE}", "--timeout=60s")
-    # The hook pod is admitted (restricted security context and all) and run to its end. On
-    # kwok no container really runs, so this shows the hook works, not that wget got an answer.
-    tested = helm(stack, "test", RELEASE, "-n", namespace, "--timeout", "60s").stdout
-    assert re.search(rf"TEST SUITE:\s+{RELEASE}-test-health", tested) and "Phase:          Succeeded" in tested
+    # Ready: the operator started in its image, read its settings and answered its readiness probe
+    kubectl(stack, "-n", namespace, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s")
+    [pod] = json.loads(kubectl(stack, "-n", namespace, "get", "pods", "-l", "app.kubernetes.io/name=colonies-operator",
+                               "-o", "json").stdout)["items"]
+    assert pod["spec"]["nodeName"] == stack.real_node.name
+    assert pod["status"]["containerStatuses"][0]["imageID"], "no image ran"
 
+    # The hook pod runs busybox's wget on the real node against the Service: kube-proxy sends it
+    # to the operator's pod, whose health endpoint answers.
+    tested = helm(stack, "test", RELEASE, "-n", namespace, "--timeout", "120s").stdout
+    assert re.search(rf"TEST SUITE:\s+{RELEASE}-test-health", tested) and "Phase:          Succeeded" in tested, tested
+
+    # The operator in its pod reaches the apiserver through the in-cluster config (the
+    # `kubernetes` Service) and Colonies, and runs hello world on the real node.
+    node = stack.real_node
+    ex = await start_executor(api, colonies, namespace, stack,
+                              jobTemplate={"nodeSelector": node.node_selector, "tolerations": [node.toleration]})
+    process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]})
+    done = await ex.final(process.processid, timeout=120)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await ex.log_lines(process.processid) == ["hello world"]
+    logs = kubectl(stack, "-n", namespace, "logs", f"deployment/{RELEASE}").stdout
+    assert "Read-only file system" not in logs and "forbidden" not in logs.lower(), logs[-3000:]
+
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ex.name)
+    kubectl(stack, "-n", namespace, "wait", "--for=delete", f"colonyexecutor/{ex.name}", "--timeout=120s")
     helm(stack, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s")
     for kind in INSTALLED:
         assert not found(stack, "-n", namespace, kind, RELEASE), f"{kind} {RELEASE} is still there"

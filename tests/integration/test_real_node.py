@@ -118,24 +118,26 @@ def footprint(state: StackState) -> dict[str, object]:
     node = state.real_node
     assert node is not None
     slot = hostnet.Slot(node.slot)
-    rules = subprocess.run(["ip", "rule", "show", "iif", slot.bridge], capture_output=True, text=True).stdout
-    return {"bridge": slot.bridge in hostnet.our_bridges(), "cgroup pids": cgroups.pids(slot.cgroup),
-            "mounts": realnode.mounts_under(Path(node.base_dir)), "rule": f"lookup {slot.route_table}" in rules}
+    routes = subprocess.run(["ip", "route", "show", node.subnet], capture_output=True, text=True).stdout
+    return {"link": slot.link in hostnet.our_links(), "cgroup pids": cgroups.pids(slot.cgroup),
+            "mounts": realnode.mounts_under(Path(node.base_dir)), "route": slot.link in routes}
 
 
 def test_a_second_stack_gets_a_node_of_its_own_and_its_stop_removes_it_and_nothing_else(stack, request):
+    forwarding = sysctl("net/ipv4/ip_forward")
     with fresh_stack(request) as other:
         mine, theirs = stack.real_node, other.real_node
-        assert theirs.slot != mine.slot and theirs.subnet != mine.subnet and theirs.bridge != mine.bridge
-        assert theirs.containerd_socket != mine.containerd_socket
+        assert theirs.slot != mine.slot and theirs.subnet != mine.subnet and theirs.link != mine.link
+        assert theirs.containerd_socket != mine.containerd_socket and theirs.netns != mine.netns
         assert realnode.node_ready(kube.api(other.kube))[0] and realnode.node_ready(kube.api(stack.kube))[0]
         held = footprint(other)
-        assert held["bridge"] and held["cgroup pids"] and held["mounts"] and held["rule"]
+        assert held["link"] and held["cgroup pids"] and held["mounts"] and held["route"]
+        assert str(Path(theirs.netns)) in held["mounts"]
     gone = footprint(other)
-    assert gone == {"bridge": False, "cgroup pids": set(), "mounts": [], "rule": False}
-    assert not any((h / theirs.bridge).exists() for h in cgroups.hierarchies())
-    # the session's node is untouched, and forwarding stays on while its bridge exists
-    assert footprint(stack)["bridge"] and sysctl("net/ipv4/ip_forward") == "1"
+    assert gone == {"link": False, "cgroup pids": set(), "mounts": [], "route": False}
+    assert not any((h / theirs.link).exists() for h in cgroups.hierarchies())
+    # the session's node is untouched, and the machine's own forwarding setting never changed
+    assert footprint(stack)["link"] and sysctl("net/ipv4/ip_forward") == forwarding
     assert realnode.node_ready(kube.api(stack.kube))[0]
 
 

@@ -143,6 +143,14 @@ def test_watch_namespaces_get_a_role_each_and_reach_the_operator_as_its_namespac
     assert env["COLONIES_OPERATOR_NAMESPACES"] == "team-a,team-b"
 
 
+def test_the_helm_test_pod_runs_where_the_operator_may_run():
+    objects = render("nodeSelector.pool=ops", "tolerations[0].key=ops", "tolerations[0].operator=Exists")
+    [pod], [deployment] = by_kind(objects, "Pod"), by_kind(objects, "Deployment")
+    operator = deployment["spec"]["template"]["spec"]
+    assert pod["spec"]["nodeSelector"] == operator["nodeSelector"] == {"pool": "ops"}
+    assert pod["spec"]["tolerations"] == operator["tolerations"] == [{"key": "ops", "operator": "Exists"}]
+
+
 def test_the_service_monitor_is_off_by_default_and_scrapes_the_metrics_port_when_on():
     assert not by_kind(render(), "ServiceMonitor")
     [monitor] = by_kind(render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"),
@@ -157,8 +165,12 @@ def test_the_helm_test_pod_asks_the_health_endpoint_through_the_service_and_is_n
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     [test] = pod["spec"]["containers"]
     assert test["image"] == "busybox:1.36"
-    assert test["command"][0] == "wget"
-    assert test["command"][-1] == "http://colonies-operator.colonies-operator.svc:8080/healthz"
+    assert test["command"][:2] == ["sh", "-c"]
+    # the Service's variables first (a cluster without DNS), its DNS name otherwise
+    assert test["command"][-1].startswith("exec timeout 10 wget -q -O- ")
+    assert test["command"][-1].endswith('"http://${COLONIES_OPERATOR_SERVICE_HOST:-colonies-operator.colonies-operator'
+                                        '.svc}:${COLONIES_OPERATOR_SERVICE_PORT_HEALTH:-8080}/healthz"')
+    assert "nodeSelector" not in pod["spec"]
     [service] = by_kind(objects, "Service")
     selector = service["spec"]["selector"].items()
     assert not selector <= pod["metadata"]["labels"].items()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from teststack import containerd, hostnet, images, kubelet, mountns, versions
+from teststack import containerd, hostnet, images, kubelet, kubeproxy, mountns, versions
 from teststack.podlogs import container_output
 
 
@@ -85,10 +85,10 @@ def test_the_containerd_config_is_valid_toml_with_its_own_paths_and_the_required
     assert cri["containerd"]["snapshotter"] == "overlayfs"
 
 
-def test_the_cni_network_is_the_slots_bridge_and_subnet_without_masquerade(tmp_path):
+def test_the_cni_network_is_a_bridge_on_the_slots_subnet_without_masquerade(tmp_path):
     conf = containerd.cni_conflist(hostnet.Slot(5), tmp_path)
     bridge, portmap, loopback = conf["plugins"]
-    assert (bridge["bridge"], bridge["isGateway"], bridge["ipMasq"]) == ("tsnode5", True, False)
+    assert (bridge["bridge"], bridge["isGateway"], bridge["ipMasq"]) == ("cni0", True, False)
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.213.5.0/24", "gateway": "10.213.5.1"}]]
     assert bridge["ipam"]["dataDir"] == str(tmp_path)
     assert (portmap["type"], loopback["type"], conf["name"]) == ("portmap", "loopback", "teststack-5")
@@ -96,20 +96,23 @@ def test_the_cni_network_is_the_slots_bridge_and_subnet_without_masquerade(tmp_p
 
 def test_slots_are_disjoint_and_a_subnet_that_meets_a_machine_network_is_refused():
     assert [hostnet.Slot(i).subnet for i in (0, 1)] == ["10.213.0.0/24", "10.213.1.0/24"]
-    assert hostnet.guard_rule(hostnet.Slot(2)) == ["iif", "tsnode2", "lookup", "721302",
-                                                   "priority", hostnet.RULE_PRIORITY]
+    slot = hostnet.Slot(2)
+    assert (slot.link, slot.link_net, slot.host_ip, slot.node_ip) == ("tsnode2", "10.214.2.0/30", "10.214.2.1",
+                                                                      "10.214.2.2")
+    assert not hostnet.overlaps(slot.link_net, [slot.subnet, hostnet.Slot(3).link_net])
     assert hostnet.overlaps("10.213.1.0/24", ["10.0.0.0/8"])
     assert hostnet.overlaps("10.213.1.0/24", ["10.213.1.7/32"])
     assert not hostnet.overlaps("10.213.1.0/24", ["192.0.2.0/24", "10.213.2.0/24", "fd00::/64"])
 
 
 def test_the_kubelet_config_keeps_the_machine_and_the_node_apart(tmp_path):
-    cfg = kubelet.config(node_ip="10.213.0.1", port=1234, healthz_port=5678, runtime_socket=tmp_path / "c.sock",
+    cfg = kubelet.config(node_ip="10.214.0.2", port=1234, healthz_port=5678, runtime_socket=tmp_path / "c.sock",
                          cgroup_root="/tsnode0", ca_cert="/pki/ca.crt", pod_logs=tmp_path / "logs")
     assert (cfg["failCgroupV1"], cfg["cgroupDriver"], cfg["oomScoreAdj"]) == (False, "cgroupfs", 0)
     assert cfg["containerRuntimeEndpoint"] == f"unix://{tmp_path / 'c.sock'}"
-    assert (cfg["address"], cfg["port"], cfg["healthzBindAddress"], cfg["readOnlyPort"]) == ("10.213.0.1", 1234,
-                                                                                           "127.0.0.1", 0)
+    # the node's own loopback is not the machine's: it listens on its end of the pair
+    assert (cfg["address"], cfg["port"], cfg["healthzBindAddress"], cfg["readOnlyPort"]) == ("10.214.0.2", 1234,
+                                                                                           "10.214.0.2", 0)
     assert cfg["authentication"]["anonymous"] == {"enabled": False}
     assert cfg["authentication"]["x509"] == {"clientCAFile": "/pki/ca.crt"}
     assert cfg["registerWithTaints"] == [kubelet.NODE_TAINT] and "staticPodPath" not in cfg
@@ -138,6 +141,17 @@ def test_containerd_resolves_no_name_so_no_pull_leaves_the_machine(tmp_path):
     assert (tmp_path / "resolv.conf").read_text().splitlines()[-1] == "nameserver 127.0.0.1"
     assert f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf" in argv[7]
     assert "lowerdir=/run," in argv[7] and "lowerdir=/var," in argv[7]
+
+
+def test_kube_proxy_serves_services_in_the_nodes_namespace_and_changes_no_sysctl(tmp_path):
+    cfg = kubeproxy.config(kubeconfig=tmp_path / "kc", node_name="real-node-0", node_ip="10.214.0.2",
+                           healthz_port=4321, cluster_cidr="10.213.0.0/24")
+    assert (cfg["mode"], cfg["nftables"]["masqueradeAll"]) == ("nftables", True)
+    assert set(cfg["conntrack"].values()) <= {0, "0s"}  # zero: it leaves every conntrack sysctl alone
+    assert cfg["nodePortAddresses"] == ["10.214.0.2/32"] and cfg["healthzBindAddress"] == "10.214.0.2:4321"
+    argv = hostnet.in_netns(tmp_path / "netns", kubeproxy.argv("/bin/kube-proxy", tmp_path / "c.yaml", tmp_path / "o"))
+    assert argv[:3] == ["nsenter", f"--net={tmp_path / 'netns'}", "--"] and argv[3] == "unshare"
+    assert "lowerdir=/run," in argv[10]
 
 
 def test_a_run_dir_under_an_overlaid_tree_is_refused(tmp_path):
