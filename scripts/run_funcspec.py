@@ -5,6 +5,7 @@ end, and print its logs (as Colonies holds them) and its final state and output.
 
 Reads the server and the user key from COLONIES_SERVER_HOST/PORT, COLONIES_COLONY_NAME and
 COLONIES_PRVKEY (what `python3 -m teststack env` exports). Exits 0 when the process succeeded.
+With kubectl on the PATH and a KUBECONFIG, it also says which node(s) ran the process's pods.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -53,7 +56,21 @@ async def main() -> int:
             print("errors:\n  " + "\n  ".join(process.errors))
         if process.state not in FINAL:
             print(f"(still {process.state.name} after {args.timeout:.0f}s)")
+        nodes = nodes_that_ran(process.processid)
+        if nodes:
+            print(f"ran on: {nodes}")
         return 0 if process.state is ProcessState.SUCCESS else 1
+
+
+def nodes_that_ran(process_id: str) -> str:
+    """The nodes of the process's pods (the operator labels them with the id's first 20 hex)."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl or not os.environ.get("KUBECONFIG"):
+        return ""
+    r = subprocess.run([kubectl, "get", "pods", "--all-namespaces", "-l", f"colonyos.io/process={process_id[:20]}",
+                        "-o", "jsonpath={range .items[*]}{.spec.nodeName} {end}"],
+                       capture_output=True, text=True, timeout=30)
+    return " ".join(sorted(set(r.stdout.split()))) if r.returncode == 0 else ""
 
 
 if __name__ == "__main__":

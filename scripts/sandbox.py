@@ -1,7 +1,11 @@
 """The local sandbox: the test stack, the CRD, the operator, an example ColonyExecutor, and a
 hello-world funcspec run end to end. Idempotent: what already runs is reused.
 
-    python3 scripts/sandbox.py [start|stop|status|env]
+    python3 scripts/sandbox.py [start [--kwok]|stop|status|env]
+
+The example ColonyExecutor runs its Jobs on the stack's real node (a kubelet with containerd:
+"hello world" is printed by a real busybox `echo`); with `--kwok`, on the kwok nodes, which
+only pretend to run containers.
 """
 
 from __future__ import annotations
@@ -62,7 +66,13 @@ def wait_ready(state) -> None:
                      + kubectl(state, "-n", NAMESPACE, "describe", "colonyexecutor", "k8s", check=False).stdout)
 
 
-def start(run: Path) -> int:
+def on_the_real_node(state) -> dict:
+    """The example's jobTemplate, plus what takes its pods to the real node (its label and taint)."""
+    node = state.real_node
+    return {"spec": {"jobTemplate": {"nodeSelector": node.node_selector, "tolerations": [node.toleration]}}}
+
+
+def start(run: Path, real_node: bool = True) -> int:
     state = stack.start(run)
     say("[sandbox] installing the CRD and the example ColonyExecutor")
     kubectl(state, "apply", "-f", str(ROOT / "crds" / "colonyexecutor.yaml"))
@@ -73,6 +83,10 @@ def start(run: Path) -> int:
               "stringData": {"colonyPrvKey": state.colonies.colony_prvkey}}
     kubectl(state, "apply", "-f", "-", stdin=json.dumps(secret))
     kubectl(state, "-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "colonyexecutor.yaml"))
+    where = on_the_real_node(state) if real_node else {"spec": {"jobTemplate": None}}
+    kubectl(state, "-n", NAMESPACE, "patch", "colonyexecutor", "k8s", "--type", "merge", "-p", json.dumps(where))
+    say(f"[sandbox] the example ColonyExecutor runs its Jobs on "
+        f"{'the real node ' + state.real_node.name if real_node else 'the kwok nodes'}")
     ensure_operator(state, run)
     wait_ready(state)
     print(kubectl(state, "-n", NAMESPACE, "get", "colonyexecutors").stdout, flush=True)
@@ -92,14 +106,14 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "start"
     run = default_run_dir().resolve()
     if command == "start":
-        return start(run)
+        return start(run, real_node="--kwok" not in argv[1:])
     if command == "stop":
         print(f"stopped {stack.stop_run_dir(run)} process(es)")
         return 0
     if command in ("status", "env"):
         from teststack.__main__ import main as teststack_main
         return teststack_main([command, "--run-dir", str(run)])
-    print("usage: scripts/sandbox [start|stop|status|env]", file=sys.stderr)
+    print("usage: scripts/sandbox [start [--kwok]|stop|status|env]", file=sys.stderr)
     return 2
 
 

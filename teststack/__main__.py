@@ -10,6 +10,7 @@ env     shell `export` lines for KUBECONFIG, the colonies CLI and PATH: eval "$(
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from teststack import build, stack, versions
 
 
 def default_run_dir() -> Path:
-    return versions.cache_root() / "sandbox"
+    """The sandbox's run dir: $COLONIES_SANDBOX_DIR, else `sandbox` in the build cache."""
+    return Path(os.environ.get("COLONIES_SANDBOX_DIR") or versions.cache_root() / "sandbox")
 
 
 def main(argv: list[str] | None = None) -> int:

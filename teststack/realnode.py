@@ -45,6 +45,7 @@ from teststack.state import KubeInfo, RealNodeInfo
 HOST_RECORD = "host.json"  # what cleanup must undo, written as soon as it exists
 BASE = "realnode"  # the node's directory in the run dir
 PACKAGES = {**containerd.PACKAGES, "busybox-static": str(images.BUSYBOX_BINARY), "nftables": "/usr/sbin/nft"}
+SOCKET_PATH_MAX = 108  # sun_path of a unix socket
 CLIENT_CERT = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
                "extendedKeyUsage=clientAuth"]
 _PYTHONPATH = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
@@ -171,6 +172,9 @@ def start(run: Path, k: KubeInfo, colonies_port: int, step: Step, on_proc: Calla
     record = base / HOST_RECORD
     netns = base / "netns"
     cpaths, kpaths = containerd.Paths(base / "containerd"), kubelet.Paths(base / "kubelet")
+    if len(str(cpaths.socket) + ".ttrpc") >= SOCKET_PATH_MAX:
+        raise RuntimeError(f"the run dir {run} is too long for a real node: containerd's socket "
+                           f"{cpaths.socket} must stay under {SOCKET_PATH_MAX} bytes (choose a shorter run dir)")
     started: list[procs.Proc] = []
     slot: list[hostnet.Slot] = []
 

@@ -9,19 +9,25 @@ nodeSelector and a toleration of its taint (which keeps every other test's pods 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
 from colonies_operator.colonies.models import ProcessState
-from teststack import cgroups, hostnet, kube, kubelet, realnode, versions
-from teststack.state import StackState
+from teststack import cgroups, hostnet, kube, kubelet, procs, realnode, versions
+from teststack.state import StackState, recorded_procs
 from tests.fixtures.operator import Executor, start_executor
 from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TIMEOUT = 120  # the first pod on a fresh node also creates its sandbox
 
@@ -165,3 +171,25 @@ async def test_a_command_that_does_not_exist_fails_with_container_cannot_run(rea
     assert done.state is ProcessState.FAILED
     assert done.errors[0].startswith("ContainerCannotRun("), done.errors
     assert "/no/such/program" in done.errors[0]
+
+
+def test_the_sandbox_runs_hello_world_on_the_real_node_and_says_so():
+    """`scripts/sandbox` as the README gives it, in a run dir of its own: a stack, the operator,
+    the example ColonyExecutor, and examples/hello.json echoed by a real busybox."""
+    run_dir = Path(tempfile.mkdtemp(prefix="colonies-sandbox-"))  # short: containerd's socket lives there
+    env = os.environ | {"COLONIES_SANDBOX_DIR": str(run_dir)}
+    sandbox = [sys.executable, str(ROOT / "scripts" / "sandbox.py")]
+    try:
+        out = subprocess.run([*sandbox, "start"], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        logs = out.stdout.split("--- logs (from Colonies) ---\n", 1)[1].split("--- result ---", 1)[0]
+        assert logs == "hello world\n"
+        assert "state:  SUCCESS" in out.stdout and f"ran on: {kubelet.NODE_NAME}\n" in out.stdout, out.stdout
+    finally:
+        subprocess.run([*sandbox, "stop"], env=env, capture_output=True, timeout=120)
+    assert not stack_procs_alive(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def stack_procs_alive(run_dir: Path) -> list[str]:
+    return [p.name for p in recorded_procs(run_dir) if procs.alive(p)]
