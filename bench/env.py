@@ -5,6 +5,7 @@ accounting per component."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
 import shutil
@@ -112,6 +113,24 @@ def create_executor(state: StackState, namespace: str, name: str, executor_type:
     with api(state).client() as c:
         kubeapi.create(c, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ColonyExecutor", "metadata": {"name": name}, "spec": body})
+
+
+def first_line_time(state: StackState, namespace: str, process_id: str) -> float | None:
+    """When the process's container printed its first line (the runtime's own timestamp of it,
+    from the pod log with timestamps), as a Unix time; None when its pod is gone."""
+    with api(state).client() as c:
+        pods = c.get(f"/api/v1/namespaces/{namespace}/pods",
+                     params={"labelSelector": f"colonyos.io/process={process_id[:20]}"}).json().get("items") or []
+        if not pods:
+            return None
+        r = c.get(f"/api/v1/namespaces/{namespace}/pods/{pods[0]['metadata']['name']}/log",
+                  params={"timestamps": "true", "limitBytes": "4096"})
+    if r.status_code != 200 or not r.text:
+        return None
+    stamp = r.text.split(" ", 1)[0]  # RFC 3339 with nanoseconds
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    return (datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp()
+            + float(f"0.{frac or 0}"))
 
 
 def executor_ready(state: StackState, namespace: str, name: str) -> bool:

@@ -46,7 +46,8 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
     """(figure, operator, baseline 1, baseline 2, unit, target, target text)"""
     r = data.get("results", {})
     b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
-    li = r.get("p2_light", {})
+    li, p6 = r.get("p2_light", {}), r.get("p6_real", {})
+    at_once = f"assigned_to_container_running_{p6.get('batch')}_at_once_s"
     out = [
         (f"P1 burst launch rate, backlog {b.get('processes')} (Jobs/s)", _get(b, "operator", "jobs_per_second"),
          _get(b, "ceiling", "jobs_per_second"), _get(b, "naive", "jobs_per_second"), "", (">=", 50), "≥ 50"),
@@ -105,6 +106,14 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
         ("P5 duplicate executions (processes with > 1 Job)", p5.get("processes_with_more_than_one_job"), None, None,
          "", ("<=", 0), "0"),
         ("P5 processes succeeded", p5.get("succeeded"), None, None, "", None, ""),
+        (f"P6 real node: assigned → container running p50, one at a time ({p6.get('processes')})",
+         _get(p6, "assigned_to_container_running_s", "p50"), None, None, "ms", None, ""),
+        (f"P6 real node: assigned → container running p99, one at a time ({p6.get('processes')})",
+         _get(p6, "assigned_to_container_running_s", "p99"), None, None, "ms", ("<=", 5.0), "≤ 5 s (pod-startup SLO)"),
+        (f"P6 real node: assigned → container running p50, {p6.get('batch')} at once",
+         _get(p6, at_once, "p50"), None, None, "ms", None, ""),
+        (f"P6 real node: assigned → container running p99, {p6.get('batch')} at once",
+         _get(p6, at_once, "p99"), None, None, "ms", ("<=", 5.0), "≤ 5 s (pod-startup SLO)"),
     ]
     return out
 
