@@ -14,16 +14,14 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from kubernetes_asyncio import client
 
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.logs import MAX_LINE_BYTES
-from tests.fixtures.kube import new_namespace
+from tests.fixtures.kube import temporary_namespace
 from tests.fixtures.operator import (
     GROUP, PLURAL, VERSION, Executor, real_node_template, running_operator, start_executor,
 )
@@ -127,15 +125,8 @@ async def test_unicode_ansi_crlf_nul_50000_lines_and_a_2mib_line_arrive_as_the_l
 
 # --- 3. a SIGKILLed operator resumes a real log stream ------------------------------------------
 
-@pytest_asyncio.fixture
-async def mx_namespace(api) -> AsyncIterator[str]:
-    """A namespace the session operator does not serve (it serves `it-*`)."""
-    name = await new_namespace(api, "mx")
-    yield name
-    await client.CoreV1Api(api).delete_namespace(name)
-
-
 def own_operator(stack, tag: str):
+    """An operator of this test's own, on `mx-*` namespaces (the session operator serves `it-*`)."""
     return running_operator(stack, "--namespace", "mx-*", name=f"operator-mx-{tag}-{uuid.uuid4().hex[:4]}")
 
 
@@ -156,24 +147,25 @@ async def line_count(ex: Executor, process_id: str) -> int:
 
 
 async def test_a_sigkilled_operator_resumes_a_real_log_stream_with_no_line_lost_or_repeated(
-        api, colonies, stack, crd, mx_namespace):
+        api, colonies, stack, crd):
     total = 20_000
     # 1,000 lines a second: the kill lands while the container still prints
     script = "for i in $(seq 0 19); do seq $((i * 1000 + 1)) $((i * 1000 + 1000)); sleep 1; done"
-    with own_operator(stack, "first") as first:
-        ex = await start_executor(api, colonies, mx_namespace, stack, jobTemplate=real_node_template(stack))
-        process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": script}, conditions=SMALL)
-        await wait_for(lambda: _at_least(ex, process.processid, 3000), TIMEOUT, "3,000 lines to reach Colonies")
-        os.kill(first.pid, signal.SIGKILL)
-    at_kill = await line_count(ex, process.processid)
-    [job] = await ex.jobs()
-    assert at_kill < total, "the stream had ended before the kill"
-    with own_operator(stack, "again"):
-        await succeeded(ex, process.processid)
-        assert await shipped(ex, process.processid) == [str(i) for i in range(1, total + 1)]
-        [adopted] = await ex.jobs()
-        assert adopted.metadata.uid == job.metadata.uid  # adopted, not created again
-        await remove(ex)
+    async with temporary_namespace(api, "mx") as namespace:
+        with own_operator(stack, "first") as first:
+            ex = await start_executor(api, colonies, namespace, stack, jobTemplate=real_node_template(stack))
+            process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": script}, conditions=SMALL)
+            await wait_for(lambda: _at_least(ex, process.processid, 3000), TIMEOUT, "3,000 lines to reach Colonies")
+            os.kill(first.pid, signal.SIGKILL)
+        at_kill = await line_count(ex, process.processid)
+        [job] = await ex.jobs()
+        assert at_kill < total, "the stream had ended before the kill"
+        with own_operator(stack, "again"):
+            await succeeded(ex, process.processid)
+            assert await shipped(ex, process.processid) == [str(i) for i in range(1, total + 1)]
+            [adopted] = await ex.jobs()
+            assert adopted.metadata.uid == job.metadata.uid  # adopted, not created again
+            await remove(ex)
 
 
 async def _at_least(ex: Executor, process_id: str, lines: int) -> bool:
@@ -249,7 +241,8 @@ async def test_a_cancelled_running_process_has_its_pod_removed_and_nothing_repor
 async def test_restricted_pod_security_runs_as_nobody_and_a_resource_quota_refusal_fails_with_its_words(
         api, colonies, namespace, stack, operator):
     core = client.CoreV1Api(api)
-    await core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    enforce = {"pod-security.kubernetes.io/enforce": "restricted"}
+    await core.patch_namespace(namespace, {"metadata": {"labels": enforce}})
     ex = await start_executor(api, colonies, namespace, stack,
                               jobTemplate=real_node_template(stack, securityProfile="restricted"))
     process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": "id -u; id -g"}, conditions=SMALL)
