@@ -55,6 +55,17 @@ async def wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float, wh
         await asyncio.sleep(interval)
 
 
+def scrape_total(url: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples at a Prometheus `url` whose labels include `labels`."""
+    import httpx
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line.startswith(name) and all(w in line for w in wanted):
+            total += float(line.rpartition(" ")[2])
+    return total
+
+
 @contextlib.contextmanager
 def fresh_stack(request: pytest.FixtureRequest) -> Iterator[StackState]:
     """A new stack in a temporary run dir, stopped (by pid) when the block ends."""

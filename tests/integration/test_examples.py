@@ -33,6 +33,7 @@ async def big_executor(api, colonies, namespace, stack, operator):
     ("gpu.json", ProcessState.SUCCESS, None),
     ("failing.json", ProcessState.FAILED, ["about to fail"]),
     ("long-running.json", ProcessState.SUCCESS, [f"line {i}" for i in range(1, 101)]),
+    ("output.json", ProcessState.SUCCESS, ["computing the answer"]),
 ])
 async def test_an_example_funcspec_ends_as_documented(big_executor, name, state, lines):
     process = await big_executor.colonies.user.submit(example(name, big_executor))
@@ -40,6 +41,8 @@ async def test_an_example_funcspec_ends_as_documented(big_executor, name, state,
     assert done.state is state, done.errors
     if lines is not None:
         assert await big_executor.log_lines(process.processid) == lines
+    if name == "output.json":
+        assert done.output == ('{"answer": 42}',)
     if name == "failing.json":
         assert done.errors[0].startswith("ExitCode(3)")
 

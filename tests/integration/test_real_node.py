@@ -2,8 +2,9 @@
 operator's processes run as real containers: what Colonies gets back is what busybox printed,
 exited with and wrote to /dev/termination-log. Nothing here is scripted by the stack.
 
-The ColonyExecutor targets the node through its `jobTemplate`: the node's label as a
-nodeSelector and a toleration of its taint (which keeps every other test's pods off it).
+The ColonyExecutor (`real_executor`, tests/fixtures/operator.py) targets the node through its
+`jobTemplate`: the node's label as a nodeSelector and a toleration of its taint (which keeps
+every other test's pods off it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kubernetes_asyncio import client
 from colonies_operator.colonies.models import ProcessState
 from teststack import cgroups, hostnet, kube, kubelet, procs, realnode, versions
 from teststack.state import StackState, recorded_procs
-from tests.fixtures.operator import Executor, start_executor
+from tests.fixtures.operator import Executor
 from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
@@ -30,13 +31,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 TIMEOUT = 120  # the first pod on a fresh node also creates its sandbox
-
-
-@pytest.fixture
-async def real_executor(api, colonies, namespace, stack, operator) -> Executor:
-    node = stack.real_node
-    return await start_executor(api, colonies, namespace, stack,
-                                jobTemplate={"nodeSelector": node.node_selector, "tolerations": [node.toleration]})
 
 
 async def only_pod(ex: Executor) -> client.V1Pod:

@@ -25,7 +25,7 @@ from teststack.state import StackState
 from tests.fixtures.colonies import Colonies
 from tests.fixtures.kube import new_namespace
 from tests.fixtures.operator import Executor, running_operator, start_executor
-from tests.helpers import fresh_stack, wait_for
+from tests.helpers import fresh_stack, scrape_total, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,16 +93,6 @@ async def pod_running(ex: Executor, process_id: str) -> bool:
 
 async def job_names(ex: Executor) -> set[str]:
     return {j.metadata.name for j in await ex.jobs()}
-
-
-def scrape_total(url: str, name: str, **labels: str) -> float:
-    import httpx
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    total = 0.0
-    for line in httpx.get(url, timeout=10).text.splitlines():
-        if line.startswith(name) and all(w in line for w in wanted):
-            total += float(line.rpartition(" ")[2])
-    return total
 
 
 async def test_a_cancelled_process_has_its_job_deleted_and_nothing_reported(own, own_stack, rs_namespace, own_operator):
