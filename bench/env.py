@@ -129,7 +129,7 @@ def first_line_time(state: StackState, namespace: str, process_id: str) -> float
         return None
     stamp = r.text.split(" ", 1)[0]  # RFC 3339 with nanoseconds
     whole, _, frac = stamp.rstrip("Z").partition(".")
-    return (datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return (datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC).timestamp()
             + float(f"0.{frac or 0}"))
 
 

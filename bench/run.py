@@ -21,15 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colonies_operator.colonies.client import ColoniesClient, Connection, RetryPolicy, ServerAddress
+from colonies_operator.colonies.client import (
+    ColoniesClient,
+    Connection,
+    RetryPolicy,
+    ServerAddress,
+)
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.kube import KubeApi
-from teststack import procs
-from teststack.state import StackState
 
 from bench import env, profile, report
 from bench.env import say
 from bench.observe import Observer
+from teststack import procs
+from teststack.state import StackState
 
 FINAL = (ProcessState.SUCCESS, ProcessState.FAILED, ProcessState.CANCELLED)
 IN_FLIGHT = "colonies_operator_processes_in_flight"

@@ -38,8 +38,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from teststack import (apt, cgroups, containerd, hostnet, images, kube, kubeapi, kubelet, kubeproxy, mountns, procs,
-                       versions)
+from teststack import (
+    apt,
+    cgroups,
+    containerd,
+    hostnet,
+    images,
+    kube,
+    kubeapi,
+    kubelet,
+    kubeproxy,
+    mountns,
+    procs,
+    versions,
+)
 from teststack.state import KubeInfo, RealNodeInfo
 
 HOST_RECORD = "host.json"  # what cleanup must undo, written as soon as it exists

@@ -20,16 +20,22 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import yaml
+from colonies_operator.colonies.models import ProcessState
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from colonies_operator.colonies.models import ProcessState
+from tests.fixtures.colonies import Colonies, open_colonies
+from tests.fixtures.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    running_operator,
+    start_executor,
+)
+from tests.helpers import fresh_stack
 from teststack import images_operator, realnode
 from teststack.state import StackState
-from tests.fixtures.colonies import Colonies, open_colonies
-from tests.fixtures.operator import GROUP, PLURAL, VERSION, running_operator, start_executor
-from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from colonies_operator.colonies.models import ProcessState
 from kubernetes_asyncio import client
 
-from colonies_operator.colonies.models import ProcessState
-from teststack import cgroups, hostnet, kube, kubelet, procs, realnode, versions
-from teststack.state import StackState, recorded_procs
 from tests.fixtures.operator import Executor
 from tests.helpers import fresh_stack
+from teststack import cgroups, hostnet, kube, kubelet, procs, realnode, versions
+from teststack.state import StackState, recorded_procs
 
 pytestmark = pytest.mark.integration
 

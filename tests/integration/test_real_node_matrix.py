@@ -17,13 +17,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client
-
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.logs import MAX_LINE_BYTES
+from kubernetes_asyncio import client
+
 from tests.fixtures.kube import temporary_namespace
 from tests.fixtures.operator import (
-    GROUP, PLURAL, VERSION, Executor, real_node_template, running_operator, start_executor,
+    GROUP,
+    PLURAL,
+    VERSION,
+    Executor,
+    real_node_template,
+    running_operator,
+    start_executor,
 )
 from tests.helpers import scrape_total, wait_for
 
