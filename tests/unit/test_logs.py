@@ -166,3 +166,19 @@ async def test_a_batch_the_server_refuses_is_sent_line_by_line_and_a_line_still_
     assert sent == ["[0/main] one\n", "[0/main] [colonies-operator: Colonies refused this log line: Failed to add log]\n",
                     "[0/main] nul\ufffdbyte\n"]
     assert shipper.refused_lines == 1 and shipper.shipped_lines == 3
+
+
+async def test_a_cancel_that_arrives_with_a_full_batch_stops_the_flusher():
+    # Python 3.11's asyncio.wait_for returns normally, swallowing the cancel, when what it waits
+    # for ends in the same turn: the flusher then ran on and its supervisor could never end.
+    sink = Sink()
+    shipper = LogShipper(sink, batch_bytes=10, flush_seconds=60)
+    task = asyncio.create_task(shipper.run())
+    shipper.add("a")  # queued, not full: the flusher waits for the batch to fill or the interval
+    for _ in range(3):
+        await asyncio.sleep(0)
+    shipper.add("a full batch")  # wakes the flusher ...
+    task.cancel()                # ... in the very turn it is cancelled
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert task.cancelled()

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from colonies_operator.colonies import errors
 from colonies_operator.runtime.kube import KubeApi
+from colonies_operator.runtime.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +207,7 @@ class LogShipper:
         while True:
             await self._queued.wait()
             if not self._wake.is_set():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
-                except TimeoutError:
-                    pass
+                await wait_set(self._wake, self.flush_seconds)
             self._wake.clear()
             self._queued.clear()
             try:

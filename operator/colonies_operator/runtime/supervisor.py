@@ -27,6 +27,7 @@ from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
 from colonies_operator.runtime.following import LogFollower
 from colonies_operator.runtime.kube import Conflict, KubeError
+from colonies_operator.runtime.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,7 @@ class Supervisor:
             await self._wait(RECHECK_SECONDS)
 
     async def _wait(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._event.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_set(self._event, seconds)
 
     def _watch(self, job_name: str) -> None:
         """Wake this supervisor on changes of `job_name` (its own Job, or another attempt's)."""
