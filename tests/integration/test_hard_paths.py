@@ -477,7 +477,10 @@ async def test_an_unassigned_process_moves_between_two_executors_and_each_stops_
     other_ns = await new_namespace(api)
     await start_executor(api, colonies, other_ns, stack, executorType=first.executor_type)
     async with recording(api, namespace, other_ns) as seen:
-        processes = [await first.submit(maxexectime=4, maxretries=2, env={"KWOK_RUN_FOR": "30s"}) for _ in range(4)]
+        # pods that never end by themselves, so only Colonies' maxexectime ends an attempt (with
+        # "30s", one pod once ended after kwok's default 1 s and its process succeeded; cause unknown)
+        processes = [await first.submit(maxexectime=4, maxretries=2, env={"KWOK_RUN_FOR": RUN_LONG})
+                     for _ in range(4)]
         for p in processes:
             done = await first.final(p.processid, timeout=180)
             assert done.state is ProcessState.FAILED and done.retries == 2
