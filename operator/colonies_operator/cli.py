@@ -1,4 +1,5 @@
-"""The `colonies-operator` command: `run` the operator, `check` that it can run here, print its `version`."""
+"""The `colonies-operator` command: `run` the operator, `check` that it can run here, print its `version`;
+and `cfs pull` / `cfs push`, the CFS steps of a process's Job (they run in its pod, not in the operator)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("-A", "--all-namespaces", action="store_true", default=None,
                              help="serve every namespace (needs a ClusterRole)")
         command.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials, else KUBECONFIG)")
+    cfs = commands.add_parser("cfs", help="CFS steps of a process's Job (run by its init container and sidecar)")
+    steps = cfs.add_subparsers(dest="step", required=True)
+    steps.add_parser("pull", help="fetch the funcspec's snapshots and sync its directories in, then exit")
+    steps.add_parser("push", help="wait until stopped, then sync the funcspec's directories out")
     run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
     run.add_argument("--metrics-port", type=int, help="port of the Prometheus /metrics endpoint (default 9090; 0 disables)")
     run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
@@ -61,11 +66,32 @@ async def _run(settings: cfg.OperatorSettings, kubeconfig: str | None) -> None:
     )
 
 
+def _cfs(step: str) -> int:
+    """Run one CFS step; its outcome is the exit code and the termination message."""
+    from colonies_operator.cfs import steps
+
+    async def run() -> str:
+        settings = steps.StepSettings.from_env()
+        if step == "pull":
+            return await steps.pull(settings)
+        await steps.wait_for_stop()
+        return await steps.push(settings)
+
+    try:
+        steps.report(asyncio.run(run()))
+        return 0
+    except Exception as exc:  # every failure becomes the message the operator fails the process with
+        steps.report(f"cfs {step}: {exc}")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"colonies-operator {colonies_operator.__version__}")
         return 0
+    if args.command == "cfs":
+        return _cfs(args.step)
     if args.command == "check":
         from colonies_operator import checks
 

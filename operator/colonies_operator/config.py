@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
-from colonies_operator.jobs import builder, quantity
+from colonies_operator.jobs import builder, quantity, storage as job_storage
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -43,6 +43,7 @@ class OperatorSettings:
     server_port: int = 50080
     server_tls: bool = False
     colony_name: str = ""
+    image: str = ""  # the operator's own image: the CFS steps of Jobs run from it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> OperatorSettings:
@@ -56,6 +57,7 @@ class OperatorSettings:
             "server_port": int(env.get("COLONIES_SERVER_PORT") or 50080),
             "server_tls": _truthy(env.get("COLONIES_TLS")),
             "colony_name": env.get("COLONIES_COLONY_NAME", ""),
+            "image": env.get("COLONIES_OPERATOR_IMAGE", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -99,6 +101,7 @@ class ExecutorConfig:
     location_name: str = ""
     capabilities: Mapping[str, Any] = field(default_factory=dict)
     ca_secret: SecretRef | None = None
+    storage: job_storage.StorageSettings | None = None  # CFS (spec.storage)
 
     @property
     def generated_key_secret(self) -> str:
@@ -110,7 +113,7 @@ class ExecutorConfig:
             colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
-            resource_name=self.resource_name,
+            resource_name=self.resource_name, storage=self.storage,
         )
 
 
@@ -164,6 +167,49 @@ def _seconds(spec: Mapping[str, Any], key: str, default: float, low: float, high
     return number
 
 
+def _storage(spec: Mapping[str, Any], settings: OperatorSettings, server: ServerAddress, colony: str,
+             executor_key: SecretRef | None, ca_secret: SecretRef | None) -> job_storage.StorageSettings | None:
+    """spec.storage → the CFS settings of the executor's Jobs, or None without storage."""
+    given = spec.get("storage")
+    if not given:
+        return None
+    if not isinstance(given, Mapping):
+        raise ConfigError("storage", "must be an object: {endpoint, bucket, credentialsSecretRef}")
+    for key in ("endpoint", "bucket"):
+        if not given.get(key):
+            raise ConfigError(f"storage.{key}", "is required")
+    credentials = given.get("credentialsSecretRef") or {}
+    if not isinstance(credentials, Mapping) or not credentials.get("name"):
+        raise ConfigError("storage.credentialsSecretRef", "must name the Secret holding the S3 keys: "
+                                                          "{name: <secret>, accessKeyKey, secretKeyKey}")
+    if executor_key is None:
+        raise ConfigError("executorKeySecretRef", "is required with spec.storage: the Jobs' CFS steps sign with the "
+                                                  "executor's key, which only a Secret may carry (create one with "
+                                                  "the private key of `colonies security generate`)")
+    image = str(given.get("image") or settings.image)
+    if not image:
+        raise ConfigError("storage.image", "no image for the CFS steps: set spec.storage.image or the operator's "
+                                           "COLONIES_OPERATOR_IMAGE (the Helm chart sets it)")
+    size = given.get("volumeSize", "10Gi")
+    try:
+        quantity.parse_memory(size)
+    except quantity.QuantityError as exc:
+        raise ConfigError("storage.volumeSize", str(exc)) from None
+    jobs = spec.get("server") or {}
+    return job_storage.StorageSettings(
+        image=image, endpoint=str(given["endpoint"]), bucket=str(given["bucket"]),
+        keys_secret=str(credentials["name"]),
+        access_key_field=str(credentials.get("accessKeyKey") or "accessKey"),
+        secret_key_field=str(credentials.get("secretKeyKey") or "secretKey"),
+        executor_key_secret=(executor_key.name, executor_key.key),
+        server_host=str(jobs.get("jobHost") or server.host), server_port=int(jobs.get("jobPort") or server.port),
+        server_tls=server.tls, server_ca_secret=(ca_secret.name, ca_secret.key) if ca_secret else None,
+        colony_name=colony, region=str(given.get("region") or ""), tls=bool(given.get("tls", False)),
+        skip_verify=bool(given.get("insecureSkipVerify", False)), volume_size=str(size),
+        push_seconds=int(_seconds(given, "pushSeconds", 600, 10, 86400)),
+    )
+
+
 def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings: OperatorSettings,
                     uid: str = "") -> ExecutorConfig:
     """A ColonyExecutor's spec (with the CRD's defaults applied) → ExecutorConfig, or ConfigError."""
@@ -202,6 +248,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         max_processes_per_node=int(limits.get("processesPerNode") or 16),
         default_cpu_millis=_quantity(spec, "defaults.cpu", quantity.parse_cpu),
         default_memory_bytes=_quantity(spec, "defaults.memory", quantity.parse_memory),
+        storage=bool(spec.get("storage")),
     )
     security_profile = str(template.get("securityProfile") or "")
     try:
@@ -210,17 +257,20 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
     except ValueError as exc:
         raise ConfigError("jobTemplate", str(exc)) from None
     executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
+    address = ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify)
+    executor_key = _secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey")
+    storage = _storage(spec, settings, address, str(colony), executor_key, ca_secret)
     # Colonies removes an executor it has not heard from for 600 s; an assign is the only way
     # to be heard, so both the long poll and the heartbeat stay well below that.
     assign_timeout = _seconds(spec, "assignTimeoutSeconds", 20, 1, 300)
     heartbeat = _seconds(spec, "heartbeatSeconds", 60, 1, 300)
     return ExecutorConfig(
         namespace=namespace, resource_name=name,
-        server=ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify),
+        server=address,
         colony_name=str(colony), executor_name=str(executor_name),
         executor_type=str(spec.get("executorType") or "container-executor"),
         colony_key=colony_key,
-        executor_key=_secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey"),
+        executor_key=executor_key,
         budget=budget, policy=policy,
         gpu_resource_name=str(gpu.get("resourceName") or "nvidia.com/gpu"),
         gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
@@ -237,4 +287,5 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         location_name=str(spec.get("locationName") or ""),
         capabilities=dict(spec.get("capabilities") or {}),
         ca_secret=ca_secret,
+        storage=storage,
     )

@@ -1,6 +1,7 @@
 """RunSpec → Job dict: compared against whole expected dicts, so every field is deliberate."""
 
 import copy
+import json
 import re
 
 import pytest
@@ -248,3 +249,62 @@ def test_request_totals_follow_kubernetes_rules_for_limits_and_init_containers()
                        {"resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "128Mi"}}}],
     }}}}
     assert builder.job_request_totals(job, gpu_resource_name="example.com/gpu") == (4000, 768 * MI, 2)
+
+
+# --- CFS: a volume, the pull init container and the push sidecar -----------------------------------
+
+STORAGE = builder.storage.StorageSettings(
+    image="colonies-operator:1", endpoint="s3.storage:8333", bucket="cfs", keys_secret="s3-keys",
+    executor_key_secret=("executor-key", "executorPrvKey"), server_host="colonies.colonies", server_port=50080,
+    colony_name="dev", volume_size="2Gi", push_seconds=900)
+FS = {"mount": "/cfs", "dirs": [{"label": "/out/{processid}", "dir": "/out",
+                                 "onconflicts": {"onstart": {"keeplocal": False}, "onclose": {"keeplocal": True}}}]}
+
+
+def cfs_job(**settings) -> dict:
+    raw = {"funcname": "execute", "kwargs": {"docker-image": "ubuntu:20.04", "cmd": "ls /cfs/out"},
+           "conditions": {"cpu": "500m", "mem": "1Gi"}, "maxexectime": -1, "fs": FS}
+    process = Process.from_json({"processid": PID, "state": 1, "retries": 2, "spec": raw})
+    run = spec.parse_process(process, spec.SpecPolicy(storage=True))
+    return builder.build_job(run, JobSettings(**{**vars(SETTINGS), "storage": STORAGE, **settings}))
+
+
+def test_a_job_with_fs_pulls_before_the_program_and_pushes_from_a_sidecar_after_it():
+    pod = cfs_job()["spec"]["template"]["spec"]
+    pull, push = pod["initContainers"]
+    assert [pull["name"], pull["command"], pull.get("restartPolicy")] == [
+        "cfs-pull", ["colonies-operator", "cfs", "pull"], None]
+    assert [push["name"], push["command"], push["restartPolicy"]] == [
+        "cfs-push", ["colonies-operator", "cfs", "push"], "Always"]
+    assert pod["volumes"] == [{"name": "cfs", "emptyDir": {"sizeLimit": "2Gi"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs"}]
+    assert pull["volumeMounts"] == push["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs-volume"}]
+    assert pod["terminationGracePeriodSeconds"] == 900, "the push's time after the program ends"
+    env = {e["name"]: e.get("value") for e in pull["env"]}
+    assert json.loads(env["COLONIES_CFS"]) == {"mount": "/cfs", "snapshots": [], "dirs": [
+        {"label": f"/out/{PID}", "dir": "/out", "onconflicts": {"onstart": {"keeplocal": False},
+                                                              "onclose": {"keeplocal": True}}}]}
+    assert (env["COLONIES_PROCESS_ID"], env["COLONIES_ATTEMPT"], env["AWS_S3_ENDPOINT"]) == (PID, "2", "s3.storage:8333")
+    assert pull["securityContext"] == {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True}
+
+
+def test_the_keys_reach_only_the_cfs_containers_and_only_from_secrets():
+    pod = cfs_job()["spec"]["template"]["spec"]
+    secret_refs = {c["name"]: {(e["name"], e["valueFrom"]["secretKeyRef"]["name"]) for e in c["env"] if "valueFrom" in e}
+                   for c in pod["initContainers"] + pod["containers"]}
+    keys = {("COLONIES_PRVKEY", "executor-key"), ("AWS_S3_ACCESSKEY", "s3-keys"), ("AWS_S3_SECRETKEY", "s3-keys")}
+    assert secret_refs == {"cfs-pull": keys, "cfs-push": keys, "main": set()}
+    assert "shareProcessNamespace" not in pod, "the program must not see the sidecar's environment in /proc"
+
+
+def test_a_cfs_job_counts_its_sidecar_beside_the_program():
+    cpu, memory, _ = builder.job_request_totals(cfs_job())
+    assert (cpu, memory) == (500 + 100, 1024 * MI + 256 * MI)
+
+
+def test_request_totals_count_sidecars_started_before_an_init_container():
+    pod_spec = {"containers": [{"resources": {"requests": {"cpu": "100m"}}}],
+                "initContainers": [{"restartPolicy": "Always", "resources": {"requests": {"cpu": "300m"}}},
+                                   {"resources": {"requests": {"cpu": "500m"}}}]}
+    job = {"spec": {"parallelism": 2, "template": {"spec": pod_spec}}}
+    assert builder.job_request_totals(job)[0] == 2 * 800

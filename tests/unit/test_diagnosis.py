@@ -318,7 +318,8 @@ def test_long_api_messages_are_cut_in_the_summary():
 def test_reason_values_are_the_documented_contract():
     assert [r.value for r in Reason] == [
         "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
-        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown", "PodCreateRefused"]
+        "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown", "PodCreateRefused",
+        "CFSPullFailed", "CFSPushFailed"]
     assert Reason.OOM_KILLED == "OOMKilled"
 
 
@@ -459,3 +460,55 @@ def test_with_many_containers_the_limit_is_their_share_of_12_kib_and_each_cut_me
 def test_a_short_or_valid_message_gets_no_note(message):
     assert len(message.encode()) < KUBE_LIMIT or json.loads(message)
     assert diagnosis.termination_output([succeeded(message)]).notes == ()
+
+
+# --- CFS: the pull init container and the push sidecar -----------------------------------------------
+
+def with_cfs(body: dict, pull=terminated(0, "Completed"), push=RUNNING) -> dict:
+    """`body` as a pod of a Job with fs: the pull init container and the push sidecar first."""
+    body["spec"]["initContainers"] = [{"name": "cfs-pull", "image": "colonies-operator:1"},
+                                      {"name": "cfs-push", "image": "colonies-operator:1", "restartPolicy": "Always"}]
+    body["status"]["initContainerStatuses"] = [{"name": n, "state": s} for n, s in (("cfs-push", push), ("cfs-pull", pull))]
+    return body
+
+
+PULL_FAILED = "cfs pull: pull /in: 1 of 2 files not synced: /in/data.csv: S3 GET 7f3a: NoSuchKey (gone)"
+PUSH_FAILED = "cfs push: push /out: 1 of 1 files not synced: /out/result.bin: S3 PUT 9c1e: ConnectError (refused)"
+WAITING_MAIN = ("main", waiting("PodInitializing", ""))
+
+
+def test_a_failed_pull_fails_the_process_naming_the_label_and_file_and_the_program_never_ran():
+    pods = [with_cfs(pod("Failed", (WAITING_MAIN,)), pull=terminated(1, message=PULL_FAILED))]
+    assert diagnosis.job_outcome(job(*BACKOFF_LIMIT), pods) is Outcome.FAILED
+    found = diagnosis.diagnose(job(*BACKOFF_LIMIT), pods, now=CREATED, pending_grace_seconds=300)
+    assert found.summary == "CFSPullFailed(pull /in: 1 of 2 files not synced: /in/data.csv: S3 GET 7f3a: NoSuchKey (gone))"
+    assert "the program did not run" in found.detail
+
+
+def test_a_program_that_succeeded_whose_push_failed_is_not_a_success():
+    pods = [with_cfs(pod("Succeeded", (("main", terminated(0, "Completed")),)),
+                     push=terminated(1, message=PUSH_FAILED))]
+    complete = job(cond("SuccessCriteriaMet"), cond("Complete"))
+    assert diagnosis.job_outcome(complete, pods) is Outcome.FAILED
+    found = diagnosis.diagnose(complete, pods, now=CREATED, pending_grace_seconds=300)
+    assert found.reason is Reason.CFS_PUSH_FAILED and "/out/result.bin" in found.summary
+    assert "not reported as successful" in found.detail
+
+
+def test_a_program_that_failed_is_reported_by_its_exit_code_even_when_the_push_failed_too():
+    pods = [with_cfs(pod("Failed", (("main", terminated(3)),)), push=terminated(1, message=PUSH_FAILED))]
+    found = diagnosis.diagnose(job(*BACKOFF_LIMIT), pods, now=CREATED, pending_grace_seconds=300)
+    assert found.summary == "ExitCode(3)"
+
+
+def test_a_push_that_succeeded_leaves_a_success_and_its_message_is_not_output():
+    pods = [with_cfs(pod("Succeeded", (("main", terminated(0, "Completed", message="42")),)),
+                     push=terminated(0, "Completed", message="pushed 3 files"))]
+    assert diagnosis.job_outcome(job(cond("Complete")), pods) is Outcome.SUCCEEDED
+    assert diagnosis.termination_output(pods).values == (42,)
+
+
+def test_a_cfs_step_whose_image_cannot_be_pulled_is_diagnosed_like_the_programs():
+    pods = [with_cfs(pod("Pending", (WAITING_MAIN,)), pull=waiting("ErrImagePull", NOT_FOUND))]
+    found = diagnosis.diagnose(job(), pods, now=CREATED, pending_grace_seconds=300)
+    assert found.reason is Reason.IMAGE_PULL_FAILED and "container cfs-pull" in found.detail

@@ -5,6 +5,7 @@ import copy
 import random
 
 import pytest
+from colonies_operator.cfs.mounts import Filesystem, SnapshotMount, SyncDir
 
 from colonies_operator.colonies.models import FunctionSpec, Process, ProcessState
 from colonies_operator.jobs import builder, spec
@@ -150,7 +151,7 @@ SYNC_DIR = {"label": "/src", "dir": "/src", "keepfiles": False,
             "onconflicts": {"onstart": {"keeplocal": False}, "onclose": {"keeplocal": False}}}
 
 
-def test_a_funcspec_asking_for_cfs_is_refused_naming_fs_and_the_empty_fs_the_server_echoes_is_not():
+def test_a_funcspec_asking_for_cfs_on_an_executor_without_storage_is_refused_naming_fs_and_the_empty_fs_is_not():
     outcomes = {
         "no fs": refusal(funcspec(fs=DELETE)),
         "null": refusal(funcspec(fs=None)),
@@ -165,7 +166,51 @@ def test_a_funcspec_asking_for_cfs_is_refused_naming_fs_and_the_empty_fs_the_ser
     assert list(refused) == ["a mount", "a snapshot", "a sync dir"], outcomes
     for field, message in refused.values():
         assert field == "fs"
-        assert "this executor does not support CFS (fs) yet" in message
+        assert "this executor has no storage for CFS (its ColonyExecutor sets no spec.storage)" in message
+
+
+def fs_refusal(fs: dict) -> tuple[str, str] | None:
+    try:
+        parse(funcspec(fs=fs), storage=True)
+    except SpecError as err:
+        return err.field, str(err)
+    return None
+
+
+def test_fs_on_an_executor_with_storage_becomes_mounts_with_the_process_id_substituted():
+    fs = {"mount": "/cfs/", "snapshots": [{"snapshotid": "s1", "label": "/src/{processid}", "dir": "src/{processid}",
+                                          "keepfiles": True, "keepsnapshot": True}],
+          "dirs": [{"label": "results", "dir": "/out/./{processid}", "keepfiles": False,
+                    "onconflicts": {"onstart": {"keeplocal": True}, "onclose": {"keeplocal": False}}},
+                   {"label": "/logs", "dir": "/logs"}]}
+    run = parse(funcspec(fs=fs), storage=True)
+    assert run.fs == Filesystem("/cfs", (SnapshotMount("s1", f"/src/{PID}", f"/src/{PID}", True),),
+                                (SyncDir("results", f"/out/{PID}", True, False), SyncDir("/logs", "/logs", False, False)))
+    assert Filesystem.from_json(run.fs.to_json()) == run.fs
+
+
+@pytest.mark.parametrize("fs, field, words", [
+    ({"mount": "", "dirs": [SYNC_DIR]}, "fs.mount", "must be an absolute path"),
+    ({"mount": "cfs", "dirs": [SYNC_DIR]}, "fs.mount", "must be an absolute path"),
+    ({"mount": "/", "dirs": [SYNC_DIR]}, "fs.mount", "must be an absolute path"),
+    ({"mount": "/etc/x", "dirs": [SYNC_DIR]}, "fs.mount", "would hide the image's /etc"),
+    ({"mount": 7}, "fs.mount", "must be a string, got int"),
+    ({"mount": "/cfs", "dirs": {"label": "/x"}}, "fs.dirs", "must be a list of objects"),
+    ({"mount": "/cfs", "dirs": ["x"]}, "fs.dirs[0]", "must be an object"),
+    ({"mount": "/cfs", "dirs": [{**SYNC_DIR, "dir": "../up"}]}, "fs.dirs[0].dir", "must not contain '..'"),
+    ({"mount": "/cfs", "dirs": [{**SYNC_DIR, "label": "/"}]}, "fs.dirs[0].label", "is empty"),
+    ({"mount": "/cfs", "dirs": [{**SYNC_DIR, "onconflicts": {"onstart": {"keeplocal": "yes"}}}]},
+     "fs.dirs[0].onconflicts.onstart.keeplocal", "must be true or false"),
+    ({"mount": "/cfs", "snapshots": [SNAPSHOT]}, "fs.snapshots[0].snapshotid", "expected a snapshot id"),
+    ({"mount": "/cfs", "snapshots": [{**SNAPSHOT, "snapshotid": "{snapshotid}"}]}, "fs.snapshots[0].snapshotid",
+     "colonies function submit --snapshot"),
+    ({"mount": "/cfs", "snapshots": [{**SNAPSHOT, "snapshotid": "s", "keepsnapshot": 1}]},
+     "fs.snapshots[0].keepsnapshot", "must be true or false"),
+])
+def test_a_bad_fs_is_refused_naming_the_field(fs, field, words):
+    found = fs_refusal(fs)
+    assert found is not None and found[0] == field, found
+    assert words in found[1] and field in found[1]
 
 
 def test_a_funcspec_asking_for_gpu_memory_is_refused_naming_conditions_gpu_mem_and_an_unset_one_is_not():

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from colonies_operator.jobs import quantity, spec
+from colonies_operator.jobs import quantity, spec, storage
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "colonies-operator"
@@ -77,6 +77,7 @@ class JobSettings:
     job_template: Mapping[str, Any] = field(default_factory=dict)  # overlay, keys in OVERLAY_KEYS
     security_profile: str = ""  # "" (the defaults below) or RESTRICTED (Pod Security "restricted")
     resource_name: str = ""  # the ColonyExecutor: its Jobs outlive an identity (key, name) it had
+    storage: storage.StorageSettings | None = None  # CFS for funcspecs with fs (spec.storage)
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
@@ -177,8 +178,7 @@ def _literal(words: Sequence[str]) -> list[str]:
 
 
 def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
-    security = _merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                       settings.job_template.get("containerSecurityContext", {}))
+    security = _container_security(settings)
     names = ["main"] if run.processes_per_node == 1 else [f"main-{i}" for i in range(run.processes_per_node)]
     containers = []
     for name in names:
@@ -192,8 +192,15 @@ def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]
         # has them even when the logs could not be shipped.
         container["terminationMessagePolicy"] = "FallbackToLogsOnError"
         container["securityContext"] = copy.deepcopy(security)
+        if run.fs is not None:
+            container["volumeMounts"] = [storage.program_mount(run.fs)]
         containers.append(container)
     return containers
+
+
+def _container_security(settings: JobSettings) -> dict[str, Any]:
+    return _merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                   settings.job_template.get("containerSecurityContext", {}))
 
 
 def _pull_secrets(secrets: list[Any]) -> list[dict[str, Any]]:
@@ -235,7 +242,19 @@ def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
             pod[key] = copy.deepcopy(overlay[key])
     if overlay.get("imagePullSecrets"):
         pod["imagePullSecrets"] = _pull_secrets(overlay["imagePullSecrets"])
+    if run.fs is not None:
+        _add_storage(pod, run, settings)
     return pod
+
+
+def _add_storage(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) -> None:
+    """The CFS steps around the program (jobs/storage.py)."""
+    if settings.storage is None or run.fs is None:
+        raise ValueError("fs needs the executor's spec.storage")
+    security = {**_container_security(settings), "readOnlyRootFilesystem": True}
+    pod["initContainers"] = storage.containers(run.fs, run.process_id, run.attempt, settings.storage, security)
+    pod["volumes"] = storage.volumes(settings.storage)
+    pod["terminationGracePeriodSeconds"] = settings.storage.push_seconds
 
 
 def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
@@ -265,8 +284,10 @@ def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
 
 
 def _pod_requests(pod_spec: Mapping[str, Any], gpu_resource_name: str) -> tuple[int, int, int]:
-    """A pod's effective requests, by Kubernetes' rule: the larger of the sum over its
-    containers and the largest init container; a missing request defaults to the limit."""
+    """A pod's effective requests, by Kubernetes' rule: the larger of what runs beside the
+    program (its containers plus every sidecar, an init container with restartPolicy Always)
+    and the peak of the init phase (each init container plus the sidecars started before
+    it); a missing request defaults to the limit."""
     def amounts(container: Mapping[str, Any]) -> tuple[int, int, int]:
         resources = container.get("resources") or {}
         given = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
@@ -274,8 +295,16 @@ def _pod_requests(pod_spec: Mapping[str, Any], gpu_resource_name: str) -> tuple[
                 int(given.get(gpu_resource_name, 0)))
 
     main = [amounts(c) for c in pod_spec.get("containers") or []]
-    init = [amounts(c) for c in pod_spec.get("initContainers") or []]
-    cpu, memory, gpus = (max(sum(a[i] for a in main), max((a[i] for a in init), default=0)) for i in range(3))
+    sidecars, init_peak = [0, 0, 0], [0, 0, 0]
+    for container in pod_spec.get("initContainers") or []:
+        need = amounts(container)
+        for i in range(3):
+            if container.get("restartPolicy") == "Always":
+                sidecars[i] += need[i]
+                init_peak[i] = max(init_peak[i], sidecars[i])
+            else:
+                init_peak[i] = max(init_peak[i], sidecars[i] + need[i])
+    cpu, memory, gpus = (max(sum(a[i] for a in main) + sidecars[i], init_peak[i]) for i in range(3))
     return cpu, memory, gpus
 
 

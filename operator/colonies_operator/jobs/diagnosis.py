@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from colonies_operator.jobs import quantity, statuses
+from colonies_operator.jobs import quantity, statuses, storage
 
 _MAX_ARG: Final = 300  # a reason's argument (an API message) is cut to this many characters
 # ErrImagePull messages that no amount of waiting will fix (containerd and CRI-O wording).
@@ -50,6 +50,8 @@ class Reason(str, Enum):
     CONTAINER_CANNOT_RUN = "ContainerCannotRun"
     UNKNOWN = "Unknown"
     POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, but admission refuses its pods
+    CFS_PULL_FAILED = "CFSPullFailed"  # the process's fs inputs could not be fetched; the program never ran
+    CFS_PUSH_FAILED = "CFSPushFailed"  # the program's fs outputs could not be synced back
 
 
 class Outcome(Enum):
@@ -210,10 +212,42 @@ def _check_terminated(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
     return None
 
 
+def _cfs_failure(pods: Sequence[Mapping[str, Any]], container: str) -> tuple[str, str] | None:
+    """(where, message) of the CFS step `container` when it ended non-zero."""
+    for pod, name, t in statuses.init_container_states(pods, "terminated"):
+        if name == container and t.get("exitCode", 0) != 0:
+            message = str(t.get("message", "")).strip() or f"exit code {t.get('exitCode')}"
+            return statuses.describe_container(pod, name), message.removeprefix(f"cfs {container[4:]}: ")
+    return None
+
+
+def _check_pull(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
+    """The inputs could not be fetched, so the program never started: before exit codes."""
+    if failed := _cfs_failure(pods, storage.PULL):
+        where, message = failed
+        return _make(Reason.CFS_PULL_FAILED, message, f"{where} could not fetch the process's fs inputs, so the "
+                     "program did not run",
+                     "check that each fs label, file and snapshot exists in CFS (`colonies fs label ls`, "
+                     "`colonies fs snapshot ls`) and that the executor's spec.storage reaches the S3 server")
+    return None
+
+
+def _check_push(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
+    """The program ended well but its outputs were not all synced: after exit codes."""
+    if failed := _cfs_failure(pods, storage.PUSH):
+        where, message = failed
+        return _make(Reason.CFS_PUSH_FAILED, message, f"{where} could not sync the program's fs outputs back, "
+                     "so the process is not reported as successful",
+                     "check that the executor's spec.storage reaches the S3 server, and that its grace period "
+                     "(spec.storage.pushSeconds) is long enough for the outputs")
+    return None
+
+
 def _check_waiting(pods: Sequence[Mapping[str, Any]], now: datetime, grace: float) -> Diagnosis | None:
     """A container that cannot start: at once when waiting cannot help (a bad image
     name, an image that does not exist), otherwise once the grace period has passed."""
-    for pod, name, waiting in statuses.container_states(pods, "waiting"):
+    waiting_ones = [*statuses.init_container_states(pods, "waiting"), *statuses.container_states(pods, "waiting")]
+    for pod, name, waiting in waiting_ones:
         reason, message = waiting.get("reason"), str(waiting.get("message", ""))
         where = statuses.describe_container(pod, name)
         image = str(statuses.container_spec(pod, name).get("image", "")) or "?"
@@ -290,7 +324,8 @@ def job_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ou
     if statuses.true_condition(job, "Failed", "FailureTarget"):
         return Outcome.FAILED
     if statuses.true_condition(job, "Complete", "SuccessCriteriaMet"):
-        return Outcome.SUCCEEDED
+        # A program that succeeded whose outputs were not synced is not a success.
+        return Outcome.FAILED if _cfs_failure(pods, storage.PUSH) else Outcome.SUCCEEDED
     if any(statuses.phase(pod) == "Failed" for pod in pods):
         return Outcome.FAILED
     return Outcome.RUNNING
@@ -301,7 +336,9 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
     """Why this Job failed or will not run, or None while nothing is known to be wrong."""
     return (_check_deadline(job)
             or _check_disruption(pods)
+            or _check_pull(pods)
             or _check_terminated(pods)
+            or _check_push(pods)
             or _check_waiting(pods, now, pending_grace_seconds)
             or _check_unschedulable(pods, now, pending_grace_seconds)
             or _check_failed(job, pods))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from colonies_operator.cfs.mounts import Filesystem, SnapshotMount, SyncDir
 from colonies_operator.colonies.models import Process
 from colonies_operator.jobs import image_reference, quantity
 
@@ -35,6 +36,8 @@ _PROCESS_ID: Final = re.compile(r"[0-9a-f]{64}")
 _ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 # A label value, at most 63 characters: the GPU name becomes a nodeSelector value.
 _LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+# Mount points that would hide what every image needs.
+_SYSTEM_DIRS: Final = frozenset({"bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "usr", "colonies"})
 _JSON_TYPES: Final = {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object"}
 
 
@@ -64,6 +67,7 @@ class SpecPolicy:
     max_processes_per_node: int = 16
     default_cpu_millis: int | None = None  # used when conditions.cpu is unset ("0m")
     default_memory_bytes: int | None = None  # used when conditions.mem is unset ("0Mi")
+    storage: bool = False  # the executor syncs CFS (spec.storage), so a funcspec may use fs
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class RunSpec:
     processes_per_node: int  # containers per pod
     deadline_seconds: int | None  # Job activeDeadlineSeconds
     assigned_at: str = ""  # the server's start time of this assignment (tells re-queued assignments apart)
+    fs: Filesystem | None = None  # CFS: snapshots and directories under a mount, {processid} substituted
 
 
 def is_label_value(text: str) -> bool:
@@ -229,16 +234,81 @@ def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _no_cfs(value: Any) -> None:
-    """Refuse `fs` (ColonyFS mounts, snapshots, synced dirs) rather than run the process
-    without its files. The server echoes `{mount: "", snapshots: null, dirs: null}` for a
-    funcspec without fs, so only a non-empty member counts as asking for it."""
+def _bool(value: Any, field: str) -> bool:
+    """An optional JSON boolean; null reads as false."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise SpecError(field, f"{field} must be true or false, got {_got(value)}")
+    return value
+
+
+def _objects(value: Any, field: str, expected: str) -> list[Mapping[str, Any]]:
+    """An optional list of JSON objects; null reads as empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(field, f"{field} must be a list of objects ({expected}), got {_got(value)}")
+    return [_object(item, f"{field}[{i}]", expected) or {} for i, item in enumerate(value)]
+
+
+def _path(value: Any, field: str, process_id: str, *, absolute: bool) -> str:
+    """A POSIX path with no ".." in it, {processid} substituted; a mount must be absolute
+    and not "/", a directory is taken relative to the mount."""
+    text = _string(value, field).replace(PROCESS_ID_PLACEHOLDER, process_id)
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts or "\0" in text:
+        raise SpecError(field, f"{field} {text!r} must not contain '..'")
+    if absolute and (not text.startswith("/") or not parts):
+        raise SpecError(field, f"{field} {text!r} must be an absolute path below '/', e.g. '/cfs'")
+    if absolute and parts[0] in _SYSTEM_DIRS:
+        raise SpecError(field, f"{field} {text!r} would hide the image's /{parts[0]}: choose another path, e.g. '/cfs'")
+    return "/" + "/".join(parts)
+
+
+def _label(value: Any, field: str, process_id: str) -> str:
+    text = _string(value, field).replace(PROCESS_ID_PLACEHOLDER, process_id).strip()
+    if not text.strip("/"):
+        raise SpecError(field, f"{field} is empty: expected a CFS label (a directory path such as '/data')")
+    return text
+
+
+def _filesystem(value: Any, process_id: str, policy: SpecPolicy) -> Filesystem | None:
+    """`fs`: CFS snapshots and synced directories under a mount. The server echoes
+    `{mount: "", snapshots: null, dirs: null}` for a funcspec without fs, so only a non-empty
+    member counts as asking for it; an executor without storage refuses it rather than run
+    the process without its files."""
     fs = _object(value, "fs", "mount, snapshots, dirs")
-    asked = [key for key, member in fs.items() if member]
-    if asked:
-        raise SpecError("fs", f"fs sets {', '.join(map(str, asked))}: this executor does not support CFS (fs) yet, "
-                              "so the process would run without its files; remove fs, or run it on an executor "
-                              "that syncs ColonyFS")
+    asked = [str(key) for key, member in fs.items() if member]
+    if not asked:
+        return None
+    if not policy.storage:
+        raise SpecError("fs", f"fs sets {', '.join(asked)}: this executor has no storage for CFS (its ColonyExecutor "
+                              "sets no spec.storage), so the process would run without its files; remove fs, or "
+                              "run it on an executor with storage")
+    mount = _path(fs.get("mount"), "fs.mount", process_id, absolute=True)
+    snapshots = []
+    for i, item in enumerate(_objects(fs.get("snapshots"), "fs.snapshots", "snapshotid, label, dir")):
+        field = f"fs.snapshots[{i}]"
+        snapshot_id = _string(item.get("snapshotid"), f"{field}.snapshotid")
+        if not snapshot_id or snapshot_id == "{snapshotid}":
+            raise SpecError(f"{field}.snapshotid", f"{field}.snapshotid is {snapshot_id!r}: expected a snapshot id "
+                                                   "(`colonies fs snapshot create`, or submit with "
+                                                   "`colonies function submit --snapshot`, which fills it in)")
+        _bool(item.get("keepfiles"), f"{field}.keepfiles")
+        snapshots.append(SnapshotMount(snapshot_id, _label(item.get("label"), f"{field}.label", process_id),
+                                       _path(item.get("dir"), f"{field}.dir", process_id, absolute=False),
+                                       _bool(item.get("keepsnapshot"), f"{field}.keepsnapshot")))
+    dirs = []
+    for i, item in enumerate(_objects(fs.get("dirs"), "fs.dirs", "label, dir, onconflicts")):
+        field = f"fs.dirs[{i}]"
+        _bool(item.get("keepfiles"), f"{field}.keepfiles")
+        conflicts = _object(item.get("onconflicts"), f"{field}.onconflicts", "onstart, onclose")
+        keep = [_bool(_object(conflicts.get(when), f"{field}.onconflicts.{when}", "keeplocal").get("keeplocal"),
+                      f"{field}.onconflicts.{when}.keeplocal") for when in ("onstart", "onclose")]
+        dirs.append(SyncDir(_label(item.get("label"), f"{field}.label", process_id),
+                            _path(item.get("dir"), f"{field}.dir", process_id, absolute=False), *keep))
+    return Filesystem(mount, tuple(snapshots), tuple(dirs))
 
 
 def _no_gpu_memory(value: Any) -> None:
@@ -295,7 +365,7 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     image = _image(kwargs, policy)
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
-    _no_cfs(spec.get("fs"))
+    fs = _filesystem(spec.get("fs"), process_id, policy)
     conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
     cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
@@ -320,4 +390,5 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         processes_per_node=per_node or 1,
         deadline_seconds=_deadline(spec, conditions),
         assigned_at=process.starttime.isoformat() if process.starttime else "",
+        fs=fs,
     )

@@ -90,9 +90,22 @@ def container_states(pods: Sequence[Obj], state: str) -> Iterator[tuple[Obj, str
                 yield pod, str(container.get("name", "")), details
 
 
+def init_container_states(pods: Sequence[Obj], state: str) -> Iterator[tuple[Obj, str, Obj]]:
+    """As `container_states`, for init containers and sidecars, in the spec's order."""
+    for pod in ordered_pods(pods):
+        order = [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
+        found = sorted(status(pod).get("initContainerStatuses") or [],
+                       key=lambda s: order.index(s.get("name")) if s.get("name") in order else len(order))
+        for container in found:
+            details = (container.get("state") or {}).get(state)
+            if details:
+                yield pod, str(container.get("name", "")), details
+
+
 def container_spec(pod: Obj, name: str) -> Obj:
-    """The pod spec's entry for container `name` (empty when not there)."""
-    for container in (pod.get("spec") or {}).get("containers") or []:
+    """The pod spec's entry for container or init container `name` (empty when not there)."""
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         if container.get("name") == name:
             return container
     return {}
