@@ -29,6 +29,10 @@ class Step:
     name: str
     produces: tuple[str, ...]
     run: Callable[[Path, Path, dict[str, str]], None]  # (bin dir, work dir, env)
+    home: Callable[[], Path] | None = None  # where its products go, when not the shared bin dir
+
+    def dest(self, bin_dir: Path) -> Path:
+        return self.home() if self.home else bin_dir
 
 
 def _go_env(work: Path) -> dict[str, str]:
@@ -136,6 +140,13 @@ def _kwok_crds(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
         shutil.copyfile(src / f, dest / f)
 
 
+def _seaweedfs(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
+    # SeaweedFS' go.mod replaces go-bip39 with a fork; a wrapper module must say so too.
+    _wrapper_build("seaweedfs", [f"github.com/seaweedfs/seaweedfs/weed@{v.SEAWEEDFS}"], str(bin_dir / "weed"),
+                   replaces=lambda _env: ["-replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0"],
+                   )(bin_dir, work, env)
+
+
 STEPS: tuple[Step, ...] = (
     Step("colonies server", ("colonies",), _colonies),
     Step("kwok", ("kwok",), _go_install(f"sigs.k8s.io/kwok/cmd/kwok@{v.KWOK}", "kwok")),
@@ -144,13 +155,14 @@ STEPS: tuple[Step, ...] = (
                                         f"-s -w -X helm.sh/helm/v3/internal/version.version={v.HELM}")),
     Step("etcd", ("etcd",), _etcd),
     Step("kubernetes", v.KUBERNETES_COMMANDS, _kubernetes),
+    Step("seaweedfs (S3)", ("weed",), _seaweedfs, home=v.weed_dir),
 )
 
 
 def missing() -> list[str]:
     """Everything the cache lacks: binaries, other step products (e.g. kwok-crds/...), images."""
-    products = list(v.BINARIES) + [p for s in STEPS for p in s.produces if p not in v.BINARIES]
-    return [p for p in products if not (v.bin_dir() / p).exists()] + images.missing(v.images_dir())
+    products = [(s.dest(v.bin_dir()), p) for s in STEPS for p in s.produces]
+    return [p for home, p in products if not (home / p).exists()] + images.missing(v.images_dir())
 
 
 def ensure_built() -> Path:
@@ -170,7 +182,7 @@ def ensure_built() -> Path:
 
 
 def _todo(bin_dir: Path) -> list[Step]:
-    return [s for s in STEPS if not all((bin_dir / p).exists() for p in s.produces)]
+    return [s for s in STEPS if not all((s.dest(bin_dir) / p).exists() for p in s.produces)]
 
 
 def _locked_elsewhere(lock: Any) -> bool:
@@ -201,7 +213,8 @@ def _build(bin_dir: Path) -> Path:
     for i, step in enumerate(todo, 1):
         began = time.monotonic()
         progress.say(f"[build {i}/{len(todo)}] {step.name} ...")
-        step.run(bin_dir, work, env)
+        step.dest(bin_dir).mkdir(parents=True, exist_ok=True)
+        step.run(step.dest(bin_dir), work, env)
         progress.say(f"[build {i}/{len(todo)}] {step.name} done in {int(time.monotonic() - began)}s")
     if missing():
         raise RuntimeError(f"build finished but these binaries are missing: {missing()}")

@@ -176,8 +176,9 @@ def _kubernetes_endpoints(api: kubeapi.KubeAPI, host_ip: str, api_port: int) -> 
         kubeapi.create(c, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", eps, exist_ok=True)
 
 
-def start(run: Path, k: KubeInfo, colonies_port: int, step: Step, on_proc: Callable[[procs.Proc], None]
-          ) -> tuple[tuple[procs.Proc, ...], RealNodeInfo]:
+def start(run: Path, k: KubeInfo, colonies_port: int, step: Step, on_proc: Callable[[procs.Proc], None],
+          relayed: tuple[int, ...] = ()) -> tuple[tuple[procs.Proc, ...], RealNodeInfo]:
+    """`relayed`: more loopback ports pods may reach at the machine's end of the pair (S3)."""
     mountns.check_run_dir(run)
     base = run / BASE
     base.mkdir(parents=True, exist_ok=True)
@@ -204,8 +205,8 @@ def start(run: Path, k: KubeInfo, colonies_port: int, step: Step, on_proc: Calla
         machine = {name: Path("/proc/sys", name).read_text().strip() for name in kubelet.SYSCTLS}
         record.write_text(json.dumps({"slot": slot[0].index, "machine_sysctls": machine}))
         cgroups.create(slot[0].cgroup)
-        p = launch("relay", [sys.executable, "-m", "teststack.relay", "--listen", slot[0].host_ip,
-                             "--port", str(k.api_port)],
+        ports = [arg for port in (k.api_port, *relayed) for arg in ("--port", str(port))]
+        p = launch("relay", [sys.executable, "-m", "teststack.relay", "--listen", slot[0].host_ip, *ports],
                    cwd=base, env={"PYTHONPATH": _PYTHONPATH})
         procs.wait_until(_checks_of(slot[0].host_ip, k.api_port)["relay"], timeout=30, what="relay", proc=p)
         _kubernetes_endpoints(kube.api(k), slot[0].host_ip, k.api_port)
@@ -230,7 +231,7 @@ def start(run: Path, k: KubeInfo, colonies_port: int, step: Step, on_proc: Calla
                         taint=f"{taint['key']}={taint['value']}:{taint['effect']}",
                         slot=s.index, link=s.link, subnet=s.subnet, host_ip=s.host_ip, node_ip=s.node_ip,
                         kubelet_port=procs.free_port(), kubelet_healthz_port=procs.free_port(),
-                        proxy_healthz_port=procs.free_port(), relay_ports=(k.api_port,),
+                        proxy_healthz_port=procs.free_port(), relay_ports=(k.api_port, *relayed),
                         # the Colonies server listens on every address of the machine (its own choice)
                         colonies_url=f"http://{s.host_ip}:{colonies_port}",
                         containerd_socket=str(cpaths.socket), netns=str(netns), base_dir=str(base))

@@ -16,23 +16,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from teststack import build, colonies_server, kube, postgres, procs, progress, realnode
+from teststack import build, colonies_server, kube, postgres, procs, progress, realnode, seaweedfs
 from teststack.state import PROCS_FILE, STATE_FILE, StackState, load_state, record_proc, recorded_procs, save
 
 __all__ = ["StackState", "load_state", "start", "stop", "stop_run_dir", "status", "healthy"]
 
-STEPS = ("postgres", "colonies-server", "etcd", "kube-apiserver", "kube-controller-manager",
+STEPS = ("postgres", "colonies-server", "seaweedfs (S3)", "etcd", "kube-apiserver", "kube-controller-manager",
          "kube-scheduler", "kwok", "podlogs", "nodes", *realnode.STEPS)
 # What start creates in a run dir, removed before a fresh start (never the run dir itself).
 _PRODUCTS = (STATE_FILE, PROCS_FILE, "pg", "colonies-etcd", "etcd", "pki", "kubeconfig", "kwok.yaml",
-             "podlogs", "apiserver-certs", "logs", "audit", realnode.BASE)
+             "podlogs", "apiserver-certs", "logs", "audit", "seaweedfs", realnode.BASE)
 REAL_NODE_PROCS = ("relay", "containerd", "kubelet", "kube-proxy")
 
 
 def status(state: StackState) -> dict[str, tuple[bool, str]]:
     """Per component, in start order: (healthy, detail)."""
     out: dict[str, tuple[bool, str]] = {}
-    kube_procs = tuple(p for p in state.procs if p.name not in ("postgres", "colonies-server", *REAL_NODE_PROCS))
+    kube_procs = tuple(p for p in state.procs
+                       if p.name not in ("postgres", "colonies-server", "seaweedfs", *REAL_NODE_PROCS))
     kube_health = kube.health(state.kube, kube_procs)
     if state.real_node is not None:
         node_procs = tuple(p for p in state.procs if p.name in REAL_NODE_PROCS)
@@ -44,6 +45,8 @@ def status(state: StackState) -> dict[str, tuple[bool, str]]:
             c = state.colonies
             out[p.name] = (colonies_server.health_check(c.host, c.port).ok() if procs.alive(p)
                            else (False, f"pid {p.pid} not running"))
+        elif p.name == "seaweedfs" and state.s3 is not None:
+            out[p.name] = seaweedfs.ready(state.s3) if procs.alive(p) else (False, f"pid {p.pid} not running")
         else:
             out[p.name] = kube_health[p.name]
     return out
@@ -128,7 +131,8 @@ def start(run_dir: Path | str) -> StackState:
     postgres.ensure_installed()
     existing = load_state(run)
     if existing is not None:
-        if existing.bin_dir == str(bin_dir) and existing.real_node is not None and healthy(existing):
+        if (existing.bin_dir == str(bin_dir) and existing.real_node is not None and existing.s3 is not None
+                and healthy(existing)):
             progress.say(f"[stack] reusing the healthy stack in {run}")
             return existing
         progress.say(f"[stack] the stack recorded in {run} is not healthy (or has other versions): "
@@ -160,6 +164,13 @@ def start(run_dir: Path | str) -> StackState:
                 on_proc(col["proc"])
                 return time.monotonic() - t
             prog.step("colonies-server", col_action)
+
+            def s3_action() -> float:
+                t = time.monotonic()
+                col["s3_proc"], col["s3"] = seaweedfs.start(run)
+                on_proc(col["s3_proc"])
+                return time.monotonic() - t
+            prog.step("seaweedfs (S3)", s3_action)
         except BaseException as e:  # reported by the main thread
             col["error"] = e
 
@@ -170,15 +181,17 @@ def start(run_dir: Path | str) -> StackState:
         t.join()
         if "error" in col:
             raise col["error"]
-        node_procs, node_info = realnode.start(run, kube_info, col["info"].port, prog.step, on_proc)
+        node_procs, node_info = realnode.start(run, kube_info, col["info"].port, prog.step, on_proc,
+                                               relayed=(col["s3"].port,))
     except BaseException:
         t.join(timeout=120)
         progress.say(f"[stack] start failed: stopping what was started (logs in {run / 'logs'})")
         stop_run_dir(run)
         raise
     state = StackState(run_dir=str(run), bin_dir=str(bin_dir),
-                       procs=(col["pg_proc"], col["proc"], *kube_procs, *node_procs),
-                       postgres=col["pg"], colonies=col["info"], kube=kube_info, real_node=node_info)
+                       procs=(col["pg_proc"], col["proc"], col["s3_proc"], *kube_procs, *node_procs),
+                       postgres=col["pg"], colonies=col["info"], kube=kube_info, real_node=node_info,
+                       s3=col["s3"])
     save(state)
     progress.say(f"[stack] all {len(state.procs)} processes healthy in {time.monotonic() - began:.1f}s; "
                  f"state in {run / STATE_FILE}")

@@ -54,6 +54,22 @@ class ColoniesInfo:
 
 
 @dataclass(frozen=True)
+class S3Info:
+    """The S3 server (teststack/seaweedfs.py) and its one identity's keys."""
+
+    host: str
+    port: int
+    region: str
+    access_key: str
+    secret_key: str
+    data_dir: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class KubeInfo:
     kubeconfig: str
     api_port: int
@@ -120,6 +136,7 @@ class StackState:
     colonies: ColoniesInfo
     kube: KubeInfo
     real_node: RealNodeInfo | None = None  # None in a stack from before it
+    s3: S3Info | None = None  # None in a stack from before it
 
     @property
     def kubeconfig(self) -> str:
@@ -172,7 +189,8 @@ class StackState:
                    procs=tuple(Proc.from_json(p) for p in d["procs"]),
                    postgres=PostgresInfo(**d["postgres"]), colonies=ColoniesInfo(**d["colonies"]),
                    kube=KubeInfo(**kube),
-                   real_node=_real_node(d.get("real_node")))
+                   real_node=_real_node(d.get("real_node")),
+                   s3=S3Info(**d["s3"]) if d.get("s3") else None)
 
 
 def _real_node(d: dict | None) -> RealNodeInfo | None:

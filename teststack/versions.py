@@ -12,6 +12,8 @@ ETCD: Final = "v3.6.16"
 KWOK: Final = "v0.8.0"
 HELM: Final = "v3.22.0"
 COLONIES: Final = "v1.9.12"
+# SeaweedFS tags ("3.80") are not Go module versions; the proxy serves commits as pseudo-versions.
+SEAWEEDFS: Final = "v0.0.0-20261109003541-7506e5f91cd6"
 # Images of the real node (teststack/images.py). Bump IMAGES when the way they are made changes.
 IMAGES: Final = "r1"
 PAUSE_IMAGE: Final = "localhost/teststack/pause:1"
@@ -38,6 +40,16 @@ def bin_dir() -> Path:
 
 def binary(name: str) -> Path:
     return bin_dir() / name
+
+
+def weed_dir() -> Path:
+    """SeaweedFS (the stack's S3 server) in a directory of its own version, so adding or bumping
+    it never rebuilds the other binaries."""
+    return cache_root() / f"seaweedfs-{SEAWEEDFS}"
+
+
+def weed() -> Path:
+    return weed_dir() / "weed"
 
 
 def images_dir() -> Path:

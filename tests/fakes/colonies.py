@@ -35,6 +35,7 @@ from tests.fakes import colonies_quirks as go
 from tests.fakes.colonies_assign import AssignHandlers
 from tests.fakes.colonies_client import FakeColoniesClient, FakeConnection
 from tests.fakes.colonies_events import EventHub
+from tests.fakes.colonies_files import SnapshotHandlers
 from tests.fakes.colonies_executors import ExecutorHandlers
 from tests.fakes.colonies_processes import ProcessHandlers
 from tests.fakes.colonies_records import CANCELLED, FAILED, RUNNING, SUCCESS, WAITING, FakeExecutor, FakeProcess, Reply
@@ -55,6 +56,7 @@ METHODS = {
     "cancelprocessmsg": "cancel", "pauseassignmentsmsg": "pause_assignments",
     "resumeassignmentsmsg": "resume_assignments", "subscribeprocessesmsg": "subscribe_processes",
     "subscribeprocessmsg": "subscribe_process", "getserverinfomsg": "server_info",
+    "getsnapshotmsg": "snapshot", "removesnapshotmsg": "remove_snapshot",
 }
 # "Failed to <what>, invalid JSON" where the handler's words differ from the method name
 _INVALID = {"submitfuncspecmsg": "submit process", "assignprocessmsg": "assign process", "getlogsmsg": "get logs",
@@ -96,7 +98,8 @@ class FakeColoniesServer:
         self._lose_assign_replies = 0
         self._last_ns = 0
         self._assign = AssignHandlers(self)
-        self._handlers = (ProcessHandlers(self), ExecutorHandlers(self), self._assign)
+        self.files = SnapshotHandlers(self)
+        self._handlers = (ProcessHandlers(self), ExecutorHandlers(self), self._assign, self.files)
 
     # --- knobs -----------------------------------------------------------------------------
 

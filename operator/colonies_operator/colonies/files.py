@@ -147,9 +147,10 @@ class Catalogue:
                                  name=name)
         return Snapshot.from_json(reply)
 
-    async def snapshot(self, snapshot_id: str) -> Snapshot:
+    async def snapshot(self, snapshot_id: str = "", *, name: str = "") -> Snapshot:
+        """A snapshot by id, or by the name it was created with."""
         return Snapshot.from_json(await self._call("getsnapshotmsg", colonyname=self.colony,
-                                                   snapshotid=snapshot_id, name=""))
+                                                   snapshotid=snapshot_id, name=name))
 
     async def remove_snapshot(self, snapshot_id: str) -> None:
         await self._call("removesnapshotmsg", colonyname=self.colony, snapshotid=snapshot_id, name="")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
-from colonies_operator.runtime import jobops, logs
+from colonies_operator.runtime import jobops, logs, snapshots
 from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
 from colonies_operator.runtime.following import LogFollower
@@ -87,14 +87,16 @@ class Supervisor:
         shipping = asyncio.create_task(self.shipper.run(), name=f"logs-{self.job_name}")
         end = End.STOPPED
         try:
-            end = await self._supervise(shipping)
-        except (errors.Forbidden, errors.NotFound, Fenced) as exc:
-            end = await self._fenced_end(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug: say so to the user, stop the Job, never leave it RUNNING
-            log.exception("supervisor of %s failed", self.pid[:12])
-            end = await self._internal_error(exc)
+            try:
+                end = await self._supervise(shipping)
+            except (errors.Forbidden, errors.NotFound, Fenced) as exc:
+                end = await self._fenced_end(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: say so to the user, stop the Job, never leave it RUNNING
+                log.exception("supervisor of %s failed", self.pid[:12])
+                end = await self._internal_error(exc)
+            await snapshots.release(self.ctx, self.run_spec, end)
         finally:
             await self.follower.stop()
             shipping.cancel()
