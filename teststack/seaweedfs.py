@@ -3,7 +3,7 @@
 One process runs a master, a volume server, a filer and the S3 gateway, every port chosen
 here (SeaweedFS' defaults, 8080/8333/8888/9333 and their gRPC twins, would clash with other
 servers), its local sockets in the run dir, and telemetry off: it would otherwise report to
-seaweedfs.com. One identity with the keys below may do everything; tests make a bucket each.
+seaweedfs.com. One identity may do everything, another only read; tests make a bucket each.
 Pods on the real node reach the gateway through the node's relay, like the apiserver.
 """
 
@@ -21,9 +21,14 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
-def _config(access_key: str, secret_key: str) -> dict:
-    return {"identities": [{"name": "teststack", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+def _config(info: S3Info) -> dict:
+    def identity(name: str, access: str, secret: str, actions: list[str]) -> dict:
+        return {"name": name, "credentials": [{"accessKey": access, "secretKey": secret}], "actions": actions}
+    return {"identities": [
+        identity("teststack", info.access_key, info.secret_key, ["Admin", "Read", "Write", "List", "Tagging"]),
+        # may read but not write: a push with these keys fails (tests of a failed push)
+        identity("reader", info.reader_access_key, info.reader_secret_key, ["Read", "List"]),
+    ]}
 
 
 def argv(run_dir: Path, info: S3Info, ports: dict[str, int]) -> list[str]:
@@ -43,9 +48,10 @@ def argv(run_dir: Path, info: S3Info, ports: dict[str, int]) -> list[str]:
 def start(run_dir: Path) -> tuple[procs.Proc, S3Info]:
     data = run_dir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
-    info = S3Info(host=HOST, port=procs.free_port(), region=REGION,
-                  access_key=secrets.token_hex(10), secret_key=secrets.token_hex(20), data_dir=str(data))
-    (data / "s3.json").write_text(json.dumps(_config(info.access_key, info.secret_key)))
+    info = S3Info(host=HOST, port=procs.free_port(), region=REGION, access_key=secrets.token_hex(10),
+                  secret_key=secrets.token_hex(20), data_dir=str(data), reader_access_key=secrets.token_hex(10),
+                  reader_secret_key=secrets.token_hex(20))
+    (data / "s3.json").write_text(json.dumps(_config(info)))
     ports = {name: procs.free_port() for name in
              ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")}
     proc = procs.start("seaweedfs", argv(run_dir, info, ports), run_dir / "logs" / "seaweedfs.log", cwd=run_dir)

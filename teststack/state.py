@@ -63,6 +63,8 @@ class S3Info:
     access_key: str
     secret_key: str
     data_dir: str
+    reader_access_key: str = ""  # an identity that may only read
+    reader_secret_key: str = ""
 
     @property
     def endpoint(self) -> str:

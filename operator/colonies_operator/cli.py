@@ -70,6 +70,10 @@ def _cfs(step: str) -> int:
     """Run one CFS step; its outcome is the exit code and the termination message."""
     from colonies_operator.cfs import steps
 
+    # What the pull writes, the program (often another user, without capabilities) must be
+    # able to change: files 0666 and directories 0777, in a volume only this pod mounts.
+    os.umask(0)
+
     async def run() -> str:
         settings = steps.StepSettings.from_env()
         if step == "pull":

@@ -30,11 +30,12 @@ from tests.fixtures.operator import (
     GROUP,
     PLURAL,
     VERSION,
+    import_operator_image,
     running_operator,
     start_executor,
 )
 from tests.helpers import fresh_stack
-from teststack import images_operator, realnode
+from teststack import images_operator
 from teststack.state import StackState
 
 pytestmark = pytest.mark.integration
@@ -98,12 +99,8 @@ def install_chart(stack: StackState, namespace: str, values: dict | None = None)
 
 @pytest.fixture(scope="module")
 def operator_image(stack, request) -> images_operator.OperatorImage:
-    """The image built from the Dockerfile (teststack/images_operator.py), in the real node's containerd."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():  # a cold build takes minutes: show its progress lines
-        image = images_operator.operator_image()
-    assert image.name in realnode.import_images(stack.real_node, [image.archive])
-    return image
+    """The image on this module's own stack's real node."""
+    return import_operator_image(stack, request)
 
 
 def on_the_real_node(stack: StackState, image: images_operator.OperatorImage) -> dict:

@@ -99,7 +99,9 @@ def test_the_default_chart_renders_a_restricted_single_replica_deployment_with_p
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in operator["env"]}
     assert env == {"COLONIES_SERVER_HOST": "colonies.example.com", "COLONIES_SERVER_PORT": "50080",
                    "COLONIES_TLS": "false", "COLONIES_COLONY_NAME": "dev",
-                   "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                   "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                   # the CFS steps of Jobs run from the operator's own image
+                   "COLONIES_OPERATOR_IMAGE": operator["image"]}
     [service] = by_kind(objects, "Service")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"health": 8080, "metrics": 9090}
 

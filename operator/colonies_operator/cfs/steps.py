@@ -101,7 +101,7 @@ async def push(settings: StepSettings) -> str:
         for d in settings.fs.dirs:
             root = Path(settings.fs.local(str(settings.root), d.dir))
             plans = await syncer.plan_tree(root, d.label, d.keep_local_on_close, download=False)
-            copied += await syncer.apply(f"push {d.label}", plans)
+            copied += await syncer.apply(f"push {d.label}", plans, mark=False)  # the pod is ending
         return f"pushed {copied} files"
 
 

@@ -221,25 +221,25 @@ def _cfs_failure(pods: Sequence[Mapping[str, Any]], container: str) -> tuple[str
     return None
 
 
-def _check_pull(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
-    """The inputs could not be fetched, so the program never started: before exit codes."""
-    if failed := _cfs_failure(pods, storage.PULL):
-        where, message = failed
-        return _make(Reason.CFS_PULL_FAILED, message, f"{where} could not fetch the process's fs inputs, so the "
-                     "program did not run",
-                     "check that each fs label, file and snapshot exists in CFS (`colonies fs label ls`, "
-                     "`colonies fs snapshot ls`) and that the executor's spec.storage reaches the S3 server")
-    return None
+# The CFS steps (jobs/storage.py): what their failure means, and what to do about it.
+_CFS_STEPS: Final = {
+    storage.PULL: (Reason.CFS_PULL_FAILED, "could not fetch the process's fs inputs, so the program did not run",
+                   "check that each fs label, file and snapshot exists in CFS (`colonies fs label ls`, "
+                   "`colonies fs snapshot ls`) and that the executor's spec.storage reaches the S3 server"),
+    storage.PUSH: (Reason.CFS_PUSH_FAILED, "could not sync the program's fs outputs back, so the process is not "
+                                           "reported as successful",
+                   "check that the executor's spec.storage reaches the S3 server, and that its grace period "
+                   "(spec.storage.pushSeconds) is long enough for the outputs"),
+}
 
 
-def _check_push(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
-    """The program ended well but its outputs were not all synced: after exit codes."""
-    if failed := _cfs_failure(pods, storage.PUSH):
+def _check_cfs(pods: Sequence[Mapping[str, Any]], step: str) -> Diagnosis | None:
+    """A CFS step that failed: the pull comes before exit codes (the program never started),
+    the push after them (a program that failed says more than its missing outputs)."""
+    if failed := _cfs_failure(pods, step):
         where, message = failed
-        return _make(Reason.CFS_PUSH_FAILED, message, f"{where} could not sync the program's fs outputs back, "
-                     "so the process is not reported as successful",
-                     "check that the executor's spec.storage reaches the S3 server, and that its grace period "
-                     "(spec.storage.pushSeconds) is long enough for the outputs")
+        reason, what, hint = _CFS_STEPS[step]
+        return _make(reason, message, f"{where} {what}", hint)
     return None
 
 
@@ -336,9 +336,9 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
     """Why this Job failed or will not run, or None while nothing is known to be wrong."""
     return (_check_deadline(job)
             or _check_disruption(pods)
-            or _check_pull(pods)
+            or _check_cfs(pods, storage.PULL)
             or _check_terminated(pods)
-            or _check_push(pods)
+            or _check_cfs(pods, storage.PUSH)
             or _check_waiting(pods, now, pending_grace_seconds)
             or _check_unschedulable(pods, now, pending_grace_seconds)
             or _check_failed(job, pods))
