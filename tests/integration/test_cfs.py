@@ -14,7 +14,7 @@ import pytest
 from colonies_operator.cfs.s3 import S3Client, S3Config
 from colonies_operator.cfs.sync import SyncError, Syncer
 
-from tests.fixtures.cfs import Cfs, cfs  # noqa: F401  (fixture)
+from tests.fixtures.cfs import Cfs, bucket, cfs  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from colonies_operator.colonies import crypto
 from colonies_operator.colonies.models import ProcessState
 from kubernetes_asyncio import client
 
-from tests.fixtures.cfs import Cfs, cfs  # noqa: F401  (fixture)
+from tests.fixtures.cfs import Cfs, bucket, cfs  # noqa: F401  (fixtures)
 from tests.fixtures.operator import Executor, operator_image, real_node_template, start_executor  # noqa: F401
 from tests.helpers import wait_for
 
