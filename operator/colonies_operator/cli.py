@@ -78,7 +78,7 @@ def _cfs(step: str) -> int:
         settings = steps.StepSettings.from_env()
         if step == "pull":
             return await steps.pull(settings)
-        await steps.wait_for_stop()
+        await steps.wait_for_stop(os.environ.get(steps.ENV_READY, ""))
         return await steps.push(settings)
 
     try:

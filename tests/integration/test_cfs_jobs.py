@@ -52,7 +52,7 @@ async def storage_executor(api, colonies, namespace, stack, image, cfs: Cfs, *, 
     the node's relay (the stack's servers listen on loopback)."""
     node = stack.real_node
     executor_key = crypto.Key.generate()
-    await secret(api, namespace, "executor-key", {"executorPrvKey": executor_key.hex})
+    await secret(api, namespace, "executor-key", {"executorPrvKey": executor_key.private_hex})
     await secret(api, namespace, "s3-keys", {"accessKey": access_key or cfs.config.access_key,
                                              "secretKey": secret_key or cfs.config.secret_key})
     return await start_executor(

@@ -276,9 +276,15 @@ def test_a_job_with_fs_pulls_before_the_program_and_pushes_from_a_sidecar_after_
         "cfs-pull", ["colonies-operator", "cfs", "pull"], None]
     assert [push["name"], push["command"], push["restartPolicy"]] == [
         "cfs-push", ["colonies-operator", "cfs", "push"], "Always"]
-    assert pod["volumes"] == [{"name": "cfs", "emptyDir": {"sizeLimit": "2Gi"}}]
+    assert pod["volumes"] == [{"name": "cfs", "emptyDir": {"sizeLimit": "2Gi"}},
+                              {"name": "cfs-push-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs"}]
-    assert pull["volumeMounts"] == push["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs-volume"}]
+    assert pull["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs-volume"}]
+    assert push["volumeMounts"] == [{"name": "cfs", "mountPath": "/cfs-volume"},
+                                    {"name": "cfs-push-run", "mountPath": "/run/cfs"}]
+    # the program starts only once the sidecar can hear it end (a SIGTERM before would be lost)
+    assert push["lifecycle"]["postStart"]["exec"]["command"][-1] == "while [ ! -e /run/cfs/ready ]; do sleep 0.05; done"
+    assert {"name": "COLONIES_CFS_READY", "value": "/run/cfs/ready"} in push["env"]
     assert pod["terminationGracePeriodSeconds"] == 900, "the push's time after the program ends"
     env = {e["name"]: e.get("value") for e in pull["env"]}
     assert json.loads(env["COLONIES_CFS"]) == {"mount": "/cfs", "snapshots": [], "dirs": [
@@ -286,6 +292,17 @@ def test_a_job_with_fs_pulls_before_the_program_and_pushes_from_a_sidecar_after_
                                                               "onclose": {"keeplocal": True}}}]}
     assert (env["COLONIES_PROCESS_ID"], env["COLONIES_ATTEMPT"], env["AWS_S3_ENDPOINT"]) == (PID, "2", "s3.storage:8333")
     assert pull["securityContext"] == {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True}
+
+
+def test_a_job_whose_fs_has_only_snapshots_needs_no_push():
+    raw = {"funcname": "execute", "kwargs": {"docker-image": "ubuntu:20.04", "cmd": "ls /cfs/src"},
+           "maxexectime": -1, "fs": {"mount": "/cfs", "snapshots": [{"snapshotid": "s1", "label": "/src", "dir": "/src"}]}}
+    process = Process.from_json({"processid": PID, "state": 1, "spec": raw})
+    job = builder.build_job(spec.parse_process(process, spec.SpecPolicy(storage=True)),
+                            JobSettings(**{**vars(SETTINGS), "storage": STORAGE}))
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["cfs-pull"]
+    assert [v["name"] for v in pod["volumes"]] == ["cfs"]
 
 
 def test_the_keys_reach_only_the_cfs_containers_and_only_from_secrets():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ ENV_FS = "COLONIES_CFS"             # Filesystem.to_json()
 ENV_ROOT = "COLONIES_CFS_ROOT"      # where the fs volume is mounted in this container
 ENV_ATTEMPT = "COLONIES_ATTEMPT"    # the process's retries count this Job runs for
 ENV_KEY = "COLONIES_PRVKEY"         # the executor's key, from its Secret
+ENV_READY = "COLONIES_CFS_READY"    # the push writes this file once it can hear SIGTERM
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,29 @@ class StepSettings:
         )
 
 
+def say(message: str) -> None:
+    """A progress line in the container's log (`kubectl logs <pod> -c cfs-pull|cfs-push`)."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def _planned(plans: list) -> str:
+    return f"{sum(len(p.upload) for p in plans)} to upload, {sum(len(p.download) for p in plans)} to download"
+
+
 async def pull(settings: StepSettings) -> str:
     """Fetch the snapshots and sync the directories in; a summary line, or an exception."""
     async with Connection(settings.server, retry=RetryPolicy(attempts=4)) as conn, S3Client(settings.s3) as s3:
         syncer = Syncer(Catalogue(conn.client(settings.key), settings.colony), s3)
         copied = 0
         for snap in settings.fs.snapshots:
+            say(f"snapshot {snap.snapshot_id} into {snap.dir}")
             copied += await syncer.pull_snapshot(snap.snapshot_id, Path(settings.fs.local(str(settings.root), snap.dir)))
         for d in settings.fs.dirs:
             root = Path(settings.fs.local(str(settings.root), d.dir))
             root.mkdir(parents=True, exist_ok=True)
-            copied += await syncer.apply(f"pull {d.label}", await syncer.plan_tree(root, d.label, d.keep_local_on_start))
+            plans = await syncer.plan_tree(root, d.label, d.keep_local_on_start)
+            say(f"{d.label} into {d.dir}: {_planned(plans)}")
+            copied += await syncer.apply(f"pull {d.label}", plans)
         return f"pulled {copied} files"
 
 
@@ -91,6 +105,7 @@ async def still_current(conn: Connection, settings: StepSettings) -> str:
 
 async def push(settings: StepSettings) -> str:
     """Sync the directories out, if this attempt is still the process's; a summary line."""
+    say("stopped: the program has ended (or the pod is being deleted)")
     async with Connection(settings.server, retry=RetryPolicy(attempts=4)) as conn, S3Client(settings.s3) as s3:
         if why := await still_current(conn, settings):
             return f"nothing pushed: {why}"
@@ -101,16 +116,21 @@ async def push(settings: StepSettings) -> str:
         for d in settings.fs.dirs:
             root = Path(settings.fs.local(str(settings.root), d.dir))
             plans = await syncer.plan_tree(root, d.label, d.keep_local_on_close, download=False)
+            say(f"{d.dir} into {d.label}: {_planned(plans)}")
             copied += await syncer.apply(f"push {d.label}", plans, mark=False)  # the pod is ending
         return f"pushed {copied} files"
 
 
-async def wait_for_stop() -> None:
-    """Until SIGTERM (the kubelet stopping a sidecar) or SIGINT."""
+async def wait_for_stop(ready: str = "") -> None:
+    """Until SIGTERM (the kubelet stopping a sidecar) or SIGINT; `ready` is a file written
+    once the handler is in place (the sidecar's postStart hook waits for it)."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
+    if ready:
+        Path(ready).write_text("")
+    say("waiting for the program to end")
     await stopped.wait()
 
 

@@ -253,7 +253,7 @@ def _add_storage(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) 
         raise ValueError("fs needs the executor's spec.storage")
     security = {**_container_security(settings), "readOnlyRootFilesystem": True}
     pod["initContainers"] = storage.containers(run.fs, run.process_id, run.attempt, settings.storage, security)
-    pod["volumes"] = storage.volumes(settings.storage)
+    pod["volumes"] = storage.volumes(run.fs, settings.storage)
     pod["terminationGracePeriodSeconds"] = settings.storage.push_seconds
 
 

@@ -29,6 +29,13 @@ PUSH: Final = "cfs-push"
 CONTAINERS: Final = (PULL, PUSH)
 CA_VOLUME: Final = "cfs-colonies-ca"
 CA_DIR: Final = "/etc/colonies-ca"
+# The push sidecar's own small volume: it says there when its SIGTERM handler is in place, and
+# its postStart hook waits for that, so the program cannot start (and end) before the sidecar
+# can hear that it ended. A SIGTERM sent earlier would be lost: PID 1 ignores signals it has
+# no handler for, and Python takes a while to start under a small cpu limit.
+RUN_VOLUME: Final = "cfs-push-run"
+RUN_DIR: Final = "/run/cfs"
+READY_FILE: Final = f"{RUN_DIR}/ready"
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,14 @@ def _env(fs: Filesystem, process_id: str, attempt: int, s: StorageSettings) -> l
 
 def containers(fs: Filesystem, process_id: str, attempt: int, s: StorageSettings,
                security: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pull init container and the push sidecar, in the order they must start."""
+    """The pull init container and, when there are directories to sync back, the push
+    sidecar, in the order they must start."""
     mounts = [{"name": VOLUME, "mountPath": ROOT}]
     if s.server_ca_secret:
         mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
     amounts = {"cpu": s.cpu, "memory": s.memory}
     built = []
-    for name, step in ((PULL, "pull"), (PUSH, "push")):
+    for name, step in ((PULL, "pull"), (PUSH, "push"))[:2 if fs.dirs else 1]:
         container: dict[str, Any] = {
             "name": name, "image": s.image, "imagePullPolicy": "IfNotPresent",
             "command": ["colonies-operator", "cfs", step],
@@ -98,12 +106,18 @@ def containers(fs: Filesystem, process_id: str, attempt: int, s: StorageSettings
         }
         if name == PUSH:
             container["restartPolicy"] = "Always"  # a native sidecar: runs beside the program
+            container["env"].append({"name": steps.ENV_READY, "value": READY_FILE})
+            container["volumeMounts"].append({"name": RUN_VOLUME, "mountPath": RUN_DIR})
+            container["lifecycle"] = {"postStart": {"exec": {"command": [
+                "sh", "-c", f"while [ ! -e {READY_FILE} ]; do sleep 0.05; done"]}}}
         built.append(container)
     return built
 
 
-def volumes(s: StorageSettings) -> list[dict[str, Any]]:
+def volumes(fs: Filesystem, s: StorageSettings) -> list[dict[str, Any]]:
     built: list[dict[str, Any]] = [{"name": VOLUME, "emptyDir": {"sizeLimit": s.volume_size}}]
+    if fs.dirs:
+        built.append({"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
     if s.server_ca_secret:
         secret, key = s.server_ca_secret
         built.append({"name": CA_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": "ca.crt"}]}})
