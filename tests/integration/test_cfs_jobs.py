@@ -148,9 +148,10 @@ async def test_a_snapshot_survives_a_first_attempt_that_colonies_requeues_and_go
     name = f"run-{uuid.uuid4().hex[:8]}"
     cfs.cli("fs", "snapshot", "create", "-l", lbl, "-n", name)
     snapshot = await cfs.catalogue.snapshot(name=name)
-    # The pod's name is the Job's, colony-<id>-<attempt>-<suffix>: attempt 0 outlives maxexectime.
+    # The pod's name is the Job's, colony-<id>-<attempt>-<suffix>: attempt 0 outlives maxexectime
+    # (and ends when its pod is deleted: the next attempt starts only once it is gone).
     script = ('attempt=$(hostname | cut -d- -f3); echo "attempt $attempt sees: $(cat /cfs/src/input.txt)"; '
-              'if [ "$attempt" = 0 ]; then sleep 120; fi')
+              'if [ "$attempt" = 0 ]; then trap "exit 143" TERM; sleep 120 & wait; fi')
     fs = {"mount": "/cfs", "snapshots": [{"snapshotid": snapshot.snapshot_id, "label": lbl, "dir": "/src"}]}
     process = await ex.submit(kwargs=shell(script), fs=fs, maxexectime=15, maxretries=1,
                               conditions={"walltime": 150})

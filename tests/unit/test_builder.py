@@ -303,6 +303,7 @@ def test_a_job_whose_fs_has_only_snapshots_needs_no_push():
     pod = job["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["cfs-pull"]
     assert [v["name"] for v in pod["volumes"]] == ["cfs"]
+    assert "terminationGracePeriodSeconds" not in pod, "nothing to push: the cluster's default grace"
 
 
 def test_the_keys_reach_only_the_cfs_containers_and_only_from_secrets():

@@ -254,7 +254,8 @@ def _add_storage(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) 
     security = {**_container_security(settings), "readOnlyRootFilesystem": True}
     pod["initContainers"] = storage.containers(run.fs, run.process_id, run.attempt, settings.storage, security)
     pod["volumes"] = storage.volumes(run.fs, settings.storage)
-    pod["terminationGracePeriodSeconds"] = settings.storage.push_seconds
+    if run.fs.dirs:  # the push runs in the grace period, after the program
+        pod["terminationGracePeriodSeconds"] = settings.storage.push_seconds
 
 
 def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
