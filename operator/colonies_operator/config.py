@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
-from colonies_operator.jobs import builder, quantity
+from colonies_operator.jobs import builder, quantity, spec as funcspec
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -133,6 +133,28 @@ def _secret_ref(value: Any, path: str, default_key: str) -> SecretRef | None:
     return SecretRef(str(value["name"]), str(value.get("key") or default_key))
 
 
+def _allowed_secrets(spec: Mapping[str, Any], own_keys: Mapping[str, str]) -> tuple[str, ...]:
+    """`secrets.allowed`: the Secrets of the namespace that funcspecs may name. Whoever may
+    submit to this executor can read them, so the Secrets holding the executor's own keys
+    (`own_keys`: name → what holds it) are refused."""
+    section = spec.get("secrets") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError("secrets", "must be an object: {allowed: [<Secret name>, ...]}")
+    names = section.get("allowed") or []
+    if not isinstance(names, list):
+        raise ConfigError("secrets.allowed", f"must be a list of Secret names, got {names!r:.40}")
+    for i, name in enumerate(names):
+        if not funcspec.is_secret_name(name):
+            raise ConfigError(f"secrets.allowed[{i}]", f"{name!r:.80} is not a valid Secret name: expected a DNS-1123 "
+                                                      "subdomain (lowercase letters, digits, '-' and '.', starting "
+                                                      f"and ending with a letter or digit, at most "
+                                                      f"{funcspec.MAX_SECRET_NAME} characters)")
+        if name in own_keys:
+            raise ConfigError(f"secrets.allowed[{i}]", f"{name!r} holds {own_keys[name]}: every colony member "
+                                                      "who may submit to this executor could read it")
+    return tuple(names)
+
+
 def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     """The CRD's jobTemplate → the builder's overlay keys (the CRD spells a few differently)."""
     overlay = {k: v for k, v in template.items()
@@ -193,6 +215,11 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         gpus=int(capacity.get("gpu") or 0),
         jobs=int(capacity.get("maxConcurrentJobs") or 100),
     )
+    executor_key = _secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey")
+    own_keys = {f"{name}-executor-key": f"the executor's private key ({name}-executor-key, from an earlier version)",
+                colony_key.name: "the colony's private key (colonyKeySecretRef)"}
+    if executor_key is not None:
+        own_keys[executor_key.name] = "the executor's private key (executorKeySecretRef)"
     policy = SpecPolicy(
         allowed_images=tuple(str(p) for p in spec.get("allowedImages") or ()),
         max_cpu_millis=_quantity(spec, "limits.cpu", quantity.parse_cpu),
@@ -202,6 +229,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         max_processes_per_node=int(limits.get("processesPerNode") or 16),
         default_cpu_millis=_quantity(spec, "defaults.cpu", quantity.parse_cpu),
         default_memory_bytes=_quantity(spec, "defaults.memory", quantity.parse_memory),
+        allowed_secrets=_allowed_secrets(spec, own_keys),
     )
     security_profile = str(template.get("securityProfile") or "")
     try:
@@ -220,7 +248,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         colony_name=str(colony), executor_name=str(executor_name),
         executor_type=str(spec.get("executorType") or "container-executor"),
         colony_key=colony_key,
-        executor_key=_secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey"),
+        executor_key=executor_key,
         budget=budget, policy=policy,
         gpu_resource_name=str(gpu.get("resourceName") or "nvidia.com/gpu"),
         gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
