@@ -271,9 +271,9 @@ def _secret_name(entry: Mapping[str, Any], field: str, allowed: tuple[str, ...])
     which = f"(allowed: {', '.join(allowed)})" if allowed else "(it allows none)"
     name = _member(entry, "name", field, f"the name of a Secret this executor allows {which}")
     if name not in allowed:
-        raise SpecError(field, f"{field} {_quoted(name)} is not allowed by this executor {which}" if allowed else
-                               f"{field} {_quoted(name)} is not allowed: this executor allows no Secrets "
-                               "(its ColonyExecutor sets no secrets.allowed)")
+        why = (f"is not allowed by this executor {which}" if allowed else
+               "is not allowed: this executor allows no Secrets (its ColonyExecutor sets no secrets.allowed)")
+        raise SpecError(field, f"{field} {_quoted(name)} {why}")
     return name
 
 
@@ -314,10 +314,11 @@ def _secrets(value: Any, env: tuple[tuple[str, str], ...], policy: SpecPolicy) -
         var = _member(entry, "env", env_field, "the environment variable the program reads the value from")
         _env_name(var, env_field, f"{env_field} {_quoted(var)}")
         if var in seen:
-            raise SpecError(env_field, f"{env_field} {var!r} is already set by {seen[var]}: "
+            raise SpecError(env_field, f"{env_field} {_quoted(var)} is already set by {seen[var]}: "
                                        "give each variable one source")
         if var in plain:
-            raise SpecError(env_field, f"{env_field} {var!r} is also set in env: give each variable one source")
+            raise SpecError(env_field, f"{env_field} {_quoted(var)} is also set in env: "
+                                       "give each variable one source")
         seen[var] = field
         entries.append(SecretEnv(env=var, secret=name, key=key))
     return tuple(entries)
