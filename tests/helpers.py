@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -91,3 +92,11 @@ def keep_operator_requests(config: pytest.Config, state: StackState) -> None:
     if state.kube.audit_dir:
         kept = config.stash.setdefault(STOPPED_STACKS_REQUESTS, set())
         kept.update(audit.requests(state.kube.audit_dir, OPERATOR_AGENTS))
+
+
+def colonies_cli(stack: StackState, *args: str) -> str:
+    """The Go `colonies` CLI against the stack's server, as a colony member: its stdout."""
+    done = subprocess.run([str(Path(stack.bin_dir) / "colonies"), *args, "--insecure"], capture_output=True,
+                          text=True, env=dict(os.environ) | stack.env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

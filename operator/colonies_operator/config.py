@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
-from colonies_operator.jobs import builder, quantity, storage as job_storage
+from colonies_operator.jobs import builder, quantity, spec as funcspec, storage as job_storage
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -136,6 +136,28 @@ def _secret_ref(value: Any, path: str, default_key: str) -> SecretRef | None:
     return SecretRef(str(value["name"]), str(value.get("key") or default_key))
 
 
+def _allowed_secrets(spec: Mapping[str, Any], own_keys: Mapping[str, str]) -> tuple[str, ...]:
+    """`secrets.allowed`: the Secrets of the namespace that funcspecs may name. Whoever may
+    submit to this executor can read them, so the Secrets holding the executor's own keys
+    (`own_keys`: name → what holds it) are refused."""
+    section = spec.get("secrets") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError("secrets", "must be an object: {allowed: [<Secret name>, ...]}")
+    names = section.get("allowed") or []
+    if not isinstance(names, list):
+        raise ConfigError("secrets.allowed", f"must be a list of Secret names, got {names!r:.40}")
+    for i, name in enumerate(names):
+        if not funcspec.is_secret_name(name):
+            raise ConfigError(f"secrets.allowed[{i}]", f"{name!r:.80} is not a valid Secret name: expected a DNS-1123 "
+                                                      "subdomain (lowercase letters, digits, '-' and '.', starting "
+                                                      f"and ending with a letter or digit, at most "
+                                                      f"{funcspec.MAX_SECRET_NAME} characters)")
+        if name in own_keys:
+            raise ConfigError(f"secrets.allowed[{i}]", f"{name!r} holds {own_keys[name]}: every colony member "
+                                                      "who may submit to this executor could read it")
+    return tuple(names)
+
+
 def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     """The CRD's jobTemplate → the builder's overlay keys (the CRD spells a few differently)."""
     overlay = {k: v for k, v in template.items()
@@ -196,6 +218,10 @@ def _storage(spec: Mapping[str, Any], settings: OperatorSettings, server: Server
     except quantity.QuantityError as exc:
         raise ConfigError("storage.volumeSize", str(exc)) from None
     jobs = spec.get("server") or {}
+    try:
+        push_seconds = int(_seconds(given, "pushSeconds", 600, 10, 86400))
+    except ConfigError as exc:
+        raise ConfigError("storage.pushSeconds", str(exc).split(": ", 1)[1]) from None
     return job_storage.StorageSettings(
         image=image, endpoint=str(given["endpoint"]), bucket=str(given["bucket"]),
         keys_secret=str(credentials["name"]),
@@ -206,7 +232,7 @@ def _storage(spec: Mapping[str, Any], settings: OperatorSettings, server: Server
         server_tls=server.tls, server_ca_secret=(ca_secret.name, ca_secret.key) if ca_secret else None,
         colony_name=colony, region=str(given.get("region") or ""), tls=bool(given.get("tls", False)),
         skip_verify=bool(given.get("insecureSkipVerify", False)), volume_size=str(size),
-        push_seconds=int(_seconds(given, "pushSeconds", 600, 10, 86400)),
+        push_seconds=push_seconds,
     )
 
 
@@ -239,6 +265,14 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         gpus=int(capacity.get("gpu") or 0),
         jobs=int(capacity.get("maxConcurrentJobs") or 100),
     )
+    executor_key = _secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey")
+    own_keys = {f"{name}-executor-key": f"the executor's private key ({name}-executor-key, from an earlier version)",
+                colony_key.name: "the colony's private key (colonyKeySecretRef)"}
+    if executor_key is not None:
+        own_keys[executor_key.name] = "the executor's private key (executorKeySecretRef)"
+    credentials = (spec.get("storage") or {}).get("credentialsSecretRef") if isinstance(spec.get("storage"), Mapping) else None
+    if isinstance(credentials, Mapping) and credentials.get("name"):
+        own_keys[str(credentials["name"])] = "the S3 keys of the executor's storage (storage.credentialsSecretRef)"
     policy = SpecPolicy(
         allowed_images=tuple(str(p) for p in spec.get("allowedImages") or ()),
         max_cpu_millis=_quantity(spec, "limits.cpu", quantity.parse_cpu),
@@ -249,6 +283,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         default_cpu_millis=_quantity(spec, "defaults.cpu", quantity.parse_cpu),
         default_memory_bytes=_quantity(spec, "defaults.memory", quantity.parse_memory),
         storage=bool(spec.get("storage")),
+        allowed_secrets=_allowed_secrets(spec, own_keys),
     )
     security_profile = str(template.get("securityProfile") or "")
     try:
@@ -258,7 +293,6 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         raise ConfigError("jobTemplate", str(exc)) from None
     executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
     address = ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify)
-    executor_key = _secret_ref(spec.get("executorKeySecretRef"), "executorKeySecretRef", "executorPrvKey")
     storage = _storage(spec, settings, address, str(colony), executor_key, ca_secret)
     # Colonies removes an executor it has not heard from for 600 s; an assign is the only way
     # to be heard, so both the long poll and the heartbeat stay well below that.

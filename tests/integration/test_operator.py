@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +16,7 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import ExecutorState, ProcessState
 from colonies_operator.jobs import diagnosis
 from tests.fixtures.operator import GROUP, PLURAL, VERSION, create_colony_key_secret, start_executor
-from tests.helpers import wait_for
+from tests.helpers import colonies_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,14 +79,6 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     ]:
         assert total(after, name, **labels) > total(before, name, **labels), (name, labels)
     assert total(after, "colonies_operator_event_loop_lag_seconds_count") > 0
-
-
-def colonies_cli(stack, *args: str) -> str:
-    """The Go `colonies` CLI against the stack's server, as a colony member."""
-    done = subprocess.run([str(Path(stack.bin_dir) / "colonies"), *args, "--insecure"], capture_output=True,
-                          text=True, env=dict(os.environ) | stack.env(), timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def test_a_json_object_output_is_read_back_by_pycolonies_and_the_go_cli(executor_cr, stack):

@@ -6,17 +6,14 @@ disturbs no other test.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from tests.helpers import fresh_stack, wait_for
+from tests.helpers import colonies_cli, fresh_stack, wait_for
 from teststack import colonies_server, kube
 from teststack import stack as teststack
 from teststack.state import StackState
@@ -68,13 +65,6 @@ async def test_the_apiserver_restarts_on_its_port_with_its_data(own_stack):
     # objects survived, and kwok/scheduler/controllers/podlogs resumed their watches
     after = f"after-{uuid.uuid4().hex[:6]}"
     assert (await run_a_job(state, after)).strip() == after
-
-
-def colonies_cli(state: StackState, *args: str) -> str:
-    r = subprocess.run([str(Path(state.bin_dir) / "colonies"), *args, "--insecure"], capture_output=True,
-                       text=True, env=dict(os.environ) | state.env(), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def test_the_colonies_server_restarts_on_its_port_with_its_data(own_stack):

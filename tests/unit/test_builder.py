@@ -25,12 +25,12 @@ ANNOTATIONS = {"colonyos.io/process-id": PID, "colonyos.io/executor-id": "e" * 6
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def run_of(kwargs=None, conditions=None, retries=0, **spec_fields) -> spec.RunSpec:
+def run_of(kwargs=None, conditions=None, retries=0, policy=spec.SpecPolicy(), **spec_fields) -> spec.RunSpec:
     raw = {"funcname": "execute",
            "kwargs": kwargs or {"docker-image": "ubuntu:20.04", "cmd": "echo", "args": ["hello", "world"]},
            "conditions": conditions or {}, "maxexectime": -1, **spec_fields}
     process = Process.from_json({"processid": PID, "state": 1, "retries": retries, "spec": raw})
-    return spec.parse_process(process, spec.SpecPolicy())
+    return spec.parse_process(process, policy)
 
 
 def test_hello_world_becomes_this_job():
@@ -99,6 +99,24 @@ def test_init_cmd_process_id_and_env_reach_the_container():
     assert container["command"] == ["/bin/sh", "-c", f"mkdir -p /out/{PID}; python3 /src/{PID}/main.py"]
     assert container["env"] == [{"name": "COLONIES_PROCESS_ID", "value": PID},
                                 {"name": "MODE", "value": "fast"}, {"name": "LEVEL", "value": "3"}]
+
+
+def test_named_secrets_become_secret_key_refs_after_the_plain_env_in_every_container_of_every_pod():
+    run = run_of(kwargs={"docker-image": "busybox", "cmd": "env",
+                         "secrets": [{"name": "db", "key": "password", "env": "DB_PASSWORD"},
+                                     {"name": "api", "key": "token", "env": "API_TOKEN"}]},
+                 conditions={"nodes": 2, "processespernode": 3}, env={"MODE": "fast"},
+                 policy=spec.SpecPolicy(allowed_secrets=("db", "api")))
+    containers = builder.build_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 3
+    for container in containers:
+        assert container["env"] == [
+            {"name": "COLONIES_PROCESS_ID", "value": PID}, {"name": "MODE", "value": "fast"},
+            {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+            {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}},
+        ]
+    # each container has its own list: a change to one cannot leak into another
+    assert len({id(c["env"][2]) for c in containers}) == 3
 
 
 def test_the_shell_free_form_sets_command_and_args():

@@ -1,12 +1,19 @@
 """A ColonyExecutor spec becomes an ExecutorConfig, or a ConfigError naming the field."""
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from colonies_operator import config as cfg
+from colonies_operator.jobs import spec as spec_module
 from colonies_operator.runtime.capacity import Resources
 
 SETTINGS = cfg.OperatorSettings(server_host="colonies.example", server_port=443, server_tls=True, colony_name="dev")
 MINIMAL = {"colonyKeySecretRef": {"name": "colony-key"}}
+CRD = Path(__file__).resolve().parents[2] / "crds" / "colonyexecutor.yaml"
 
 
 def test_a_minimal_spec_takes_the_operator_defaults():
@@ -103,3 +110,95 @@ def test_a_ca_secret_without_tls_is_refused_naming_the_field():
     with pytest.raises(cfg.ConfigError, match=r"spec.server.caSecretRef: .*server.tls: true"):
         cfg.executor_config("jobs", "k8s", {**MINIMAL, "server": {"tls": False, "caSecretRef": {"name": "ca"}}},
                             SETTINGS)
+
+
+# --- secrets.allowed: the Secrets funcspecs of this executor may name -----------------------------
+
+def test_allowed_secrets_reach_the_spec_policy_in_order_and_none_means_none():
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "secrets": {"allowed": ["db", "api.example.com"]}},
+                                 SETTINGS)
+    assert config.policy.allowed_secrets == ("db", "api.example.com")
+    for spec in (MINIMAL, {**MINIMAL, "secrets": {}}, {**MINIMAL, "secrets": {"allowed": []}},
+                 {**MINIMAL, "secrets": None}):
+        assert cfg.executor_config("jobs", "k8s", spec, SETTINGS).policy.allowed_secrets == ()
+
+
+@pytest.mark.parametrize("allowed, field, words", [
+    (["db", "DB"], "secrets.allowed[1]", "'DB' is not a valid Secret name"),
+    (["db-", "db"], "secrets.allowed[0]", "'db-' is not a valid Secret name"),
+    (["db", "ok", "a_b"], "secrets.allowed[2]", "DNS-1123 subdomain"),
+    ([""], "secrets.allowed[0]", "'' is not a valid Secret name"),
+    (["a" * 254], "secrets.allowed[0]", "at most 253 characters"),
+    ([7], "secrets.allowed[0]", "7 is not a valid Secret name"),
+    ("db", "secrets.allowed", "must be a list of Secret names"),
+])
+def test_an_allowed_secret_that_is_not_a_secret_name_is_a_config_error_naming_its_index(allowed, field, words):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "secrets": {"allowed": allowed}}, SETTINGS)
+    assert info.value.field == field and f"spec.{field}: " in str(info.value) and words in str(info.value)
+
+
+def test_secrets_that_is_not_an_object_is_a_config_error():
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, "secrets": ["db"]}, SETTINGS)
+    assert info.value.field == "secrets"
+
+
+@pytest.mark.parametrize("spec, name, what", [
+    (MINIMAL, "colony-key", "colonyKeySecretRef"),
+    ({**MINIMAL, "executorKeySecretRef": {"name": "exec-key"}}, "exec-key", "executorKeySecretRef"),
+    (MINIMAL, "k8s-executor-key", "k8s-executor-key"),
+    ({**MINIMAL, "storage": {"endpoint": "s3:8333", "bucket": "cfs", "credentialsSecretRef": {"name": "s3-keys"}}},
+     "s3-keys", "storage.credentialsSecretRef"),
+])
+def test_the_secrets_holding_the_executors_own_keys_cannot_be_allowed(spec, name, what):
+    # every colony member who may submit to the executor could read them
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", {**spec, "secrets": {"allowed": ["db", name]}}, SETTINGS)
+    assert info.value.field == "secrets.allowed[1]" and what in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["db", "a", "a.b-c", "0", "db-", "-db", "DB", "a_b", "a..b", ".a", "a" * 253, ""])
+def test_the_crds_pattern_for_allowed_secrets_agrees_with_the_operators_own_check(name):
+    crd = yaml.safe_load(CRD.read_text())
+    [version] = crd["spec"]["versions"]
+    items = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["secrets"]["properties"][
+        "allowed"]["items"]
+    by_crd = bool(re.search(items["pattern"], name)) and len(name) <= items["maxLength"]
+    assert by_crd is spec_module.is_secret_name(name)
+
+
+STORAGE = {"endpoint": "s3.storage:8333", "bucket": "cfs", "credentialsSecretRef": {"name": "s3-keys"}}
+WITH_KEY = {**MINIMAL, "executorKeySecretRef": {"name": "exec-key"}}
+
+
+def test_storage_becomes_the_jobs_cfs_settings_with_the_operators_image_and_the_executor_key():
+    settings = cfg.OperatorSettings(server_host="colonies.colonies", colony_name="dev", image="op:1")
+    config = cfg.executor_config("jobs", "k8s", {**WITH_KEY, "storage": STORAGE,
+                                                 "server": {"jobHost": "10.0.0.1", "jobPort": 8080}}, settings)
+    s = config.storage
+    assert (s.image, s.endpoint, s.bucket, s.keys_secret, s.access_key_field, s.secret_key_field) == (
+        "op:1", "s3.storage:8333", "cfs", "s3-keys", "accessKey", "secretKey")
+    assert s.executor_key_secret == ("exec-key", "executorPrvKey")
+    assert (s.server_host, s.server_port, s.colony_name, s.push_seconds, s.volume_size) == (
+        "10.0.0.1", 8080, "dev", 600, "10Gi")
+    assert config.policy.storage and config.job_settings("e" * 64).storage == s
+
+
+@pytest.mark.parametrize("spec, settings, field", [
+    ({**MINIMAL, "storage": STORAGE}, cfg.OperatorSettings(image="op:1"), "executorKeySecretRef"),
+    ({**WITH_KEY, "storage": STORAGE}, cfg.OperatorSettings(), "storage.image"),
+    ({**WITH_KEY, "storage": {**STORAGE, "credentialsSecretRef": {}}}, cfg.OperatorSettings(image="op:1"),
+     "storage.credentialsSecretRef"),
+    ({**WITH_KEY, "storage": {**STORAGE, "volumeSize": "lots"}}, cfg.OperatorSettings(image="op:1"), "storage.volumeSize"),
+    ({**WITH_KEY, "storage": {**STORAGE, "pushSeconds": 1}}, cfg.OperatorSettings(image="op:1"), "storage.pushSeconds"),
+])
+def test_storage_that_cannot_work_is_a_config_error_naming_the_field(spec, settings, field):
+    settings = dataclasses.replace(settings, server_host="colonies.colonies", colony_name="dev")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", spec, settings)
+    assert info.value.field == field
+
+
+def test_an_executor_without_storage_refuses_fs():
+    assert cfg.executor_config("jobs", "k8s", MINIMAL, SETTINGS).policy.storage is False

@@ -107,6 +107,9 @@ TIMEOUT = ('Back-off pulling image "registry.example.com/app:1": ErrImagePull: f
            'dial tcp 10.1.2.3:443: i/o timeout')
 EXEC_NOT_FOUND = ('failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create '
                   'failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown')
+# The kubelet's words (kubelet_pods.go, makeEnvironmentVariables) for a secretKeyRef it cannot resolve.
+SECRET_MISSING = 'secret "db" not found'
+SECRET_KEY_MISSING = "couldn't find key password in Secret colonies/db"
 NON_ROOT = f'container has runAsNonRoot and image will run as root (pod: "{JOB_NAME}-x7k2p_colonies(6a1f)", container: main)'
 NO_GPU = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
           "3 No preemption victims found for incoming pod.")
@@ -161,6 +164,12 @@ CASES = [
     ("runs as root", job(), [pod("Pending", (("main", waiting("CreateContainerConfigError", NON_ROOT)),),
                                 PENDING_CONDITIONS)], 125,
      Reason.CONTAINER_CANNOT_RUN, f"ContainerCannotRun({NON_ROOT})", False),
+    ("secret missing", job(), [pod("Pending", (("main", waiting("CreateContainerConfigError", SECRET_MISSING)),),
+                                   PENDING_CONDITIONS)], 125,
+     Reason.CONTAINER_CANNOT_RUN, f"ContainerCannotRun({SECRET_MISSING})", False),
+    ("secret key missing", job(), [pod("Pending", (("main", waiting("CreateContainerConfigError", SECRET_KEY_MISSING)),),
+                                       PENDING_CONDITIONS)], 125,
+     Reason.CONTAINER_CANNOT_RUN, f"ContainerCannotRun({SECRET_KEY_MISSING})", False),
     ("no gpu", job(), [pod("Pending", (), unschedulable(NO_GPU))], 200,
      Reason.UNSCHEDULABLE, f"Unschedulable({NO_GPU})", False),
     ("no matching node", job(), [pod("Pending", (), unschedulable(NO_MATCH))], 200,
@@ -209,6 +218,8 @@ def test_a_failed_outcome_always_has_a_diagnosis(case, job_, pods, seconds, reas
                                                    PENDING_CONDITIONS)], 60),
     ("config error within the grace period", [pod("Pending", (("main", waiting("CreateContainerConfigError", NON_ROOT)),),
                                                   PENDING_CONDITIONS)], 60),
+    ("secret missing within the grace period", [pod("Pending", (("main", waiting("CreateContainerConfigError",
+                                                                            SECRET_MISSING)),), PENDING_CONDITIONS)], 60),
     ("succeeded", [pod("Succeeded", (("main", terminated(0, "Completed")),))], 10),
     ("one process done, one running", [pod("Running", (("main-0", terminated(0, "Completed")), ("main-1", RUNNING)))], 10),
     ("no pods yet", [], 10_000),
@@ -221,6 +232,18 @@ def test_the_error_message_carries_the_detail_and_the_log_tail():
     found = diagnosis.diagnose(job(), [pod("Failed", (("main", terminated(3)),))], now=CREATED, pending_grace_seconds=GRACE)
     assert found.error_message(["line 1", "line 2"]) == (
         "ExitCode(3): container main exited with code 3\nlast log lines:\nline 1\nline 2")
+
+
+@pytest.mark.parametrize("message, words", [
+    (SECRET_MISSING, "does not exist in the executor's namespace"),
+    (SECRET_KEY_MISSING, "has no such key"),
+    (NON_ROOT, "non-root"),
+])
+def test_a_container_that_cannot_be_configured_gets_a_hint_for_its_cause(message, words):
+    pods = [pod("Pending", (("main", waiting("CreateContainerConfigError", message)),), PENDING_CONDITIONS)]
+    found = diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=GRACE + 1), pending_grace_seconds=GRACE)
+    assert found.summary == f"ContainerCannotRun({message})"
+    assert words in found.hint and ("kwargs.secrets" in found.hint) is (message != NON_ROOT)
 
 
 def test_an_oom_message_names_the_limit_and_hints_at_conditions_mem():

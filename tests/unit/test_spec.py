@@ -9,7 +9,7 @@ from colonies_operator.cfs.mounts import Filesystem, SnapshotMount, SyncDir
 
 from colonies_operator.colonies.models import FunctionSpec, Process, ProcessState
 from colonies_operator.jobs import builder, spec
-from colonies_operator.jobs.spec import RunSpec, SpecError, SpecPolicy
+from colonies_operator.jobs.spec import RunSpec, SecretEnv, SpecError, SpecPolicy
 
 PID = "0123456789abcdef" * 4
 MI = 1024**2
@@ -133,6 +133,41 @@ def test_the_deadline_is_the_walltime_else_the_maxexectime(walltime, maxexectime
 def test_a_gpu_request_keeps_its_count_and_name():
     run = parse(funcspec(conditions__gpu={"count": 1, "name": "nvidia-gtx-2080ti", "mem": "0Mi"}))
     assert (run.gpu_count, run.gpu_name) == (1, "nvidia-gtx-2080ti")
+
+
+def secret(name="db", key="password", env="DB_PASSWORD", **changes) -> dict:
+    """One kwargs.secrets entry; a change to DELETE leaves that member out."""
+    entry = {"name": name, "key": key, "env": env, **changes}
+    return {k: v for k, v in entry.items() if v is not DELETE}
+
+
+def with_secrets(*entries, **changes) -> dict:
+    return funcspec(kwargs__secrets=list(entries), **changes)
+
+
+def test_named_secrets_become_env_entries_in_order_and_nothing_else_changes():
+    run = parse(with_secrets(secret(), secret("api", "token.v2", "API_TOKEN")), allowed_secrets=("api", "db"))
+    assert run.secrets == (SecretEnv(env="DB_PASSWORD", secret="db", key="password"),
+                           SecretEnv(env="API_TOKEN", secret="api", key="token.v2"))
+    assert run.env == (("COLONIES_PROCESS_ID", PID),)
+
+
+@pytest.mark.parametrize("secrets", [DELETE, None, []])
+def test_no_secrets_named_means_none(secrets):
+    assert parse(funcspec(kwargs__secrets=secrets)).secrets == ()
+
+
+@pytest.mark.parametrize("name", ["db", "colony-key", "default-token-abcde"])
+def test_an_executor_without_allowed_secrets_refuses_every_named_secret(name):
+    with pytest.raises(SpecError) as err:
+        parse(with_secrets(secret(name)))
+    assert err.value.field == "kwargs.secrets[0].name"
+    assert f"kwargs.secrets[0].name {name!r} is not allowed: this executor allows no Secrets" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["password", "tls.crt", ".dotfile", "a_b-C.9", "k" * 253])
+def test_secret_keys_valid_in_kubernetes_are_accepted(key):
+    assert parse(with_secrets(secret(key=key)), allowed_secrets=("db",)).secrets[0].key == key
 
 
 def refusal(raw: dict) -> tuple[str, str] | None:
@@ -296,6 +331,7 @@ def test_a_very_long_bad_image_reference_is_cut_short_in_the_message():
     assert len(str(err.value)) < 1000 and "the digest 'sha256:xxx" in str(err.value)
 
 
+DB = {"allowed_secrets": ("db",)}
 # (funcspec, policy, field, words the message must contain)
 BAD = [
     (funcspec(kwargs={"cmd": "echo"}), {}, "kwargs.docker-image", "is missing"),
@@ -342,6 +378,35 @@ BAD = [
     (funcspec(env={"1A": "x"}), {}, "env.1A", "not a valid environment variable name"),
     (funcspec(env={"A=B": "x"}), {}, "env.A=B", "not a valid environment variable name"),
     (funcspec(env={"COLONIES_PROCESS_ID": "x"}), {}, "env.COLONIES_PROCESS_ID", "cannot be overridden"),
+    (funcspec(kwargs__secrets="db"), DB, "kwargs.secrets", "kwargs.secrets must be a list of {name, key, env} "
+                                                           "objects, got string ('db')"),
+    (funcspec(kwargs__secrets={"name": "db"}), DB, "kwargs.secrets", "must be a list"),
+    (with_secrets(secret(), "db"), DB, "kwargs.secrets[1]", "kwargs.secrets[1] must be an object"),
+    (with_secrets(None), DB, "kwargs.secrets[0]", "must be an object ({name, key, env}), got null"),
+    (with_secrets(secret(name=DELETE)), DB, "kwargs.secrets[0].name", "kwargs.secrets[0].name is missing"),
+    (with_secrets(secret(name=5)), DB, "kwargs.secrets[0].name", "must be a string, got int (5)"),
+    (with_secrets(secret(name="other")), {"allowed_secrets": ("db", "api")}, "kwargs.secrets[0].name",
+     "kwargs.secrets[0].name 'other' is not allowed by this executor (allowed: db, api)"),
+    (with_secrets(secret()), {}, "kwargs.secrets[0].name", "this executor allows no Secrets"),
+    (with_secrets(secret(key=DELETE)), DB, "kwargs.secrets[0].key", "kwargs.secrets[0].key is missing"),
+    (with_secrets(secret(key=["password"])), DB, "kwargs.secrets[0].key", "must be a string, got list"),
+    (with_secrets(secret(key="")), DB, "kwargs.secrets[0].key", "is not a valid Secret key"),
+    (with_secrets(secret(key="a/b")), DB, "kwargs.secrets[0].key", "'a/b' is not a valid Secret key"),
+    (with_secrets(secret(key="pass word")), DB, "kwargs.secrets[0].key", "is not a valid Secret key"),
+    (with_secrets(secret(key="..")), DB, "kwargs.secrets[0].key", "must not be '..'"),
+    (with_secrets(secret(key="..data")), DB, "kwargs.secrets[0].key", "must not start with '..'"),
+    (with_secrets(secret(key=".")), DB, "kwargs.secrets[0].key", "must not be '.'"),
+    (with_secrets(secret(key="k" * 254)), DB, "kwargs.secrets[0].key", "at most 253 characters"),
+    (with_secrets(secret(env=DELETE)), DB, "kwargs.secrets[0].env", "kwargs.secrets[0].env is missing"),
+    (with_secrets(secret(env=1)), DB, "kwargs.secrets[0].env", "must be a string, got int (1)"),
+    (with_secrets(secret(env="1TOKEN")), DB, "kwargs.secrets[0].env", "not a valid environment variable name"),
+    (with_secrets(secret(env="A=B")), DB, "kwargs.secrets[0].env", "not a valid environment variable name"),
+    (with_secrets(secret(env="")), DB, "kwargs.secrets[0].env", "not a valid environment variable name"),
+    (with_secrets(secret(env="COLONIES_PROCESS_ID")), DB, "kwargs.secrets[0].env", "set by the executor"),
+    (with_secrets(secret(), secret(key="user", env="DB_PASSWORD")), DB, "kwargs.secrets[1].env",
+     "kwargs.secrets[1].env 'DB_PASSWORD' is already set by kwargs.secrets[0]"),
+    (with_secrets(secret(), env={"DB_PASSWORD": "x"}), DB, "kwargs.secrets[0].env",
+     "kwargs.secrets[0].env 'DB_PASSWORD' is also set in env"),
 ]
 
 
@@ -387,7 +452,8 @@ def _junk(rng: random.Random, depth: int = 0):
     if depth < 3 and rng.random() < 0.4:
         if rng.random() < 0.5:
             return [_junk(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-        keys = ["cmd", "args", "docker-image", "init-cmd", "command", "count", "name", "cpu", "mem", 1, None, "A"]
+        keys = ["cmd", "args", "docker-image", "init-cmd", "command", "count", "name", "cpu", "mem", 1, None, "A",
+                "key", "env"]
         return {rng.choice(keys): _junk(rng, depth + 1) for _ in range(rng.randint(0, 4))}
     return rng.choice(leaves)
 
@@ -397,7 +463,7 @@ def test_random_junk_never_raises_anything_but_a_spec_error():
     paths = ["funcname", "kwargs", "kwargs__docker-image", "kwargs__cmd", "kwargs__args", "kwargs__init-cmd",
              "kwargs__command", "env", "conditions", "conditions__cpu", "conditions__mem", "conditions__gpu",
              "conditions__gpu__count", "conditions__gpu__name", "conditions__nodes", "conditions__processespernode",
-             "conditions__walltime", "maxexectime"]
+             "conditions__walltime", "maxexectime", "kwargs__secrets"]
     settings = builder.JobSettings(namespace="ns", executor_name="kube", executor_id="e", colony_name="dev")
     outcomes = {"ok": 0, "refused": 0}
     for _ in range(2000):
@@ -405,7 +471,8 @@ def test_random_junk_never_raises_anything_but_a_spec_error():
         if rng.random() < 0.1:
             raw = _junk(rng)
         try:
-            run = spec.parse_process(unparsed(raw), SpecPolicy(max_cpu_millis=4000, max_gpus=2))
+            run = spec.parse_process(unparsed(raw), SpecPolicy(max_cpu_millis=4000, max_gpus=2,
+                                                               allowed_secrets=("x", "500m")))
         except SpecError as err:
             assert err.field and str(err).startswith("invalid funcspec: ")
             outcomes["refused"] += 1

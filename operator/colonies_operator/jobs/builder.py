@@ -177,6 +177,13 @@ def _literal(words: Sequence[str]) -> list[str]:
     return [w.replace("$", "$$") for w in words]
 
 
+def _env(run: spec.RunSpec) -> list[dict[str, Any]]:
+    """The plain variables, then one per named Secret key: the kubelet reads its value from the
+    Secret when it starts the container, so the value is never in the Job, nor in Colonies."""
+    return ([{"name": k, "value": v} for k, v in run.env]
+            + [{"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}} for s in run.secrets])
+
+
 def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
     security = _container_security(settings)
     names = ["main"] if run.processes_per_node == 1 else [f"main-{i}" for i in range(run.processes_per_node)]
@@ -185,7 +192,7 @@ def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]
         container: dict[str, Any] = {"name": name, "image": run.image, "command": _literal(run.command)}
         if run.args:
             container["args"] = _literal(run.args)
-        container["env"] = [{"name": k, "value": v} for k, v in run.env]
+        container["env"] = _env(run)
         if resources := _resources(run, settings):
             container["resources"] = resources
         # On failure the last log lines become the termination message, so a diagnosis

@@ -265,10 +265,27 @@ def _check_waiting(pods: Sequence[Mapping[str, Any]], now: datetime, grace: floa
                          "check kwargs.docker-image (name and tag), that the registry is reachable, and that "
                          "private images have pull credentials (the executor's jobTemplate.imagePullSecrets)")
         if reason in _CANNOT_RUN and overdue:
-            hint = ("the executor requires non-root images: use an image whose USER is a numeric non-root id"
-                    if "runAsNonRoot" in message else "")
-            return _make(Reason.CONTAINER_CANNOT_RUN, message, f"{where} could not be started ({reason})", hint)
+            return _make(Reason.CONTAINER_CANNOT_RUN, message, f"{where} could not be started ({reason})",
+                         _cannot_run_hint(message))
     return None
+
+
+# The kubelet's words for a secretKeyRef it cannot resolve (kubelet_pods.go makeEnvironmentVariables):
+# the Secret's own NotFound error, or its own message for a missing key.
+_SECRET_MISSING: Final = re.compile(r'secrets? "[^"]*" not found')
+_SECRET_KEY_MISSING: Final = "couldn't find key "
+
+
+def _cannot_run_hint(message: str) -> str:
+    if "runAsNonRoot" in message:
+        return "the executor requires non-root images: use an image whose USER is a numeric non-root id"
+    if _SECRET_MISSING.match(message):
+        return ("a Secret named in kwargs.secrets does not exist in the executor's namespace: ask the cluster's "
+                "admins to create it, or name another Secret the executor allows")
+    if message.startswith(_SECRET_KEY_MISSING):
+        return ("the Secret named in kwargs.secrets has no such key: fix kwargs.secrets[].key, or ask the "
+                "cluster's admins to add it to the Secret")
+    return ""
 
 
 def _unschedulable_hint(message: str) -> str:

@@ -10,8 +10,9 @@ process is failed with that message and no Job is created.
 
 The accepted funcspec is the one the ColonyOS kube executor accepts (`funcname:
 "execute"`, `kwargs` `docker-image`, `cmd`, `args`, `init-cmd`), so existing funcspecs
-keep working, plus a shell-free form (`kwargs.command` + `kwargs.args`). Per-process
-limits come from a `SpecPolicy` the executor's configuration provides.
+keep working, plus a shell-free form (`kwargs.command` + `kwargs.args`) and
+`kwargs.secrets` (environment variables filled from Secrets the executor allows, by name
+only). Per-process limits come from a `SpecPolicy` the executor's configuration provides.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ _ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 # Mount points that would hide what every image needs.
 _SYSTEM_DIRS: Final = frozenset({"bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "usr", "colonies"})
+# Kubernetes' rules for a Secret's name (a DNS-1123 subdomain) and for the keys of its data.
+_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
+MAX_SECRET_NAME: Final = 253  # also the longest key
 _JSON_TYPES: Final = {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object"}
 
 
@@ -68,6 +73,17 @@ class SpecPolicy:
     default_cpu_millis: int | None = None  # used when conditions.cpu is unset ("0m")
     default_memory_bytes: int | None = None  # used when conditions.mem is unset ("0Mi")
     storage: bool = False  # the executor syncs CFS (spec.storage), so a funcspec may use fs
+    allowed_secrets: tuple[str, ...] = ()  # Secret names kwargs.secrets may name; empty: none
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """One environment variable the kubelet fills from a key of a Secret in the Job's
+    namespace: the value never passes through Colonies, only these three names do."""
+
+    env: str
+    secret: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class RunSpec:
     deadline_seconds: int | None  # Job activeDeadlineSeconds
     assigned_at: str = ""  # the server's start time of this assignment (tells re-queued assignments apart)
     fs: Filesystem | None = None  # CFS: snapshots and directories under a mount, {processid} substituted
+    secrets: tuple[SecretEnv, ...] = ()  # after env, in the funcspec's order
 
 
 def is_label_value(text: str) -> bool:
@@ -221,17 +238,95 @@ def _command(kwargs: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...
     return command, _strings(kwargs.get("args"), "kwargs.args")
 
 
+def _env_name(name: Any, field: str, shown: str) -> str:
+    """An environment variable name the user may set; `shown` is how the message names it."""
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise SpecError(field, f"{shown} is not a valid environment variable name: expected letters, "
+                               "digits, '_', '-' and '.', not starting with a digit")
+    if name == PROCESS_ID_ENV:
+        raise SpecError(field, f"{shown} is set by the executor to the process id and cannot be overridden")
+    return name
+
+
 def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
     pairs = [(PROCESS_ID_ENV, process_id)]
     for name, text in _object(value, "env", "environment variable names to string values").items():
         field = f"env.{str(name)[:64]}"
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-            raise SpecError(field, f"{field} is not a valid environment variable name: expected letters, "
-                                   "digits, '_', '-' and '.', not starting with a digit")
-        if name == PROCESS_ID_ENV:
-            raise SpecError(field, f"{field} is set by the executor to the process id and cannot be overridden")
-        pairs.append((name, _string(text, field)))
+        pairs.append((_env_name(name, field, field), _string(text, field)))
     return tuple(pairs)
+
+
+def is_secret_name(text: Any) -> bool:
+    """Whether `text` is a valid Secret name (a DNS-1123 subdomain)."""
+    return isinstance(text, str) and len(text) <= MAX_SECRET_NAME and bool(_SECRET_NAME.fullmatch(text))
+
+
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _member(entry: Mapping[str, Any], member: str, field: str, expected: str) -> str:
+    """`entry[member]`, a required string; `field` is its dotted path."""
+    if entry.get(member) is None:
+        raise SpecError(field, f"{field} is missing: expected {expected}")
+    return _string(entry[member], field)
+
+
+def _secret_name(entry: Mapping[str, Any], field: str, allowed: tuple[str, ...]) -> str:
+    which = f"(allowed: {', '.join(allowed)})" if allowed else "(it allows none)"
+    name = _member(entry, "name", field, f"the name of a Secret this executor allows {which}")
+    if name not in allowed:
+        why = (f"is not allowed by this executor {which}" if allowed else
+               "is not allowed: this executor allows no Secrets (its ColonyExecutor sets no secrets.allowed)")
+        raise SpecError(field, f"{field} {_quoted(name)} {why}")
+    return name
+
+
+def _secret_key(entry: Mapping[str, Any], field: str) -> str:
+    """A key of the Secret's data, by Kubernetes' rule for Secret and ConfigMap keys."""
+    key = _member(entry, "key", field, "the key in the Secret's data whose value the variable gets")
+    if len(key) > MAX_SECRET_NAME:
+        problem = f"expected at most {MAX_SECRET_NAME} characters, got {len(key)}"
+    elif not _SECRET_KEY.fullmatch(key):
+        problem = "expected letters, digits, '-', '_' and '.'"
+    elif key in (".", ".."):
+        problem = f"it must not be {key!r}"
+    elif key.startswith(".."):
+        problem = "it must not start with '..'"
+    else:
+        return key
+    raise SpecError(field, f"{field} {_quoted(key)} is not a valid Secret key: {problem}")
+
+
+def _secrets(value: Any, env: tuple[tuple[str, str], ...], policy: SpecPolicy) -> tuple[SecretEnv, ...]:
+    """`kwargs.secrets`: [{name, key, env}], each naming a Secret the executor allows. Only
+    names travel; the kubelet reads the value, so it never passes through Colonies."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("kwargs.secrets", f"kwargs.secrets must be a list of {{name, key, env}} objects, "
+                                          f"got {_got(value)}")
+    plain = {name for name, _ in env}
+    seen: dict[str, str] = {}
+    entries = []
+    for i, entry in enumerate(value):
+        field = f"kwargs.secrets[{i}]"
+        if not isinstance(entry, Mapping):
+            raise SpecError(field, f"{field} must be an object ({{name, key, env}}), got {_got(entry)}")
+        name = _secret_name(entry, f"{field}.name", policy.allowed_secrets)
+        key = _secret_key(entry, f"{field}.key")
+        env_field = f"{field}.env"
+        var = _member(entry, "env", env_field, "the environment variable the program reads the value from")
+        _env_name(var, env_field, f"{env_field} {_quoted(var)}")
+        if var in seen:
+            raise SpecError(env_field, f"{env_field} {_quoted(var)} is already set by {seen[var]}: "
+                                       "give each variable one source")
+        if var in plain:
+            raise SpecError(env_field, f"{env_field} {_quoted(var)} is also set in env: "
+                                       "give each variable one source")
+        seen[var] = field
+        entries.append(SecretEnv(env=var, secret=name, key=key))
+    return tuple(entries)
 
 
 def _bool(value: Any, field: str) -> bool:
@@ -366,6 +461,7 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
     fs = _filesystem(spec.get("fs"), process_id, policy)
+    secrets = _secrets(kwargs.get("secrets"), env, policy)
     conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
     cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
@@ -391,4 +487,5 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         deadline_seconds=_deadline(spec, conditions),
         assigned_at=process.starttime.isoformat() if process.starttime else "",
         fs=fs,
+        secrets=secrets,
     )
