@@ -90,6 +90,12 @@ def container_states(pods: Sequence[Obj], state: str) -> Iterator[tuple[Obj, str
                 yield pod, str(container.get("name", "")), details
 
 
+def container_terminated(pod: Obj, name: str) -> bool:
+    """Whether container `name` of `pod` has ended (its pod may still be running)."""
+    return any(c.get("name") == name and (c.get("state") or {}).get("terminated")
+               for c in status(pod).get("containerStatuses") or [])
+
+
 def init_container_states(pods: Sequence[Obj], state: str) -> Iterator[tuple[Obj, str, Obj]]:
     """As `container_states`, for init containers and sidecars, in the spec's order."""
     for pod in ordered_pods(pods):

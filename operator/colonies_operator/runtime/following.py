@@ -73,7 +73,8 @@ class LogFollower:
         self.shipper.resume(size, truncated)
 
     def follow(self, pods: list[dict[str, Any]]) -> None:
-        """Follow running containers; once a pod is terminal, replace its follower by a drain."""
+        """Follow running containers; once a container or its pod has ended, replace its
+        follower by a drain."""
         for pod, container, prefix in containers(pods, self.many):
             phase = statuses.phase(pod)
             if phase not in ("Running", *TERMINAL_PHASES):
@@ -84,7 +85,8 @@ class LogFollower:
                 skip = self._resume_counts.pop(prefix, 0) if self._resume_counts else 0
                 cursor = self._cursors[key] = logs.Cursor(skip=skip)
             task = self._tasks.get(key)
-            if phase == "Running":
+            # A container can end while its pod runs on (a sidecar still pushing): drain it then.
+            if phase == "Running" and not statuses.container_terminated(pod, container):
                 if task is None:
                     self._tasks[key] = asyncio.create_task(self._ship(key, cursor, prefix, follow=True))
             elif key not in self._drained:
