@@ -65,6 +65,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     # Secrets: read the colony key, an executor key and the Colonies server's CA bundle that
     # the ColonyExecutors name. Never create: an executor key nobody names is derived.
     Permission("get", "secrets"),
+    # the ConfigMap that carries a process's workflow input (/colonies/in.json), owned by its Job
+    Permission("create", "configmaps"),
     *(Permission(verb, "colonyexecutors", "colonyos.io") for verb in ("list", "watch", "patch")),
     Permission("patch", "colonyexecutors", "colonyos.io", subresource="status"),
 )

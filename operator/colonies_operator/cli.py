@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     steps = cfs.add_subparsers(dest="step", required=True)
     steps.add_parser("pull", help="fetch the funcspec's snapshots and sync its directories in, then exit")
     steps.add_parser("push", help="wait until stopped, then sync the funcspec's directories out")
+    commands.add_parser("output", help="the output sidecar of a process's Job: wait until stopped, then hand "
+                                       "/colonies/out.json to the operator through this container's log")
     run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
     run.add_argument("--metrics-port", type=int, help="port of the Prometheus /metrics endpoint (default 9090; 0 disables)")
     run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
@@ -89,6 +91,23 @@ def _cfs(step: str) -> int:
         return 1
 
 
+def _output() -> int:
+    """Hand out.json over once the program has ended; a file over the bound is refused."""
+    from colonies_operator import outfile
+    from colonies_operator.cfs import steps
+
+    asyncio.run(steps.wait_for_stop(os.environ.get("COLONIES_OUTPUT_READY", "")))
+    try:
+        data = outfile.read(Path(os.environ.get("COLONIES_OUTPUT_FILE", "/colonies/out.json")),
+                            int(os.environ.get("COLONIES_OUTPUT_MAX_BYTES") or 1 << 20))
+    except (outfile.OutputError, OSError) as exc:
+        steps.report(f"output: {exc}")
+        return 1
+    for line in outfile.frame(data):
+        print(line, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -96,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "cfs":
         return _cfs(args.step)
+    if args.command == "output":
+        return _output()
     if args.command == "check":
         from colonies_operator import checks
 

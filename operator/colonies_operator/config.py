@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
-from colonies_operator.jobs import builder, quantity, spec as funcspec, storage as job_storage
+from colonies_operator.jobs import builder, io as job_io, quantity, spec as funcspec, storage as job_storage
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -102,6 +102,7 @@ class ExecutorConfig:
     capabilities: Mapping[str, Any] = field(default_factory=dict)
     ca_secret: SecretRef | None = None
     storage: job_storage.StorageSettings | None = None  # CFS (spec.storage)
+    output: job_io.OutputSettings | None = None  # /colonies/out.json (spec.output.file)
 
     @property
     def generated_key_secret(self) -> str:
@@ -113,7 +114,7 @@ class ExecutorConfig:
             colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
-            resource_name=self.resource_name, storage=self.storage,
+            resource_name=self.resource_name, storage=self.storage, output=self.output,
         )
 
 
@@ -189,6 +190,32 @@ def _seconds(spec: Mapping[str, Any], key: str, default: float, low: float, high
     return number
 
 
+def _helper_image(spec: Mapping[str, Any], settings: OperatorSettings, what: str) -> str:
+    """The image of the helper containers of Jobs (CFS steps, the output sidecar): the
+    operator's own, which has `colonies-operator cfs|output`."""
+    image = str(spec.get("helperImage") or settings.image)
+    if not image:
+        raise ConfigError("helperImage", f"no image for {what}: set spec.helperImage or the operator's "
+                                         "COLONIES_OPERATOR_IMAGE (the Helm chart sets it)")
+    return image
+
+
+def _output(spec: Mapping[str, Any], settings: OperatorSettings) -> job_io.OutputSettings | None:
+    """spec.output → the out.json sidecar's settings, or None when out.json is not read."""
+    given = spec.get("output") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError("output", "must be an object: {file: true, maxBytes: 1Mi}")
+    if not given.get("file"):
+        return None
+    try:
+        max_bytes = quantity.parse_memory(given.get("maxBytes", "1Mi"))
+    except quantity.QuantityError as exc:
+        raise ConfigError("output.maxBytes", str(exc)) from None
+    if not 0 < max_bytes <= 64 * 2**20:
+        raise ConfigError("output.maxBytes", f"must be between 1 byte and 64Mi, got {max_bytes} bytes")
+    return job_io.OutputSettings(image=_helper_image(spec, settings, "the output sidecar"), max_bytes=max_bytes)
+
+
 def _storage(spec: Mapping[str, Any], settings: OperatorSettings, server: ServerAddress, colony: str,
              executor_key: SecretRef | None, ca_secret: SecretRef | None) -> job_storage.StorageSettings | None:
     """spec.storage → the CFS settings of the executor's Jobs, or None without storage."""
@@ -208,10 +235,7 @@ def _storage(spec: Mapping[str, Any], settings: OperatorSettings, server: Server
         raise ConfigError("executorKeySecretRef", "is required with spec.storage: the Jobs' CFS steps sign with the "
                                                   "executor's key, which only a Secret may carry (create one with "
                                                   "the private key of `colonies security generate`)")
-    image = str(given.get("image") or settings.image)
-    if not image:
-        raise ConfigError("storage.image", "no image for the CFS steps: set spec.storage.image or the operator's "
-                                           "COLONIES_OPERATOR_IMAGE (the Helm chart sets it)")
+    image = _helper_image(spec, settings, "the CFS steps")
     size = given.get("volumeSize", "10Gi")
     try:
         quantity.parse_memory(size)
@@ -322,4 +346,5 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         capabilities=dict(spec.get("capabilities") or {}),
         ca_secret=ca_secret,
         storage=storage,
+        output=_output(spec, settings),
     )

@@ -43,8 +43,9 @@ from tests.fakes.selectors import matches_fields, matches_labels
 URL = "https://apiserver.fake:6443"
 PATHS = {"Job": "/apis/batch/v1/namespaces/{ns}/jobs", "Pod": "/api/v1/namespaces/{ns}/pods",
          "Event": "/api/v1/namespaces/{ns}/events", "Secret": "/api/v1/namespaces/{ns}/secrets",
+         "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
          "ColonyExecutor": "/apis/colonyos.io/v1alpha1/namespaces/{ns}/colonyexecutors"}
-RESOURCES = {"Job": "jobs.batch", "Pod": "pods", "Event": "events", "Secret": "secrets",
+RESOURCES = {"Job": "jobs.batch", "Pod": "pods", "Event": "events", "Secret": "secrets", "ConfigMap": "configmaps",
              "ColonyExecutor": "colonyexecutors.colonyos.io"}
 
 
@@ -314,6 +315,10 @@ class FakeKube(KubeApi):
         if secret is None:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    async def create_configmap(self, namespace: str, configmap: Mapping[str, Any]) -> dict[str, Any]:
+        await self._enter("create_configmap", "POST", self._path("ConfigMap", namespace))
+        return copy.deepcopy(self.write("ConfigMap", self._create("ConfigMap", namespace, configmap), "ADDED"))
 
     async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
         await self._enter("create_secret", "POST", self._path("Secret", namespace))

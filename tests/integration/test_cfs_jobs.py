@@ -58,10 +58,10 @@ async def storage_executor(api, colonies, namespace, stack, image, cfs: Cfs, *, 
     return await start_executor(
         api, colonies, namespace, stack, jobTemplate=real_node_template(stack),
         executorKeySecretRef={"name": "executor-key"},
-        server={"jobHost": node.host_ip},
+        server={"jobHost": node.host_ip}, helperImage=image.name,
         storage={"endpoint": endpoint or f"{node.host_ip}:{stack.s3.port}", "bucket": cfs.config.bucket,
                  "region": cfs.config.region, "credentialsSecretRef": {"name": "s3-keys"},
-                 "image": image.name, "pushSeconds": 60, **storage})
+                 "pushSeconds": 60, **storage})
 
 
 @pytest_asyncio.fixture

@@ -53,7 +53,7 @@ async def test_a_missing_kubeconfig_is_named():
 
 def test_permissions_read_as_rbac_names_them():
     assert [str(p) for p in checks.PERMISSIONS if p.resource != "jobs"] == [
-        "list pods", "watch pods", "get pods/log", "create events", "list events", "get secrets",
+        "list pods", "watch pods", "get pods/log", "create events", "list events", "get secrets", "create configmaps",
         "list colonyexecutors.colonyos.io", "watch colonyexecutors.colonyos.io",
         "patch colonyexecutors.colonyos.io", "patch colonyexecutors/status.colonyos.io",
     ]

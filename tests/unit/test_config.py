@@ -187,7 +187,7 @@ def test_storage_becomes_the_jobs_cfs_settings_with_the_operators_image_and_the_
 
 @pytest.mark.parametrize("spec, settings, field", [
     ({**MINIMAL, "storage": STORAGE}, cfg.OperatorSettings(image="op:1"), "executorKeySecretRef"),
-    ({**WITH_KEY, "storage": STORAGE}, cfg.OperatorSettings(), "storage.image"),
+    ({**WITH_KEY, "storage": STORAGE}, cfg.OperatorSettings(), "helperImage"),
     ({**WITH_KEY, "storage": {**STORAGE, "credentialsSecretRef": {}}}, cfg.OperatorSettings(image="op:1"),
      "storage.credentialsSecretRef"),
     ({**WITH_KEY, "storage": {**STORAGE, "volumeSize": "lots"}}, cfg.OperatorSettings(image="op:1"), "storage.volumeSize"),

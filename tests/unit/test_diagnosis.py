@@ -342,7 +342,7 @@ def test_reason_values_are_the_documented_contract():
     assert [r.value for r in Reason] == [
         "ExitCode", "OOMKilled", "ImagePullFailed", "InvalidImage", "Unschedulable", "DeadlineExceeded",
         "Evicted", "Preempted", "NodeLost", "CreateFailed", "ContainerCannotRun", "Unknown", "PodCreateRefused",
-        "CFSPullFailed", "CFSPushFailed"]
+        "CFSPullFailed", "CFSPushFailed", "OutputFailed"]
     assert Reason.OOM_KILLED == "OOMKilled"
 
 
@@ -535,3 +535,16 @@ def test_a_cfs_step_whose_image_cannot_be_pulled_is_diagnosed_like_the_programs(
     pods = [with_cfs(pod("Pending", (WAITING_MAIN,)), pull=waiting("ErrImagePull", NOT_FOUND))]
     found = diagnosis.diagnose(job(), pods, now=CREATED, pending_grace_seconds=300)
     assert found.reason is Reason.IMAGE_PULL_FAILED and "container cfs-pull" in found.detail
+
+
+def test_an_output_file_over_the_bound_fails_a_program_that_succeeded_with_the_sidecars_words():
+    body = pod("Succeeded", (("main", terminated(0, "Completed")),))
+    body["spec"]["initContainers"] = [{"name": "colonies-output", "image": "colonies-operator:1", "restartPolicy": "Always"}]
+    message = ("output: /colonies/out.json is 2097152 bytes, over this executor's limit of 1048576 bytes "
+               "(spec.output.maxBytes): write less, or put the data in CFS and return a reference")
+    body["status"]["initContainerStatuses"] = [{"name": "colonies-output", "state": terminated(1, message=message)}]
+    complete = job(cond("Complete"))
+    assert diagnosis.job_outcome(complete, [body]) is Outcome.FAILED
+    found = diagnosis.diagnose(complete, [body], now=CREATED, pending_grace_seconds=300)
+    assert found.reason is Reason.OUTPUT_FAILED
+    assert found.summary.startswith("OutputFailed(/colonies/out.json is 2097152 bytes, over this executor's limit")

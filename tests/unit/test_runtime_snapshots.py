@@ -8,8 +8,8 @@ from colonies_operator.colonies.models import ProcessState
 
 from tests.unit.runtime_harness import COLONY, eventually, for_a_while, running
 
-STORAGE = {"storage": {"endpoint": "s3.test:8333", "bucket": "cfs", "credentialsSecretRef": {"name": "s3-keys"},
-                       "image": "colonies-operator:test"},
+STORAGE = {"storage": {"endpoint": "s3.test:8333", "bucket": "cfs", "credentialsSecretRef": {"name": "s3-keys"}},
+           "helperImage": "colonies-operator:test",
            "executorKeySecretRef": {"name": "executor-key"}}
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from colonies_operator.jobs import quantity, spec, storage
+from colonies_operator.jobs import io, quantity, spec, storage
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "colonies-operator"
@@ -78,6 +78,7 @@ class JobSettings:
     security_profile: str = ""  # "" (the defaults below) or RESTRICTED (Pod Security "restricted")
     resource_name: str = ""  # the ColonyExecutor: its Jobs outlive an identity (key, name) it had
     storage: storage.StorageSettings | None = None  # CFS for funcspecs with fs (spec.storage)
+    output: io.OutputSettings | None = None  # /colonies/out.json becomes the output (spec.output.file)
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
@@ -181,7 +182,8 @@ def _env(run: spec.RunSpec) -> list[dict[str, Any]]:
     """The plain variables, then one per named Secret key: the kubelet reads its value from the
     Secret when it starts the container, so the value is never in the Job, nor in Colonies."""
     return ([{"name": k, "value": v} for k, v in run.env]
-            + [{"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}} for s in run.secrets])
+            + [{"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}} for s in run.secrets]
+            + io.program_env(run.input_json))
 
 
 def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
@@ -199,8 +201,10 @@ def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]
         # has them even when the logs could not be shipped.
         container["terminationMessagePolicy"] = "FallbackToLogsOnError"
         container["securityContext"] = copy.deepcopy(security)
-        if run.fs is not None:
-            container["volumeMounts"] = [storage.program_mount(run.fs)]
+        mounts = ([storage.program_mount(run.fs)] if run.fs is not None else []) + io.program_mounts(
+            run.input_json, settings.output)
+        if mounts:
+            container["volumeMounts"] = mounts
         containers.append(container)
     return containers
 
@@ -251,7 +255,18 @@ def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
         pod["imagePullSecrets"] = _pull_secrets(overlay["imagePullSecrets"])
     if run.fs is not None:
         _add_storage(pod, run, settings)
+    _add_io(pod, run, settings)
     return pod
+
+
+def _add_io(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) -> None:
+    """in.json and the out.json sidecar (jobs/io.py), after any CFS steps."""
+    volumes = io.volumes(job_name(run.process_id, run.attempt), run.input_json, settings.output)
+    if volumes:
+        pod["volumes"] = pod.get("volumes", []) + volumes
+    if settings.output is not None:
+        sidecar = io.output_sidecar(settings.output, {**_container_security(settings), "readOnlyRootFilesystem": True})
+        pod["initContainers"] = pod.get("initContainers", []) + [sidecar]
 
 
 def _add_storage(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) -> None:

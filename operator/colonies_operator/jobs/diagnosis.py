@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from colonies_operator.jobs import quantity, statuses, storage
+from colonies_operator.jobs import io, quantity, statuses, storage
 
 _MAX_ARG: Final = 300  # a reason's argument (an API message) is cut to this many characters
 # ErrImagePull messages that no amount of waiting will fix (containerd and CRI-O wording).
@@ -52,6 +52,7 @@ class Reason(str, Enum):
     POD_CREATE_REFUSED = "PodCreateRefused"  # the Job exists, but admission refuses its pods
     CFS_PULL_FAILED = "CFSPullFailed"  # the process's fs inputs could not be fetched; the program never ran
     CFS_PUSH_FAILED = "CFSPushFailed"  # the program's fs outputs could not be synced back
+    OUTPUT_FAILED = "OutputFailed"  # /colonies/out.json could not be handed over (too big, unreadable)
 
 
 class Outcome(Enum):
@@ -212,20 +213,27 @@ def _check_terminated(pods: Sequence[Mapping[str, Any]]) -> Diagnosis | None:
     return None
 
 
-def _cfs_failure(pods: Sequence[Mapping[str, Any]], container: str) -> tuple[str, str] | None:
-    """(where, message) of the CFS step `container` when it ended non-zero."""
+def _helper_failure(pods: Sequence[Mapping[str, Any]], container: str) -> tuple[str, str] | None:
+    """(where, message) of the helper container (CFS step, output sidecar) `container` when it
+    ended non-zero; the message without the helper's own "cfs pull: "-style prefix."""
     for pod, name, t in statuses.init_container_states(pods, "terminated"):
         if name == container and t.get("exitCode", 0) != 0:
             message = str(t.get("message", "")).strip() or f"exit code {t.get('exitCode')}"
-            return statuses.describe_container(pod, name), message.removeprefix(f"cfs {container[4:]}: ")
+            for prefix in _HELPER_PREFIXES:
+                message = message.removeprefix(prefix)
+            return statuses.describe_container(pod, name), message
     return None
 
 
-# The CFS steps (jobs/storage.py): what their failure means, and what to do about it.
-_CFS_STEPS: Final = {
+_HELPER_PREFIXES: Final = ("cfs pull: ", "cfs push: ", "output: ")
+# The helper containers (jobs/storage.py, jobs/io.py): what their failure means, and what to do.
+_HELPERS: Final = {
     storage.PULL: (Reason.CFS_PULL_FAILED, "could not fetch the process's fs inputs, so the program did not run",
                    "check that each fs label, file and snapshot exists in CFS (`colonies fs label ls`, "
                    "`colonies fs snapshot ls`) and that the executor's spec.storage reaches the S3 server"),
+    io.OUTPUT: (Reason.OUTPUT_FAILED, "could not hand /colonies/out.json over, so the process is not reported as "
+                                      "successful", "write at most the executor's spec.output.maxBytes to "
+                                      "/colonies/out.json, readable by other users; put bigger data in CFS"),
     storage.PUSH: (Reason.CFS_PUSH_FAILED, "could not sync the program's fs outputs back, so the process is not "
                                            "reported as successful",
                    "check that the executor's spec.storage reaches the S3 server, and that its grace period "
@@ -233,12 +241,12 @@ _CFS_STEPS: Final = {
 }
 
 
-def _check_cfs(pods: Sequence[Mapping[str, Any]], step: str) -> Diagnosis | None:
+def _check_helper(pods: Sequence[Mapping[str, Any]], step: str) -> Diagnosis | None:
     """A CFS step that failed: the pull comes before exit codes (the program never started),
     the push after them (a program that failed says more than its missing outputs)."""
-    if failed := _cfs_failure(pods, step):
+    if failed := _helper_failure(pods, step):
         where, message = failed
-        reason, what, hint = _CFS_STEPS[step]
+        reason, what, hint = _HELPERS[step]
         return _make(reason, message, f"{where} {what}", hint)
     return None
 
@@ -342,7 +350,8 @@ def job_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ou
         return Outcome.FAILED
     if statuses.true_condition(job, "Complete", "SuccessCriteriaMet"):
         # A program that succeeded whose outputs were not synced is not a success.
-        return Outcome.FAILED if _cfs_failure(pods, storage.PUSH) else Outcome.SUCCEEDED
+        failed_after = _helper_failure(pods, storage.PUSH) or _helper_failure(pods, io.OUTPUT)
+        return Outcome.FAILED if failed_after else Outcome.SUCCEEDED
     if any(statuses.phase(pod) == "Failed" for pod in pods):
         return Outcome.FAILED
     return Outcome.RUNNING
@@ -353,9 +362,9 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
     """Why this Job failed or will not run, or None while nothing is known to be wrong."""
     return (_check_deadline(job)
             or _check_disruption(pods)
-            or _check_cfs(pods, storage.PULL)
+            or _check_helper(pods, storage.PULL)
             or _check_terminated(pods)
-            or _check_cfs(pods, storage.PUSH)
+            or _check_helper(pods, storage.PUSH)
             or _check_waiting(pods, now, pending_grace_seconds)
             or _check_unschedulable(pods, now, pending_grace_seconds)
             or _check_failed(job, pods))
@@ -415,6 +424,17 @@ def _message_limit(pod: Mapping[str, Any]) -> int:
     spec = pod.get("spec") or {}
     containers = sum(len(spec.get(k) or ()) for k in ("containers", "initContainers", "ephemeralContainers"))
     return min(MESSAGE_LIMIT, POD_MESSAGES_LIMIT // containers) if containers else MESSAGE_LIMIT
+
+
+def file_output(data: bytes) -> ProcessOutput:
+    """The process output from /colonies/out.json, by the termination message's rules: JSON as
+    data (a list as its elements), other text as one string."""
+    text = data.decode("utf-8", errors="replace")
+    parsed = _as_output(text)
+    notes = () if parsed is not None or not text.strip() else (
+        "[colonies-operator: /colonies/out.json is not valid JSON: the output holds it as text]",)
+    values = parsed if parsed is not None else ([text.strip()] if text.strip() else [])
+    return ProcessOutput(tuple(values), notes)
 
 
 def termination_output(pods: Sequence[Mapping[str, Any]]) -> ProcessOutput:

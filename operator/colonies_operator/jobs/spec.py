@@ -18,6 +18,7 @@ only). Per-process limits come from a `SpecPolicy` the executor's configuration 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class RunSpec:
     deadline_seconds: int | None  # Job activeDeadlineSeconds
     assigned_at: str = ""  # the server's start time of this assignment (tells re-queued assignments apart)
     fs: Filesystem | None = None  # CFS: snapshots and directories under a mount, {processid} substituted
+    input_json: str = ""  # the process's `in` as JSON ("" when it has none): /colonies/in.json
     secrets: tuple[SecretEnv, ...] = ()  # after env, in the funcspec's order
 
 
@@ -487,5 +489,6 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         deadline_seconds=_deadline(spec, conditions),
         assigned_at=process.starttime.isoformat() if process.starttime else "",
         fs=fs,
+        input_json=json.dumps(list(process.input), ensure_ascii=False) if process.input else "",
         secrets=secrets,
     )

@@ -323,6 +323,9 @@ class KubeApi:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
+    async def create_configmap(self, namespace: str, configmap: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._json(self.core.create_namespaced_config_map(namespace, configmap, _preload_content=False))
+
     async def create_secret(self, namespace: str, secret: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json(self.core.create_namespaced_secret(namespace, secret, _preload_content=False))
 

@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from colonies_operator import outfile
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
-from colonies_operator.runtime import jobops, logs, snapshots
+from colonies_operator.runtime import io, jobops, logs, snapshots
 from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
 from colonies_operator.runtime.following import LogFollower
@@ -121,6 +122,7 @@ class Supervisor:
         try:
             if self.adopted:
                 await self.follower.load_resume_point(self.ctx.colonies, self.ctx.job_settings.colony_name, self.pid)
+                await io.ensure_input(self.ctx, self.run_spec, await self._cached_job(self.job_name) or {})
                 created_at = None
             else:
                 ended = await self._make_job()
@@ -230,13 +232,16 @@ class Supervisor:
         while True:
             await self._others_gone()
             try:
-                await self.ctx.kube.create_job(self.namespace, body)
+                created = await self.ctx.kube.create_job(self.namespace, body)
                 if self.assigned_at is not None:
                     self.ctx.metrics.job_created_seconds.observe(time.monotonic() - self.assigned_at)
+                await io.ensure_input(self.ctx, self.run_spec, created)
                 return None
             except Conflict:
                 if await self._conflicting_job_is_ours():
-                    return None  # created before (e.g. before a restart): adopt it
+                    # created before (e.g. before a restart): adopt it, with its input
+                    await io.ensure_input(self.ctx, self.run_spec, await self._cached_job(self.job_name) or {})
+                    return None
                 continue  # an older assignment's Job under the same name: it is gone now, create again
             except KubeError as exc:
                 if exc.status < 500 and exc.status != 429:
@@ -346,8 +351,12 @@ class Supervisor:
     async def _succeed(self, pods: list[dict[str, Any]]) -> End:
         await self.follower.finish(pods)
         await report(self.shipper.flush, f"shipping the last log lines of {self.pid[:12]}")
+        try:
+            output = await io.read_output(self.ctx, pods) or diagnosis.termination_output(pods)
+        except (outfile.OutputError, KubeError) as exc:
+            return await self._fail_with(f"OutputFailed({exc}): the output of /colonies/out.json could not be "
+                                         "read back whole", pods)
         self._closing = True
-        output = diagnosis.termination_output(pods)
         for note in output.notes:  # e.g. a termination message Kubernetes cut: said in the log
             self.shipper.add(note)
         if output.notes:
