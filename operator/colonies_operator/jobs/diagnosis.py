@@ -365,6 +365,7 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
             or _check_helper(pods, storage.PULL)
             or _check_terminated(pods)
             or _check_helper(pods, storage.PUSH)
+            or _check_helper(pods, io.OUTPUT)
             or _check_waiting(pods, now, pending_grace_seconds)
             or _check_unschedulable(pods, now, pending_grace_seconds)
             or _check_failed(job, pods))
