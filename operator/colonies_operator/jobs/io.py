@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from colonies_operator.jobs import sidecars
+
 DIR: Final = "/colonies"
 IN_FILE: Final = "in.json"
 OUT_FILE: Final = "out.json"
@@ -69,8 +71,7 @@ def program_env(input_json: str) -> list[dict[str, str]]:
 def volumes(job_name: str, input_json: str, output: OutputSettings | None) -> list[dict[str, Any]]:
     built: list[dict[str, Any]] = []
     if output is not None:
-        built += [{"name": IO_VOLUME, "emptyDir": {}},
-                  {"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        built += [{"name": IO_VOLUME, "emptyDir": {}}, sidecars.run_volume(RUN_VOLUME)]
     if input_json:
         built.append({"name": INPUT_VOLUME, "configMap": {"name": input_configmap_name(job_name)}})
     return built
@@ -89,8 +90,7 @@ def output_sidecar(output: OutputSettings, security: dict[str, Any]) -> dict[str
         "volumeMounts": [{"name": IO_VOLUME, "mountPath": DIR, "readOnly": True},
                          {"name": RUN_VOLUME, "mountPath": RUN_DIR}],
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "lifecycle": {"postStart": {"exec": {"command": [
-            "sh", "-c", f"while [ ! -e {READY_FILE} ]; do sleep 0.05; done"]}}},
+        "lifecycle": sidecars.ready_hook(READY_FILE),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     }

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from colonies_operator.cfs import steps
 from colonies_operator.cfs.mounts import Filesystem
+from colonies_operator.jobs import sidecars
 
 VOLUME: Final = "cfs"
 ROOT: Final = "/cfs-volume"
@@ -29,10 +30,7 @@ PUSH: Final = "cfs-push"
 CONTAINERS: Final = (PULL, PUSH)
 CA_VOLUME: Final = "cfs-colonies-ca"
 CA_DIR: Final = "/etc/colonies-ca"
-# The push sidecar's own small volume: it says there when its SIGTERM handler is in place, and
-# its postStart hook waits for that, so the program cannot start (and end) before the sidecar
-# can hear that it ended. A SIGTERM sent earlier would be lost: PID 1 ignores signals it has
-# no handler for, and Python takes a while to start under a small cpu limit.
+# The push sidecar's own small volume for its ready file (jobs/sidecars.py).
 RUN_VOLUME: Final = "cfs-push-run"
 RUN_DIR: Final = "/run/cfs"
 READY_FILE: Final = f"{RUN_DIR}/ready"
@@ -108,8 +106,7 @@ def containers(fs: Filesystem, process_id: str, attempt: int, s: StorageSettings
             container["restartPolicy"] = "Always"  # a native sidecar: runs beside the program
             container["env"].append({"name": steps.ENV_READY, "value": READY_FILE})
             container["volumeMounts"].append({"name": RUN_VOLUME, "mountPath": RUN_DIR})
-            container["lifecycle"] = {"postStart": {"exec": {"command": [
-                "sh", "-c", f"while [ ! -e {READY_FILE} ]; do sleep 0.05; done"]}}}
+            container["lifecycle"] = sidecars.ready_hook(READY_FILE)
         built.append(container)
     return built
 
@@ -117,7 +114,7 @@ def containers(fs: Filesystem, process_id: str, attempt: int, s: StorageSettings
 def volumes(fs: Filesystem, s: StorageSettings) -> list[dict[str, Any]]:
     built: list[dict[str, Any]] = [{"name": VOLUME, "emptyDir": {"sizeLimit": s.volume_size}}]
     if fs.dirs:
-        built.append({"name": RUN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
+        built.append(sidecars.run_volume(RUN_VOLUME))
     if s.server_ca_secret:
         secret, key = s.server_ca_secret
         built.append({"name": CA_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": "ca.crt"}]}})
