@@ -75,6 +75,7 @@ class FakeProcess:
     execdeadline_ns: int = 0
     errors: list[str] = field(default_factory=list)
     out: list[Any] = field(default_factory=list)
+    input: list[Any] = field(default_factory=list)  # "in": a workflow child's parents' output
     initiator_id: str = ""
     initiator_name: str = ""
 
@@ -107,7 +108,7 @@ class FakeProcess:
             "starttime": fmt(self.start_ns), "endtime": fmt(self.end_ns), "waitdeadline": fmt(self.waitdeadline_ns),
             "execdeadline": fmt(self.execdeadline_ns), "retries": self.retries, "attributes": attributes,
             "spec": spec, "waitforparents": False, "parents": [], "children": [], "processgraphid": "",
-            "in": [], "out": copy.deepcopy(self.out), "errors": list(self.errors),
+            "in": copy.deepcopy(self.input), "out": copy.deepcopy(self.out), "errors": list(self.errors),
         }
 
 
