@@ -226,3 +226,10 @@ def test_the_schema_rejects_unknown_keys_at_the_top_level():
     assert schema["additionalProperties"] is False
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_no_two_test_modules_share_a_name():
+    """tests/unit and tests/integration are not packages: pytest imports their modules by
+    basename, and a second module of the same name stops the collection of the whole suite."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
