@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,16 @@ def _checked(header: list[str], text: str) -> bytes:
 
 
 def read(path: Path, max_bytes: int) -> bytes | None:
-    """The file's bytes (None when there is none); OutputError when it is over `max_bytes`."""
+    """The file's bytes (None when there is none); OutputError when it is over `max_bytes`, or
+    a symbolic link (it would be read in the sidecar's filesystem, not the program's)."""
     try:
-        size = path.stat().st_size
+        size = path.lstat().st_size
     except FileNotFoundError:
         return None
+    if path.is_symlink() or not path.is_file():
+        raise OutputError(f"{path} is not a regular file (a symbolic link?): write the output itself there")
     if size > max_bytes:
         raise OutputError(f"{path} is {size} bytes, over this executor's limit of {max_bytes} bytes "
                           "(spec.output.maxBytes): write less, or put the data in CFS and return a reference")
-    return path.read_bytes()
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+        return f.read(max_bytes)

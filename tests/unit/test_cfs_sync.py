@@ -304,3 +304,20 @@ async def test_a_snapshot_file_already_present_is_not_downloaded_again(peers, tm
 
 def test_dir_plan_defaults_are_empty():
     assert DirPlan(Path("/d"), "/l").upload == () == DirPlan(Path("/d"), "/l").download
+
+
+async def test_a_push_never_follows_a_symbolic_link_the_program_left(peers, tmp_path):
+    """The push runs where the keys are: a link to /proc/self/environ would upload them."""
+    syncer, catalogue, _ = peers
+    secret = tmp_path / "secret"
+    secret.write_text("AWS_S3_SECRETKEY=shh")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.txt").write_text("ok")
+    (out / "leak").symlink_to(secret)
+    (out / "leakdir").symlink_to(tmp_path)
+    assert await push(syncer, out, "/out") == 1
+    assert [f.name for f in catalogue.revisions] == ["result.txt"]
+    (tmp_path / "linked").symlink_to(out)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        await push(syncer, tmp_path / "linked", "/out2")

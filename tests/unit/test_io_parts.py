@@ -95,3 +95,10 @@ def test_file_output_follows_the_termination_message_rules():
     assert diagnosis.file_output(b'{"answer": 42}').values == ('{"answer": 42}',)
     text = diagnosis.file_output(b"not json at all")
     assert text.values == ("not json at all",) and "not valid JSON" in text.notes[0]
+
+
+def test_an_out_json_that_is_a_symbolic_link_is_refused(tmp_path):
+    (tmp_path / "environ").write_text("SECRET=x")
+    (tmp_path / "out.json").symlink_to(tmp_path / "environ")
+    with pytest.raises(outfile.OutputError, match="not a regular file"):
+        outfile.read(tmp_path / "out.json", 1024)

@@ -114,7 +114,7 @@ def _error(action: str, target: str, response: httpx.Response, body: bytes) -> S
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as f:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:  # never through a link
         while chunk := f.read(CHUNK):
             yield chunk
 

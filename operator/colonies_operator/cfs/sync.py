@@ -68,21 +68,29 @@ class SyncError(Exception):
         super().__init__(f"{action}: {len(self.failures)} of {total} files not synced: {shown}{more}")
 
 
+def open_regular(path: Path):
+    """`path` opened for reading, never through a symbolic link: the push runs in a container
+    that holds keys, and a link the program left (to /proc/self/environ, say) would read the
+    push's own files, not the program's."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def scan(directory: Path) -> dict[str, LocalFile]:
-    """The regular files directly in `directory` (not the marker, not partial downloads)."""
+    """The regular files directly in `directory` (not the marker, not partial downloads, and
+    never what a symbolic link points to)."""
     found: dict[str, LocalFile] = {}
-    if not directory.is_dir():
+    if not directory.is_dir() or directory.is_symlink():
         return found
     for entry in os.scandir(directory):
-        if entry.name == MARKER or entry.name.startswith(_PART) or not entry.is_file():
+        if entry.name == MARKER or entry.name.startswith(_PART) or not entry.is_file(follow_symlinks=False):
             continue
         found[entry.name] = LocalFile(entry.name, entry.stat().st_size, sha256_file(Path(entry.path)))
     return found
@@ -126,6 +134,8 @@ class Syncer:
         """Plans for `root` and every directory below it, and for every label below `label`
         that has no directory yet (when downloading)."""
         label = normal_label(label)
+        if root.is_symlink():
+            raise ValueError(f"{root} is a symbolic link, not a directory: nothing under it is synced")
         dirs: dict[str, Path] = {label: root}
         if root.is_dir():
             for current, subdirs, _ in os.walk(root):
