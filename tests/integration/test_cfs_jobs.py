@@ -223,3 +223,15 @@ async def test_the_program_cannot_read_the_executor_key_or_the_s3_keys(ex: Execu
     for value in (executor_key, cfs.config.access_key, cfs.config.secret_key):
         assert value not in seen
     assert "AWS_S3" not in seen and "COLONIES_PRVKEY" not in seen
+
+
+async def test_a_symbolic_link_the_program_leaves_cannot_make_the_push_upload_its_keys(ex: Executor, cfs: Cfs, tmp_path):
+    """The push reads in its own container, where the keys are: links are not followed."""
+    lbl = label("links")
+    script = ("echo ok > /cfs/o/result.txt && ln -s /proc/self/environ /cfs/o/leak && "
+              "ln -s /proc/1/environ /cfs/o/leak1 && ln -s /proc/self /cfs/o/procdir")
+    process = await ex.submit(kwargs=shell(script), fs={"mount": "/cfs", "dirs": [{"label": lbl, "dir": "/o"}]})
+    done = await ended(ex, process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert [f.name for f in await cfs.catalogue.files(lbl)] == ["result.txt"]
+    assert await cfs.catalogue.labels_below(lbl) == []
