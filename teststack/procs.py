@@ -236,14 +236,18 @@ def wait_http(check: HttpCheck, *, timeout: float, what: str, proc: Proc | None 
     return wait_until(check.ok, timeout=timeout, what=f"{what} ({check.url})", proc=proc, interval=0.2)
 
 
+def tcp_open(host: str, port: int, timeout: float = 2.0) -> tuple[bool, str]:
+    """Whether something accepts connections at host:port, and if not, why."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, "ok"
+    except OSError as e:
+        return False, str(e)
+
+
 def wait_tcp(port: int, *, timeout: float, what: str, proc: Proc | None = None) -> float:
-    def connect() -> tuple[bool, str]:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True, "ok"
-        except OSError as e:
-            return False, str(e)
-    return wait_until(connect, timeout=timeout, what=f"{what} (127.0.0.1:{port})", proc=proc)
+    return wait_until(lambda: tcp_open("127.0.0.1", port, 1.0), timeout=timeout, what=f"{what} (127.0.0.1:{port})",
+                      proc=proc)
 
 
 def rss_kib(pid: int) -> int:

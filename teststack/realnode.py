@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -115,16 +114,8 @@ def node_ready(api: kubeapi.KubeAPI, name: str = kubelet.NODE_NAME) -> tuple[boo
     return ready.get("status") == "True", f"Ready: {ready.get('status')} {ready.get('message', '')}".strip()
 
 
-def _tcp_open(host: str, port: int) -> tuple[bool, str]:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True, "ok"
-    except OSError as e:
-        return False, str(e)
-
-
 def _checks_of(host_ip: str, api_port: int) -> dict[str, Callable[[], tuple[bool, str]]]:
-    return {"relay": lambda: _tcp_open(host_ip, api_port)}
+    return {"relay": lambda: procs.tcp_open(host_ip, api_port)}
 
 
 def _checks(info: RealNodeInfo) -> dict[str, Callable[[], tuple[bool, str]]]:
