@@ -116,10 +116,10 @@ async def test_a_conflict_at_the_start_follows_onstart_keeplocal(ex: Executor, c
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "c.txt").write_text("from the synced dir\n")
     cfs.sync(dir_label, tmp_path / "d")
-    fs = {"mount": "/cfs", "snapshots": [{"snapshotid": snapshot.snapshot_id, "label": snap_label, "dir": "/work"}],
-          "dirs": [{"label": dir_label, "dir": "/work", "onconflicts": {"onstart": {"keeplocal": keep_local},
+    fs = {"mount": "/cfs", "snapshots": [{"snapshotid": snapshot.snapshot_id, "label": snap_label, "dir": "/job"}],
+          "dirs": [{"label": dir_label, "dir": "/job", "onconflicts": {"onstart": {"keeplocal": keep_local},
                                                                        "onclose": {"keeplocal": False}}}]}
-    process = await ex.submit(kwargs=shell("cat /cfs/work/c.txt"), fs=fs)
+    process = await ex.submit(kwargs=shell("cat /cfs/job/c.txt"), fs=fs)
     assert (await ended(ex, process.processid)).state is ProcessState.SUCCESS
     expected = "from the snapshot" if keep_local else "from the synced dir"
     assert expected in await ex.log_lines(process.processid)
