@@ -8,6 +8,7 @@ turns into a Ready=False condition and a Warning Event instead of a crash loop.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
 from colonies_operator.jobs import builder, io as job_io, quantity, spec as funcspec, storage as job_storage
+from colonies_operator.jobs.podtemplate import TemplateError
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -90,6 +92,8 @@ class ExecutorConfig:
     policy: SpecPolicy
     gpu_resource_name: str = "nvidia.com/gpu"
     gpu_node_label: str = "accelerator"
+    gpu_products: Mapping[str, str] = field(default_factory=dict)
+    gpu_memory_label: str = "nvidia.com/gpu.memory"
     ttl_seconds_after_finished: int | None = 300
     job_template: Mapping[str, Any] = field(default_factory=dict)
     security_profile: str = ""  # "" or builder.RESTRICTED
@@ -103,6 +107,7 @@ class ExecutorConfig:
     ca_secret: SecretRef | None = None
     storage: job_storage.StorageSettings | None = None  # CFS (spec.storage)
     output: job_io.OutputSettings | None = None  # /colonies/out.json (spec.output.file)
+    profiles: Mapping[str, builder.Profile] = field(default_factory=dict)  # spec.profiles
 
     @property
     def generated_key_secret(self) -> str:
@@ -115,6 +120,7 @@ class ExecutorConfig:
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
             resource_name=self.resource_name, storage=self.storage, output=self.output,
+            profiles=self.profiles, gpu_products=self.gpu_products, gpu_memory_label=self.gpu_memory_label,
         )
 
 
@@ -161,14 +167,64 @@ def _allowed_secrets(spec: Mapping[str, Any], own_keys: Mapping[str, str]) -> tu
 
 def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     """The CRD's jobTemplate → the builder's overlay keys (the CRD spells a few differently)."""
-    overlay = {k: v for k, v in template.items()
-               if k in {"labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName",
-                        "imagePullSecrets", "priorityClassName"}}
+    overlay = {k: v for k, v in template.items() if k in TEMPLATE_KEYS and not k.startswith(("runAs", "security"))}
     security = {key: template[key] for key in ("runAsNonRoot", "runAsUser", "runAsGroup")
                 if template.get(key) is not None}
     if security:
         overlay["securityContext"] = security
     return overlay
+
+
+PROFILE_ONLY_KEYS = ("limits",)  # a profile's own keys besides the jobTemplate's
+EXECUTOR_WIDE_KEYS = ("ttlSecondsAfterFinished",)  # jobTemplate keys a profile cannot change
+TEMPLATE_KEYS = ("labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName", "imagePullSecrets",
+                 "priorityClassName", "podTemplate", "runAsNonRoot", "runAsUser", "runAsGroup", "securityProfile")
+
+
+def _profiles(spec: Mapping[str, Any], base: Mapping[str, Any], policy: SpecPolicy
+              ) -> tuple[dict[str, builder.Profile], dict[str, SpecPolicy]]:
+    """spec.profiles → (name → Job overlay, name → policy). A profile is a jobTemplate of its own
+    whose left-out keys come from spec.jobTemplate, plus optional `limits` over spec.limits."""
+    given = spec.get("profiles") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError("profiles", "must be an object: {<name>: <jobTemplate>}")
+    overlays, policies = {}, {}
+    for name, template in given.items():
+        path = f"profiles.{name}"
+        if not funcspec.is_label_value(name) or not name:
+            raise ConfigError(path, f"{name!r} is not a valid profile name: up to 63 letters, digits, '-', '_' "
+                                    "or '.' (it becomes a label value)")
+        if not isinstance(template, Mapping):
+            raise ConfigError(path, "must be an object: a jobTemplate, optionally with limits")
+        for key in template:
+            if key in EXECUTOR_WIDE_KEYS:
+                raise ConfigError(f"{path}.{key}", "applies to every profile: set it in spec.jobTemplate")
+            if key not in TEMPLATE_KEYS + PROFILE_ONLY_KEYS:
+                raise ConfigError(f"{path}.{key}", f"is not supported (supported: "
+                                                   f"{', '.join(TEMPLATE_KEYS + PROFILE_ONLY_KEYS)})")
+        merged = {**base, **{k: v for k, v in template.items() if k not in PROFILE_ONLY_KEYS}}
+        overlays[name] = builder.Profile(_overlay(merged), str(merged.get("securityProfile") or ""))
+        limits = template.get("limits") or {}
+        if not isinstance(limits, Mapping):
+            raise ConfigError(f"{path}.limits", "must be an object: {cpu, memory, gpu, nodes, processesPerNode}")
+        scoped = {"limits": limits}
+        caps = {"max_cpu_millis": _quantity(scoped, "limits.cpu", quantity.parse_cpu),
+                "max_memory_bytes": _quantity(scoped, "limits.memory", quantity.parse_memory),
+                "max_gpus": int(limits["gpu"]) if limits.get("gpu") is not None else None,
+                "max_nodes": int(limits["nodes"]) if limits.get("nodes") else None,
+                "max_processes_per_node": int(limits["processesPerNode"]) if limits.get("processesPerNode") else None}
+        policies[name] = dataclasses.replace(policy, **{k: v for k, v in caps.items() if v is not None})
+    return overlays, policies
+
+
+def _gpu_products(gpu: Mapping[str, Any]) -> dict[str, str]:
+    products = gpu.get("products") or {}
+    if not isinstance(products, Mapping):
+        raise ConfigError("gpu.products", "must map product names to node label values: {a100: NVIDIA-A100-SXM4-80GB}")
+    for name, value in products.items():
+        if not isinstance(value, str) or not funcspec.is_label_value(value) or not value:
+            raise ConfigError(f"gpu.products.{name}", f"{value!r} is not a valid node label value")
+    return dict(products)
 
 
 def default_executor_name(namespace: str, name: str, uid: str) -> str:
@@ -310,11 +366,14 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         allowed_secrets=_allowed_secrets(spec, own_keys),
     )
     security_profile = str(template.get("securityProfile") or "")
+    profiles, profile_policies = _profiles(spec, template, policy)
+    policy = dataclasses.replace(policy, profiles=profile_policies)
     try:
         builder.JobSettings(namespace=namespace, executor_name="x", executor_id="", colony_name=colony,
-                            job_template=_overlay(template), security_profile=security_profile)
-    except ValueError as exc:
-        raise ConfigError("jobTemplate", str(exc)) from None
+                            job_template=_overlay(template), security_profile=security_profile,
+                            profiles=profiles)
+    except TemplateError as exc:
+        raise ConfigError(exc.field, exc.message) from None
     executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
     address = ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify)
     storage = _storage(spec, settings, address, str(colony), executor_key, ca_secret)
@@ -332,6 +391,8 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         budget=budget, policy=policy,
         gpu_resource_name=str(gpu.get("resourceName") or "nvidia.com/gpu"),
         gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
+        gpu_products=_gpu_products(gpu),
+        gpu_memory_label=str(gpu.get("memoryLabel") or "nvidia.com/gpu.memory"),
         ttl_seconds_after_finished=template.get("ttlSecondsAfterFinished", 300),
         job_template=_overlay(template),
         security_profile=security_profile,
@@ -347,4 +408,5 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         ca_secret=ca_secret,
         storage=storage,
         output=_output(spec, settings),
+        profiles=profiles,
     )
