@@ -108,6 +108,7 @@ class ExecutorConfig:
     storage: job_storage.StorageSettings | None = None  # CFS (spec.storage)
     output: job_io.OutputSettings | None = None  # /colonies/out.json (spec.output.file)
     profiles: Mapping[str, builder.Profile] = field(default_factory=dict)  # spec.profiles
+    profile_budgets: Mapping[str, Resources] = field(default_factory=dict)  # profiles.<name>.capacity
 
     @property
     def generated_key_secret(self) -> str:
@@ -175,20 +176,51 @@ def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     return overlay
 
 
-PROFILE_ONLY_KEYS = ("limits",)  # a profile's own keys besides the jobTemplate's
+PROFILE_ONLY_KEYS = ("limits", "capacity")  # a profile's own keys besides the jobTemplate's
 EXECUTOR_WIDE_KEYS = ("ttlSecondsAfterFinished",)  # jobTemplate keys a profile cannot change
 TEMPLATE_KEYS = ("labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName", "imagePullSecrets",
                  "priorityClassName", "podTemplate", "runAsNonRoot", "runAsUser", "runAsGroup", "securityProfile")
 
 
-def _profiles(spec: Mapping[str, Any], base: Mapping[str, Any], policy: SpecPolicy
-              ) -> tuple[dict[str, builder.Profile], dict[str, SpecPolicy]]:
-    """spec.profiles → (name → Job overlay, name → policy). A profile is a jobTemplate of its own
-    whose left-out keys come from spec.jobTemplate, plus optional `limits` over spec.limits."""
+def _pool(template: Mapping[str, Any], budget: Resources) -> Resources | None:
+    """A profile's `capacity`: its own budget inside the executor's (left-out amounts: the
+    executor's), or None without one."""
+    given = template.get("capacity")
+    if given is None:
+        return None
+    if not isinstance(given, Mapping):
+        raise ConfigError("capacity", "must be an object: {cpu, memory, gpu, maxConcurrentJobs}")
+    scoped = {"capacity": given}
+    cpu = _quantity(scoped, "capacity.cpu", quantity.parse_cpu)
+    memory = _quantity(scoped, "capacity.memory", quantity.parse_memory)
+    return Resources(cpu_millis=budget.cpu_millis if cpu is None else cpu,
+                     memory_bytes=budget.memory_bytes if memory is None else memory,
+                     gpus=int(given.get("gpu", budget.gpus)), jobs=int(given.get("maxConcurrentJobs", budget.jobs)))
+
+
+def _profile_policy(template: Mapping[str, Any], policy: SpecPolicy) -> SpecPolicy:
+    """The executor's policy with a profile's `limits` over it."""
+    limits = template.get("limits") or {}
+    if not isinstance(limits, Mapping):
+        raise ConfigError("limits", "must be an object: {cpu, memory, gpu, nodes, processesPerNode}")
+    scoped = {"limits": limits}
+    caps = {"max_cpu_millis": _quantity(scoped, "limits.cpu", quantity.parse_cpu),
+            "max_memory_bytes": _quantity(scoped, "limits.memory", quantity.parse_memory),
+            "max_gpus": int(limits["gpu"]) if limits.get("gpu") is not None else None,
+            "max_nodes": int(limits["nodes"]) if limits.get("nodes") else None,
+            "max_processes_per_node": int(limits["processesPerNode"]) if limits.get("processesPerNode") else None}
+    return dataclasses.replace(policy, **{k: v for k, v in caps.items() if v is not None})
+
+
+def _profiles(spec: Mapping[str, Any], base: Mapping[str, Any], policy: SpecPolicy, budget: Resources
+              ) -> tuple[dict[str, builder.Profile], dict[str, SpecPolicy], dict[str, Resources]]:
+    """spec.profiles → (name → Job overlay, name → policy, name → budget). A profile is a
+    jobTemplate of its own whose left-out keys come from spec.jobTemplate, plus optional `limits`
+    over spec.limits and an optional `capacity` of its own inside the executor's."""
     given = spec.get("profiles") or {}
     if not isinstance(given, Mapping):
         raise ConfigError("profiles", "must be an object: {<name>: <jobTemplate>}")
-    overlays, policies = {}, {}
+    overlays, policies, pools = {}, {}, {}
     for name, template in given.items():
         path = f"profiles.{name}"
         if not funcspec.is_label_value(name) or not name:
@@ -204,17 +236,14 @@ def _profiles(spec: Mapping[str, Any], base: Mapping[str, Any], policy: SpecPoli
                                                    f"{', '.join(TEMPLATE_KEYS + PROFILE_ONLY_KEYS)})")
         merged = {**base, **{k: v for k, v in template.items() if k not in PROFILE_ONLY_KEYS}}
         overlays[name] = builder.Profile(_overlay(merged), str(merged.get("securityProfile") or ""))
-        limits = template.get("limits") or {}
-        if not isinstance(limits, Mapping):
-            raise ConfigError(f"{path}.limits", "must be an object: {cpu, memory, gpu, nodes, processesPerNode}")
-        scoped = {"limits": limits}
-        caps = {"max_cpu_millis": _quantity(scoped, "limits.cpu", quantity.parse_cpu),
-                "max_memory_bytes": _quantity(scoped, "limits.memory", quantity.parse_memory),
-                "max_gpus": int(limits["gpu"]) if limits.get("gpu") is not None else None,
-                "max_nodes": int(limits["nodes"]) if limits.get("nodes") else None,
-                "max_processes_per_node": int(limits["processesPerNode"]) if limits.get("processesPerNode") else None}
-        policies[name] = dataclasses.replace(policy, **{k: v for k, v in caps.items() if v is not None})
-    return overlays, policies
+        try:
+            policies[name] = _profile_policy(template, policy)
+            pool = _pool(template, budget)
+        except ConfigError as exc:  # named inside the profile
+            raise ConfigError(f"{path}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+        if pool is not None:
+            pools[name] = pool
+    return overlays, policies, pools
 
 
 def _gpu_products(gpu: Mapping[str, Any]) -> dict[str, str]:
@@ -366,7 +395,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         allowed_secrets=_allowed_secrets(spec, own_keys),
     )
     security_profile = str(template.get("securityProfile") or "")
-    profiles, profile_policies = _profiles(spec, template, policy)
+    profiles, profile_policies, profile_budgets = _profiles(spec, template, policy, budget)
     policy = dataclasses.replace(policy, profiles=profile_policies)
     try:
         builder.JobSettings(namespace=namespace, executor_name="x", executor_id="", colony_name=colony,
@@ -409,4 +438,5 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         storage=storage,
         output=_output(spec, settings),
         profiles=profiles,
+        profile_budgets=profile_budgets,
     )

@@ -203,3 +203,29 @@ async def test_a_pod_template_brings_shm_a_configmap_a_sidecar_and_env_on_the_re
         namespace, label_selector=f"colonyos.io/process={process.processid[:20]}")).items[0]
     assert pod.metadata.labels["team"] == "vision"
     assert pod.spec.init_containers[0].security_context.capabilities.drop == ["ALL"]
+
+
+async def test_a_profile_with_a_capacity_of_its_own_runs_its_processes_within_it(
+        api, colonies, namespace, stack, operator, gpu_nodes):
+    ex = await start_executor(
+        api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 8}, jobTemplate=TOLERATE,
+        gpu={"nodeLabel": PRODUCT}, profiles={"a100": {"capacity": {"gpu": 2}}})
+    kwargs = {"docker-image": "busybox:1.36", "cmd": "echo", "profile": "a100"}
+    pool = [await ex.submit(kwargs=kwargs, conditions={"gpu": {"count": 2, "name": A100}}, env={"KWOK_RUN_FOR": "3s"})
+            for _ in range(2)]
+    free = await ex.submit(conditions={"gpu": {"count": 2, "name": A100}}, env={"KWOK_RUN_FOR": "3s"})
+    overlaps = set()
+    pending = {p.processid for p in (*pool, free)}
+    while pending:  # the profile has room for one of its own at a time; the third is outside it
+        running = {j.metadata.annotations["colonyos.io/process-id"] for j in await ex.jobs()
+                   if not (j.status and (j.status.succeeded or j.status.failed))}
+        overlaps.add(frozenset(running))
+        for pid in list(pending):
+            if (await colonies.user.get_process(pid)).state in (ProcessState.SUCCESS, ProcessState.FAILED):
+                pending.discard(pid)
+        await asyncio.sleep(0.2)
+    for p in (*pool, free):
+        assert (await ex.final(p.processid)).state is ProcessState.SUCCESS
+    both_of_the_profile = {pool[0].processid, pool[1].processid}
+    assert not any(both_of_the_profile <= running for running in overlaps)
+    assert any(free.processid in running and running & both_of_the_profile for running in overlaps)

@@ -4,6 +4,7 @@ import pytest
 
 from colonies_operator import config as cfg
 from colonies_operator.jobs import builder, spec
+from colonies_operator.runtime.capacity import Resources
 from tests.unit.test_builder import run_of
 from tests.unit.test_config import MINIMAL, SETTINGS
 
@@ -63,7 +64,9 @@ def test_a_profile_keeps_the_executor_limits_it_does_not_override():
     ({"gpu": {"nodeSelectors": {}}}, "profiles.gpu.nodeSelectors"),
     ({"gpu": {"ttlSecondsAfterFinished": 5}}, "profiles.gpu.ttlSecondsAfterFinished"),
     ({"gpu": {"podTemplate": {"spec": {"hostPID": True}}}}, "profiles.gpu.podTemplate.spec.hostPID"),
-    ({"gpu": {"limits": {"cpu": "lots"}}}, "limits.cpu"),
+    ({"gpu": {"limits": {"cpu": "lots"}}}, "profiles.gpu.limits.cpu"),
+    ({"gpu": {"capacity": {"memory": "lots"}}}, "profiles.gpu.capacity.memory"),
+    ({"gpu": {"capacity": 4}}, "profiles.gpu.capacity"),
     ({"gpu": []}, "profiles.gpu"),
 ])
 def test_a_bad_profile_is_a_config_error_naming_its_field(profiles, field):
@@ -108,3 +111,9 @@ def test_a_bad_gpu_product_value_is_a_config_error():
     with pytest.raises(cfg.ConfigError) as info:
         executor(MINIMAL, products={"a100": "NVIDIA A100 80GB"})
     assert info.value.field == "gpu.products.a100"
+
+
+def test_a_profile_capacity_is_a_pool_inside_the_executor_budget_with_the_rest_from_it():
+    config = executor({**MINIMAL, "capacity": {"cpu": "16", "memory": "64Gi", "gpu": 8, "maxConcurrentJobs": 50},
+                       "profiles": {"gpu": {"capacity": {"gpu": 2, "maxConcurrentJobs": 3}}, "cpu": {}}})
+    assert config.profile_budgets == {"gpu": Resources(16000, 64 * 2**30, 2, 3)}

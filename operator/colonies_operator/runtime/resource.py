@@ -92,8 +92,8 @@ class ExecutorResource:
                    wait_stopped: WaitStopped, deleted: Callable[[], bool]) -> bool:
         """Run until stopped (True) or until the runtime must be rebuilt (False)."""
         if self.capacity is None:
-            self.capacity = Capacity(config.budget)
-        self.capacity.set_budget(config.budget)
+            self.capacity = Capacity(config.budget, pools=config.profile_budgets)
+        self.capacity.set_budget(config.budget, config.profile_budgets)
         runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
                                   executor_key=executor_key, kube=self.shared.kube,
                                   watch=self.shared.watch(self.namespace), capacity=self.capacity,
