@@ -167,6 +167,24 @@ async def test_a_template_below_the_security_floor_is_a_condition_naming_its_pat
     assert "spec.jobTemplate.podTemplate.spec.volumes[0].hostPath: hostPath volumes are below" in cond["message"]
 
 
+async def test_a_template_the_apiserver_would_refuse_is_a_condition_before_any_process_runs(
+        api, colonies, namespace, stack, operator):
+    # a port number out of range: only the apiserver knows
+    broken = {"spec": {"containers": [{"name": "main", "ports": [{"containerPort": 70000}]}]}}
+    ex = await start_executor(api, colonies, namespace, stack, wait_ready=False,
+                              profiles={"gpu": {"podTemplate": broken}})
+
+    async def invalid():
+        cond = await ex.condition("Ready")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    cond = await wait_for(invalid, 30, "Ready=False, reason InvalidSpec")
+    assert cond["message"].startswith("spec.profiles.gpu.podTemplate: the apiserver refuses the Jobs it makes:")
+    assert ("spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and "
+            "65535" in cond["message"])
+    assert await ex.jobs() == []  # a dry run: nothing was created
+
+
 SIDECAR = """trap 'exit 0' TERM; echo from-the-sidecar > /shared/note; while true; do sleep 1; done"""
 PROGRAM = ("grep ' /dev/shm ' /proc/mounts | cut -d' ' -f3; df -k /dev/shm | tail -1 | awk '{print $2}'; cat /config/greeting; echo \"$GREETING\"; "
            "while [ ! -f /shared/note ]; do sleep 0.2; done; cat /shared/note; pwd")

@@ -117,3 +117,28 @@ def test_a_profile_capacity_is_a_pool_inside_the_executor_budget_with_the_rest_f
     config = executor({**MINIMAL, "capacity": {"cpu": "16", "memory": "64Gi", "gpu": 8, "maxConcurrentJobs": 50},
                        "profiles": {"gpu": {"capacity": {"gpu": 2, "maxConcurrentJobs": 3}}, "cpu": {}}})
     assert config.profile_budgets == {"gpu": Resources(16000, 64 * 2**30, 2, 3)}
+
+
+async def test_a_template_the_apiserver_calls_invalid_is_refused_naming_it_and_other_refusals_are_not():
+    from colonies_operator.runtime import templates
+    from colonies_operator.runtime.kube import KubeError
+
+    class Kube:
+        def __init__(self, error):
+            self.error, self.dry_runs = error, []
+
+        async def create_job(self, namespace, job, *, dry_run=False):
+            self.dry_runs.append((job["metadata"]["labels"].get("colonyos.io/profile", ""), dry_run))
+            raise self.error
+
+    config = executor({**MINIMAL, "jobTemplate": {"podTemplate": {"spec": {}}},
+                       "profiles": {"gpu": {}, "plain": {"podTemplate": {}}}})
+    invalid = Kube(KubeError(422, "Invalid", 'Job.batch "x" is invalid: spec.template.spec.volumes[0]: Required'))
+    assert await templates.refusal(invalid, config) == (
+        'spec.jobTemplate.podTemplate: the apiserver refuses the Jobs it makes: Job.batch "x" is invalid: '
+        "spec.template.spec.volumes[0]: Required")
+    quota = Kube(KubeError(403, "Forbidden", "exceeded quota"))
+    assert await templates.refusal(quota, config) is None
+    # every template is tried, each as a dry run; a profile inherits the podTemplate of jobTemplate
+    assert quota.dry_runs == [("", True), ("gpu", True), ("plain", True)]
+    assert await templates.refusal(invalid, executor(MINIMAL)) is None  # no template: nothing to ask
