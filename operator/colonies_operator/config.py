@@ -8,6 +8,7 @@ turns into a Ready=False condition and a Warning Event instead of a crash loop.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
 from colonies_operator.jobs import builder, io as job_io, quantity, spec as funcspec, storage as job_storage
+from colonies_operator.jobs.podtemplate import TemplateError
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime.capacity import Resources
 
@@ -90,6 +92,8 @@ class ExecutorConfig:
     policy: SpecPolicy
     gpu_resource_name: str = "nvidia.com/gpu"
     gpu_node_label: str = "accelerator"
+    gpu_products: Mapping[str, str] = field(default_factory=dict)
+    gpu_memory_label: str = "nvidia.com/gpu.memory"
     ttl_seconds_after_finished: int | None = 300
     job_template: Mapping[str, Any] = field(default_factory=dict)
     security_profile: str = ""  # "" or builder.RESTRICTED
@@ -103,6 +107,8 @@ class ExecutorConfig:
     ca_secret: SecretRef | None = None
     storage: job_storage.StorageSettings | None = None  # CFS (spec.storage)
     output: job_io.OutputSettings | None = None  # /colonies/out.json (spec.output.file)
+    profiles: Mapping[str, builder.Profile] = field(default_factory=dict)  # spec.profiles
+    profile_budgets: Mapping[str, Resources] = field(default_factory=dict)  # profiles.<name>.capacity
 
     @property
     def generated_key_secret(self) -> str:
@@ -115,6 +121,7 @@ class ExecutorConfig:
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
             resource_name=self.resource_name, storage=self.storage, output=self.output,
+            profiles=self.profiles, gpu_products=self.gpu_products, gpu_memory_label=self.gpu_memory_label,
         )
 
 
@@ -161,14 +168,92 @@ def _allowed_secrets(spec: Mapping[str, Any], own_keys: Mapping[str, str]) -> tu
 
 def _overlay(template: Mapping[str, Any]) -> dict[str, Any]:
     """The CRD's jobTemplate → the builder's overlay keys (the CRD spells a few differently)."""
-    overlay = {k: v for k, v in template.items()
-               if k in {"labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName",
-                        "imagePullSecrets", "priorityClassName"}}
+    overlay = {k: v for k, v in template.items() if k in TEMPLATE_KEYS and not k.startswith(("runAs", "security"))}
     security = {key: template[key] for key in ("runAsNonRoot", "runAsUser", "runAsGroup")
                 if template.get(key) is not None}
     if security:
         overlay["securityContext"] = security
     return overlay
+
+
+PROFILE_ONLY_KEYS = ("limits", "capacity")  # a profile's own keys besides the jobTemplate's
+EXECUTOR_WIDE_KEYS = ("ttlSecondsAfterFinished",)  # jobTemplate keys a profile cannot change
+TEMPLATE_KEYS = ("labels", "annotations", "nodeSelector", "tolerations", "serviceAccountName", "imagePullSecrets",
+                 "priorityClassName", "podTemplate", "runAsNonRoot", "runAsUser", "runAsGroup", "securityProfile")
+
+
+def _pool(template: Mapping[str, Any], budget: Resources) -> Resources | None:
+    """A profile's `capacity`: its own budget inside the executor's (left-out amounts: the
+    executor's), or None without one."""
+    given = template.get("capacity")
+    if given is None:
+        return None
+    if not isinstance(given, Mapping):
+        raise ConfigError("capacity", "must be an object: {cpu, memory, gpu, maxConcurrentJobs}")
+    scoped = {"capacity": given}
+    cpu = _quantity(scoped, "capacity.cpu", quantity.parse_cpu)
+    memory = _quantity(scoped, "capacity.memory", quantity.parse_memory)
+    return Resources(cpu_millis=budget.cpu_millis if cpu is None else cpu,
+                     memory_bytes=budget.memory_bytes if memory is None else memory,
+                     gpus=int(given.get("gpu", budget.gpus)), jobs=int(given.get("maxConcurrentJobs", budget.jobs)))
+
+
+def _profile_policy(template: Mapping[str, Any], policy: SpecPolicy) -> SpecPolicy:
+    """The executor's policy with a profile's `limits` over it."""
+    limits = template.get("limits") or {}
+    if not isinstance(limits, Mapping):
+        raise ConfigError("limits", "must be an object: {cpu, memory, gpu, nodes, processesPerNode}")
+    scoped = {"limits": limits}
+    caps = {"max_cpu_millis": _quantity(scoped, "limits.cpu", quantity.parse_cpu),
+            "max_memory_bytes": _quantity(scoped, "limits.memory", quantity.parse_memory),
+            "max_gpus": int(limits["gpu"]) if limits.get("gpu") is not None else None,
+            "max_nodes": int(limits["nodes"]) if limits.get("nodes") else None,
+            "max_processes_per_node": int(limits["processesPerNode"]) if limits.get("processesPerNode") else None}
+    return dataclasses.replace(policy, **{k: v for k, v in caps.items() if v is not None})
+
+
+def _profiles(spec: Mapping[str, Any], base: Mapping[str, Any], policy: SpecPolicy, budget: Resources
+              ) -> tuple[dict[str, builder.Profile], dict[str, SpecPolicy], dict[str, Resources]]:
+    """spec.profiles → (name → Job overlay, name → policy, name → budget). A profile is a
+    jobTemplate of its own whose left-out keys come from spec.jobTemplate, plus optional `limits`
+    over spec.limits and an optional `capacity` of its own inside the executor's."""
+    given = spec.get("profiles") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError("profiles", "must be an object: {<name>: <jobTemplate>}")
+    overlays, policies, pools = {}, {}, {}
+    for name, template in given.items():
+        path = f"profiles.{name}"
+        if not funcspec.is_label_value(name) or not name:
+            raise ConfigError(path, f"{name!r} is not a valid profile name: up to 63 letters, digits, '-', '_' "
+                                    "or '.' (it becomes a label value)")
+        if not isinstance(template, Mapping):
+            raise ConfigError(path, "must be an object: a jobTemplate, optionally with limits")
+        for key in template:
+            if key in EXECUTOR_WIDE_KEYS:
+                raise ConfigError(f"{path}.{key}", "applies to every profile: set it in spec.jobTemplate")
+            if key not in TEMPLATE_KEYS + PROFILE_ONLY_KEYS:
+                raise ConfigError(f"{path}.{key}", f"is not supported (supported: "
+                                                   f"{', '.join(TEMPLATE_KEYS + PROFILE_ONLY_KEYS)})")
+        merged = {**base, **{k: v for k, v in template.items() if k not in PROFILE_ONLY_KEYS}}
+        overlays[name] = builder.Profile(_overlay(merged), str(merged.get("securityProfile") or ""))
+        try:
+            policies[name] = _profile_policy(template, policy)
+            pool = _pool(template, budget)
+        except ConfigError as exc:  # named inside the profile
+            raise ConfigError(f"{path}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+        if pool is not None:
+            pools[name] = pool
+    return overlays, policies, pools
+
+
+def _gpu_products(gpu: Mapping[str, Any]) -> dict[str, str]:
+    products = gpu.get("products") or {}
+    if not isinstance(products, Mapping):
+        raise ConfigError("gpu.products", "must map product names to node label values: {a100: NVIDIA-A100-SXM4-80GB}")
+    for name, value in products.items():
+        if not isinstance(value, str) or not funcspec.is_label_value(value) or not value:
+            raise ConfigError(f"gpu.products.{name}", f"{value!r} is not a valid node label value")
+    return dict(products)
 
 
 def default_executor_name(namespace: str, name: str, uid: str) -> str:
@@ -310,11 +395,14 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         allowed_secrets=_allowed_secrets(spec, own_keys),
     )
     security_profile = str(template.get("securityProfile") or "")
+    profiles, profile_policies, profile_budgets = _profiles(spec, template, policy, budget)
+    policy = dataclasses.replace(policy, profiles=profile_policies)
     try:
         builder.JobSettings(namespace=namespace, executor_name="x", executor_id="", colony_name=colony,
-                            job_template=_overlay(template), security_profile=security_profile)
-    except ValueError as exc:
-        raise ConfigError("jobTemplate", str(exc)) from None
+                            job_template=_overlay(template), security_profile=security_profile,
+                            profiles=profiles)
+    except TemplateError as exc:
+        raise ConfigError(exc.field, exc.message) from None
     executor_name = spec.get("executorName") or default_executor_name(namespace, name, uid)
     address = ServerAddress(str(host), int(server.get("port") or settings.server_port), tls, verify)
     storage = _storage(spec, settings, address, str(colony), executor_key, ca_secret)
@@ -332,6 +420,8 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         budget=budget, policy=policy,
         gpu_resource_name=str(gpu.get("resourceName") or "nvidia.com/gpu"),
         gpu_node_label=str(gpu.get("nodeLabel") or "accelerator"),
+        gpu_products=_gpu_products(gpu),
+        gpu_memory_label=str(gpu.get("memoryLabel") or "nvidia.com/gpu.memory"),
         ttl_seconds_after_finished=template.get("ttlSecondsAfterFinished", 300),
         job_template=_overlay(template),
         security_profile=security_profile,
@@ -347,4 +437,6 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         ca_secret=ca_secret,
         storage=storage,
         output=_output(spec, settings),
+        profiles=profiles,
+        profile_budgets=profile_budgets,
     )

@@ -171,8 +171,10 @@ class FakeKube(KubeApi):
 
     # --- Jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    async def create_job(self, namespace: str, job: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         await self._enter("create_job", "POST", self._path("Job", namespace))
+        if dry_run:
+            return copy.deepcopy(dict(job))
         created = self.write("Job", default_job(self._create("Job", namespace, job)), "ADDED")
         self.jobs.sync(namespace, created["metadata"]["name"])
         return copy.deepcopy(created)

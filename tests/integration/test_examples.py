@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+from kubernetes_asyncio import client
 
 from colonies_operator.colonies.models import ProcessState
 from tests.fixtures.operator import start_executor
@@ -30,7 +32,6 @@ async def big_executor(api, colonies, namespace, stack, operator):
 @pytest.mark.parametrize("name, state, lines", [
     ("hello.json", ProcessState.SUCCESS, ["hello world"]),
     ("resources.json", ProcessState.SUCCESS, None),
-    ("gpu.json", ProcessState.SUCCESS, None),
     ("failing.json", ProcessState.FAILED, ["about to fail"]),
     ("long-running.json", ProcessState.SUCCESS, [f"line {i}" for i in range(1, 101)]),
     ("output.json", ProcessState.SUCCESS, ["computing the answer"]),
@@ -52,3 +53,19 @@ async def test_the_shell_free_example_gets_its_process_id_substituted(big_execut
     done = await big_executor.final(process.processid)
     assert done.state is ProcessState.SUCCESS, done.errors
     assert await big_executor.log_lines(process.processid) == [f"no shell involved for process {process.processid}"]
+
+
+async def test_the_gpu_example_runs_in_the_gpu_profile_of_the_profiles_example_on_an_a100(
+        api, colonies, namespace, stack, operator):
+    # the stack's GPU node, labelled as GPU Feature Discovery labels an 80 GB A100
+    await client.CoreV1Api(api).patch_node(stack.kube.gpu_node, {"metadata": {"labels": {
+        "pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"}}})
+    resource = yaml.safe_load((EXAMPLES / "colonyexecutor-profiles.yaml").read_text())
+    spec = {k: v for k, v in resource["spec"].items() if k != "executorType"}  # each test has its own type
+    ex = await start_executor(api, colonies, namespace, stack, **spec)
+    process = await colonies.user.submit(example("gpu.json", ex))
+    done = await ex.final(process.processid)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    pods = await client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"colonyos.io/process={process.processid[:20]},colonyos.io/profile=gpu")
+    assert [p.spec.node_name for p in pods.items] == [stack.kube.gpu_node]

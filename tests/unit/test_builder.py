@@ -204,9 +204,9 @@ def test_the_restricted_profile_keeps_a_given_user_and_group():
 
 
 @pytest.mark.parametrize("profile, security, words", [
-    ("restricted", {"runAsUser": 0}, "runAsUser 0 runs as root"),
-    ("restricted", {"runAsNonRoot": False}, "runAsNonRoot false"),
-    ("baseline", {}, "securityProfile 'baseline' is not supported (supported: restricted)"),
+    ("restricted", {"runAsUser": 0}, "jobTemplate.runAsUser: 0 runs as root"),
+    ("restricted", {"runAsNonRoot": False}, "jobTemplate.runAsNonRoot: false contradicts"),
+    ("baseline", {}, "jobTemplate.securityProfile: 'baseline' is not supported (supported: restricted)"),
 ])
 def test_a_security_profile_that_cannot_hold_is_refused(profile, security, words):
     with pytest.raises(ValueError, match=re.escape(words)):
@@ -215,9 +215,9 @@ def test_a_security_profile_that_cannot_hold_is_refused(profile, security, words
 
 
 @pytest.mark.parametrize("overlay, words", [
-    ({"nodeSelectors": {}}, "jobTemplate.nodeSelectors is not supported"),
-    ({"tolerations": {"key": "x"}}, "jobTemplate.tolerations must be a list"),
-    ({"serviceAccountName": 5}, "jobTemplate.serviceAccountName must be a str"),
+    ({"nodeSelectors": {}}, "jobTemplate.nodeSelectors: is not supported"),
+    ({"tolerations": {"key": "x"}}, "jobTemplate.tolerations: must be a list"),
+    ({"serviceAccountName": 5}, "jobTemplate.serviceAccountName: must be a str"),
 ])
 def test_a_job_template_with_unknown_keys_or_wrong_types_is_refused(overlay, words):
     with pytest.raises(ValueError, match=words):

@@ -95,3 +95,34 @@ async def test_listeners_hear_every_change_of_the_free_room():
     heard.clear()
     capacity.release(Resources(100, GIB // 2, 0, 1))
     assert heard.is_set()
+
+
+def test_a_profile_pool_bounds_its_processes_inside_the_executor_budget():
+    capacity = Capacity(Resources(8000, 8 * GIB, 4, 10), pools={"gpu": Resources(8000, 8 * GIB, 2, 10)})
+    two_gpus = Resources(100, GIB, 2, 1)
+    assert capacity.try_reserve(two_gpus, "gpu")
+    assert not capacity.try_reserve(two_gpus, "gpu")  # the pool is full, the executor is not
+    assert capacity.try_reserve(two_gpus)  # outside the pool the executor's room is there
+    assert capacity.pool_free("gpu") == Resources(7900, 7 * GIB, 0, 9)
+    assert capacity.pool_free("cpu") is None
+    capacity.release(two_gpus, "gpu")
+    assert capacity.free.gpus == 2 and capacity.pool_free("gpu").gpus == 2
+    assert capacity.try_reserve(two_gpus, "gpu")
+    assert capacity.free.gpus == 0 and capacity.pool_free("gpu").gpus == 0
+
+
+async def test_a_process_waiting_for_its_pool_is_served_when_the_pool_frees_and_holds_nothing_back():
+    clock = Clock()
+    capacity = Capacity(Resources(4000, 8 * GIB, 0, 10), clock=clock, pools={"small": Resources(1000, 8 * GIB, 0, 10)})
+    first = Resources(1000, GIB, 0, 1)
+    assert capacity.try_reserve(first, "small")
+    waiting = asyncio.create_task(capacity.reserve(first, "small"))
+    await asyncio.sleep(0)
+    clock.now += BACKFILL_SECONDS + 1
+    # waiting long for its full pool does not keep the executor's free room from others
+    assert capacity.offered() == Resources(3000, 7 * GIB, 0, 9)
+    assert capacity.try_reserve(Resources(2000, GIB, 0, 1))
+    assert not waiting.done()
+    capacity.release(first, "small")
+    await asyncio.wait_for(waiting, 1)
+    assert capacity.pool_used["small"] == first

@@ -94,10 +94,10 @@ def test_the_restricted_profile_and_the_user_and_group_reach_the_job_settings():
 
 
 def test_a_restricted_profile_running_as_root_is_a_config_error_naming_the_job_template():
-    with pytest.raises(cfg.ConfigError, match="runAsUser 0 runs as root") as info:
+    with pytest.raises(cfg.ConfigError, match="spec.jobTemplate.runAsUser: 0 runs as root") as info:
         cfg.executor_config("jobs", "k8s", {**MINIMAL, "jobTemplate": {"securityProfile": "restricted",
                                                                         "runAsUser": 0}}, SETTINGS)
-    assert info.value.field == "jobTemplate"
+    assert info.value.field == "jobTemplate.runAsUser"
 
 
 def test_a_ca_secret_is_read_from_the_spec_with_ca_crt_as_its_default_key():

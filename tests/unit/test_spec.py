@@ -248,14 +248,20 @@ def test_a_bad_fs_is_refused_naming_the_field(fs, field, words):
     assert words in found[1] and field in found[1]
 
 
-def test_a_funcspec_asking_for_gpu_memory_is_refused_naming_conditions_gpu_mem_and_an_unset_one_is_not():
-    outcomes = {mem: refusal(funcspec(conditions__gpu={"count": 1, "name": "a100", "mem": mem}))
-                for mem in (None, "", "0Mi", "11Gi", "11264Mi", 5)}
-    refused = {mem: found for mem, found in outcomes.items() if found}
-    assert list(refused) == ["11Gi", "11264Mi", 5], outcomes
-    for field, message in refused.values():
-        assert field == "conditions.gpu.mem"
-        assert "this executor does not support conditions.gpu.mem yet" in message
+def test_gpu_memory_is_read_in_mib_and_an_unset_one_asks_for_none():
+    def memory(mem):
+        return parse(funcspec(conditions__gpu={"count": 1, "name": "a100", "mem": mem})).gpu_memory_mib
+    assert {mem: memory(mem) for mem in (None, "", "0Mi", "11Gi", "11264Mi", "40960Mi")} == {
+        None: 0, "": 0, "0Mi": 0, "11Gi": 11264, "11264Mi": 11264, "40960Mi": 40960}
+    assert refusal(funcspec(conditions__gpu={"count": 1, "mem": "lots"}))[0] == "conditions.gpu.mem"
+
+
+def test_gpu_nodecount_must_be_every_node_of_the_process():
+    assert refusal(funcspec(conditions__nodes=2, conditions__gpu={"count": 1, "nodecount": 2})) is None
+    assert refusal(funcspec(conditions__gpu={"count": 1, "nodecount": 1})) is None
+    field, message = refusal(funcspec(conditions__nodes=4, conditions__gpu={"count": 1, "nodecount": 2}))
+    assert field == "conditions.gpu.nodecount"
+    assert "differs from conditions.nodes 4" in message and "set conditions.nodes to 2" in message
 
 
 def test_a_gpu_name_without_a_count_is_not_checked():

@@ -16,13 +16,15 @@ security profile it meets Pod Security "restricted" in full, running as a non-ro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from colonies_operator.jobs import io, quantity, spec, storage
+from colonies_operator.jobs import io, podtemplate, quantity, spec, storage
+from colonies_operator.jobs.podtemplate import TemplateError
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "colonies-operator"
@@ -38,6 +40,7 @@ EXECUTOR_ID_ANNOTATION: Final = "colonyos.io/executor-id"
 ASSIGNED_AT_ANNOTATION: Final = "colonyos.io/assigned-at"
 EXECUTOR_NAME_ANNOTATION: Final = "colonyos.io/executor-name"  # the full name: label values stop at 63
 RESOURCE_LABEL: Final = "colonyos.io/executor-resource"  # the ColonyExecutor that made the Job
+PROFILE_LABEL: Final = "colonyos.io/profile"  # the profile (kwargs.profile) the Job was built from
 
 JOB_NAME_PREFIX: Final = "colony-"
 SHORT_ID_LENGTH: Final = 20  # 80 bits of the process id: unique enough, and fits in a name
@@ -48,6 +51,7 @@ OVERLAY_KEYS: Final[Mapping[str, type]] = {
     "labels": dict, "annotations": dict, "priorityClassName": str,
     "securityContext": dict,  # merged into the pod's securityContext (e.g. runAsNonRoot)
     "containerSecurityContext": dict,  # merged into every container's securityContext
+    "podTemplate": dict,  # a full PodTemplateSpec under all of the above (jobs/podtemplate.py)
 }
 
 # The Pod Security profile a Job may ask for, and the user it runs as unless told otherwise:
@@ -59,6 +63,14 @@ NOBODY: Final = 65534
 
 _SHORT_ID: Final = re.compile(rf"[0-9a-f]{{{SHORT_ID_LENGTH}}}")
 _NOT_LABEL_CHARS: Final = re.compile(r"[^-A-Za-z0-9_.]+")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named jobTemplate a funcspec picks with kwargs.profile (spec.profiles)."""
+
+    overlay: Mapping[str, Any]  # keys in OVERLAY_KEYS
+    security_profile: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,23 +91,48 @@ class JobSettings:
     resource_name: str = ""  # the ColonyExecutor: its Jobs outlive an identity (key, name) it had
     storage: storage.StorageSettings | None = None  # CFS for funcspecs with fs (spec.storage)
     output: io.OutputSettings | None = None  # /colonies/out.json becomes the output (spec.output.file)
+    profiles: Mapping[str, Profile] = field(default_factory=dict)  # spec.profiles
+    profile: str = ""  # the profile these settings are of (for_profile)
+    # conditions.gpu.name → the value of gpu_node_label (e.g. a100 → NVIDIA-A100-SXM4-80GB); other
+    # names are used as they are
+    gpu_products: Mapping[str, str] = field(default_factory=dict)
+    gpu_memory_label: str = "nvidia.com/gpu.memory"  # a node label of each GPU's memory in MiB (GFD)
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
-        for key, value in self.job_template.items():
-            expected = OVERLAY_KEYS.get(key)
-            if expected is None:
-                raise ValueError(f"jobTemplate.{key} is not supported (supported: {', '.join(OVERLAY_KEYS)})")
-            if not isinstance(value, expected):
-                raise ValueError(f"jobTemplate.{key} must be a {expected.__name__}, got {type(value).__name__}")
-        if self.security_profile and self.security_profile not in SECURITY_PROFILES:
-            raise ValueError(f"jobTemplate.securityProfile {self.security_profile!r} is not supported "
-                             f"(supported: {', '.join(SECURITY_PROFILES)})")
-        pod_security = self.job_template.get("securityContext", {})
-        if self.security_profile == RESTRICTED and pod_security.get("runAsUser") == 0:
-            raise ValueError("jobTemplate.runAsUser 0 runs as root, which securityProfile restricted forbids")
-        if self.security_profile == RESTRICTED and pod_security.get("runAsNonRoot") is False:
-            raise ValueError("jobTemplate.runAsNonRoot false contradicts securityProfile restricted")
+        check_overlay(self.job_template, self.security_profile, "jobTemplate")
+        for name, profile in self.profiles.items():
+            check_overlay(profile.overlay, profile.security_profile, f"profiles.{name}")
+
+    def for_profile(self, name: str) -> JobSettings:
+        """These settings with the overlay of profile `name` ("" is the plain jobTemplate)."""
+        if not name:
+            return self
+        profile = self.profiles.get(name)
+        if profile is None:
+            raise ValueError(f"kwargs.profile {name!r} is not a profile of this executor")
+        return dataclasses.replace(self, job_template=profile.overlay, security_profile=profile.security_profile,
+                                   profiles={}, profile=name)
+
+
+def check_overlay(overlay: Mapping[str, Any], security_profile: str, path: str) -> None:
+    """Raise TemplateError naming the field when a jobTemplate (or profile) cannot be used."""
+    for key, value in overlay.items():
+        expected = OVERLAY_KEYS.get(key)
+        if expected is None:
+            raise TemplateError(f"{path}.{key}", f"is not supported (supported: {', '.join(OVERLAY_KEYS)})")
+        if not isinstance(value, expected):
+            raise TemplateError(f"{path}.{key}", f"must be a {expected.__name__}, got {type(value).__name__}")
+    if security_profile and security_profile not in SECURITY_PROFILES:
+        raise TemplateError(f"{path}.securityProfile", f"{security_profile!r} is not supported "
+                                                       f"(supported: {', '.join(SECURITY_PROFILES)})")
+    pod_security = overlay.get("securityContext", {})
+    if security_profile == RESTRICTED and pod_security.get("runAsUser") == 0:
+        raise TemplateError(f"{path}.runAsUser", "0 runs as root, which securityProfile restricted forbids")
+    if security_profile == RESTRICTED and pod_security.get("runAsNonRoot") is False:
+        raise TemplateError(f"{path}.runAsNonRoot", "false contradicts securityProfile restricted")
+    if "podTemplate" in overlay:
+        podtemplate.check(overlay["podTemplate"], f"{path}.podTemplate", security_profile == RESTRICTED)
 
 
 def label_value(text: str) -> str:
@@ -139,6 +176,8 @@ def _metadata(run: spec.RunSpec, settings: JobSettings) -> tuple[dict[str, str],
     }
     if settings.resource_name:
         labels[RESOURCE_LABEL] = label_value(settings.resource_name)
+    if settings.profile:
+        labels[PROFILE_LABEL] = label_value(settings.profile)
     annotations = {PROCESS_ID_ANNOTATION: run.process_id, EXECUTOR_ID_ANNOTATION: settings.executor_id,
                    EXECUTOR_NAME_ANNOTATION: settings.executor_name}
     if run.assigned_at:
@@ -237,17 +276,23 @@ def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
         "securityContext": _merged(_pod_security(settings.security_profile), overlay.get("securityContext", {})),
         "containers": _containers(run, settings),
     }
+    template_spec = overlay.get("podTemplate", {}).get("spec") or {}
     if "serviceAccountName" in overlay:
         pod["serviceAccountName"] = overlay["serviceAccountName"]
-    else:
+    elif "serviceAccountName" not in template_spec:
         pod["automountServiceAccountToken"] = False  # user code gets no API credentials
     node_selector = dict(overlay.get("nodeSelector", {}))
     if run.gpu_count > 0 and run.gpu_name:
         # The process's GPU choice wins over an overlay selector on the same label: a
         # mismatch then shows as Unschedulable instead of silently running elsewhere.
-        node_selector[settings.gpu_node_label] = run.gpu_name
+        node_selector[settings.gpu_node_label] = settings.gpu_products.get(run.gpu_name, run.gpu_name)
     if node_selector:
         pod["nodeSelector"] = node_selector
+    if run.gpu_count > 0 and run.gpu_memory_mib > 0:
+        # GPU Feature Discovery labels each node with one GPU's memory in MiB; Gt is strict.
+        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": settings.gpu_memory_label, "operator": "Gt",
+                                   "values": [str(run.gpu_memory_mib - 1)]}]}]}}}
     for key in ("tolerations", "priorityClassName"):
         if overlay.get(key):
             pod[key] = copy.deepcopy(overlay[key])
@@ -256,6 +301,8 @@ def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     if run.fs is not None:
         _add_storage(pod, run, settings)
     _add_io(pod, run, settings)
+    if "podTemplate" in overlay:
+        return podtemplate.merge_pod(overlay["podTemplate"], pod, _container_security(settings))
     return pod
 
 
@@ -282,6 +329,7 @@ def _add_storage(pod: dict[str, Any], run: spec.RunSpec, settings: JobSettings) 
 
 def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     """The complete `batch/v1` Job for one attempt of one process."""
+    settings = settings.for_profile(run.profile)
     labels, annotations = _metadata(run, settings)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # Colonies owns retries: a failed attempt is reported, not repeated
@@ -294,7 +342,7 @@ def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
         job_spec["activeDeadlineSeconds"] = run.deadline_seconds
     # Labels go on the pods too: the operator watches pods by these labels.
     job_spec["template"] = {
-        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "metadata": podtemplate.pod_metadata(settings.job_template.get("podTemplate") or {}, labels, annotations),
         "spec": _pod_spec(run, settings),
     }
     return {

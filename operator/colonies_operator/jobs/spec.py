@@ -21,7 +21,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from colonies_operator.cfs.mounts import Filesystem, SnapshotMount, SyncDir
@@ -75,6 +75,8 @@ class SpecPolicy:
     default_memory_bytes: int | None = None  # used when conditions.mem is unset ("0Mi")
     storage: bool = False  # the executor syncs CFS (spec.storage), so a funcspec may use fs
     allowed_secrets: tuple[str, ...] = ()  # Secret names kwargs.secrets may name; empty: none
+    # kwargs.profile → the policy of that profile (spec.profiles: its own limits, if any)
+    profiles: Mapping[str, SpecPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class RunSpec:
     fs: Filesystem | None = None  # CFS: snapshots and directories under a mount, {processid} substituted
     input_json: str = ""  # the process's `in` as JSON ("" when it has none): /colonies/in.json
     secrets: tuple[SecretEnv, ...] = ()  # after env, in the funcspec's order
+    gpu_memory_mib: int = 0  # each GPU's memory at least; 0: any
+    profile: str = ""  # kwargs.profile: the executor's profile the Job is built from; "": jobTemplate
 
 
 def is_label_value(text: str) -> bool:
@@ -408,23 +412,9 @@ def _filesystem(value: Any, process_id: str, policy: SpecPolicy) -> Filesystem |
     return Filesystem(mount, tuple(snapshots), tuple(dirs))
 
 
-def _no_gpu_memory(value: Any) -> None:
-    """Refuse `conditions.gpu.mem` rather than ignore it: a GPU's memory cannot be requested
-    from Kubernetes, only a count of GPUs of a named type. The server stores an unset one
-    as "0Mi"."""
-    try:
-        unset = value is None or value == "" or quantity.parse_memory(value) == 0
-    except quantity.QuantityError:
-        unset = False
-    if not unset:
-        raise SpecError("conditions.gpu.mem", f"conditions.gpu.mem is {_got(value)}: this executor does not "
-                                              "support conditions.gpu.mem yet; leave it out and choose the GPU "
-                                              "model by conditions.gpu.name")
-
-
-def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy) -> tuple[int, str]:
-    gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name")
-    _no_gpu_memory(gpu.get("mem"))
+def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy, nodes: int) -> tuple[int, str, int]:
+    """(count per container, name, memory in MiB) of conditions.gpu."""
+    gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name, mem, nodecount")
     count = _count(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
     name = "" if gpu.get("name") is None else _string(gpu["name"], "conditions.gpu.name")
     # The name only matters (as a nodeSelector value) when GPUs are asked for, as in the
@@ -432,7 +422,31 @@ def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy) -> tuple[int, str]:
     if count and not is_label_value(name):
         raise SpecError("conditions.gpu.name", f"conditions.gpu.name {name!r} is not a valid node label value: "
                                                "expected up to 63 letters, digits, '-', '_' or '.'")
-    return count, name
+    # The server stores mem as "<MiB>Mi", and an unset one as "0Mi".
+    try:
+        memory = 0 if gpu.get("mem") in (None, "") else quantity.parse_memory(gpu["mem"])
+    except quantity.QuantityError as err:
+        raise SpecError("conditions.gpu.mem", f"conditions.gpu.mem: {err}") from None
+    nodecount = _count(gpu.get("nodecount"), "conditions.gpu.nodecount", None, "nodes")
+    if count and nodecount and nodecount != nodes:
+        # Every pod of a Job has the same containers: GPUs on some nodes only cannot be built.
+        raise SpecError("conditions.gpu.nodecount", f"conditions.gpu.nodecount {nodecount} differs from "
+                                                    f"conditions.nodes {nodes}: every node of a process gets the "
+                                                    f"same GPUs; set conditions.nodes to {nodecount} or leave "
+                                                    "nodecount out")
+    return count, name, -(-memory // 2**20)
+
+
+def _profile(kwargs: Mapping[str, Any], policy: SpecPolicy) -> tuple[str, SpecPolicy]:
+    """kwargs.profile → (its name, its policy); no profile: ("", the executor's policy)."""
+    if kwargs.get("profile") is None:
+        return "", policy
+    name = _string(kwargs["profile"], "kwargs.profile")
+    if name not in policy.profiles:
+        offered = ", ".join(sorted(policy.profiles)) or "none"
+        raise SpecError("kwargs.profile", f"kwargs.profile {name!r} is not a profile of this executor "
+                                          f"(its profiles: {offered})")
+    return name, policy.profiles[name]
 
 
 def _deadline(spec: Mapping[str, Any], conditions: Mapping[str, Any]) -> int | None:
@@ -459,6 +473,7 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     if spec.get("kwargs") is None:
         raise SpecError("kwargs", "kwargs is missing: expected an object with docker-image and cmd")
     kwargs = _object(spec["kwargs"], "kwargs", "docker-image, cmd, args")
+    profile, policy = _profile(kwargs, policy)
     image = _image(kwargs, policy)
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
@@ -469,8 +484,8 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
     memory = _quantity(conditions.get("mem"), "conditions.mem", policy.max_memory_bytes,
                        policy.default_memory_bytes, quantity.parse_memory, quantity.format_memory)
-    gpu_count, gpu_name = _gpu(conditions, policy)
     nodes = _count(conditions.get("nodes"), "conditions.nodes", policy.max_nodes, "nodes")
+    gpu_count, gpu_name, gpu_memory = _gpu(conditions, policy, nodes or 1)
     per_node = _count(conditions.get("processespernode"), "conditions.processespernode",
                       policy.max_processes_per_node, "processes per node")
     return RunSpec(
@@ -491,4 +506,6 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         fs=fs,
         input_json=json.dumps(list(process.input), ensure_ascii=False) if process.input else "",
         secrets=secrets,
+        gpu_memory_mib=gpu_memory,
+        profile=profile,
     )

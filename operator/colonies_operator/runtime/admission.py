@@ -44,6 +44,9 @@ def admit(rt: ExecutorRuntime, process: Process, on_created: Callable[[], None] 
         reject(rt, process, str(exc), on_created)
         return
     over = request.over(rt.config.budget)
+    pool = rt.config.profile_budgets.get(run.profile)
+    if not over and pool is not None and request.over(pool):
+        over = [f"{o} of profile {run.profile!r}" for o in request.over(pool)]
     if over:
         reject(rt, process, "invalid funcspec: conditions ask for more than this executor can ever run: "
                + ", ".join(over), on_created)
@@ -57,7 +60,7 @@ def admit(rt: ExecutorRuntime, process: Process, on_created: Callable[[], None] 
         previous = rt.supervisors.get(pid)
     elif pid in rt.supervisors:
         previous = rt.supervisors[pid]  # e.g. an orphan being looked at: let it finish first
-    reserved = previous is None and rt.capacity.try_reserve(request)
+    reserved = previous is None and rt.capacity.try_reserve(request, run.profile)
     rt.assigner.note_admitted(request)
     rt.supervise(Supervisor(rt.context(), process, run, request, assigned_at, job=job, on_created=on_created,
                             reserved=reserved, previous=previous))

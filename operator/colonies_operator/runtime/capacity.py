@@ -6,13 +6,17 @@ GPUs; so a process is admitted here too, before its Job is created. One that doe
 yet waits for room in its own task, in line: smaller processes that do fit keep starting
 around it (backfill) until it has waited `BACKFILL_SECONDS`, after which the room it needs
 is no longer offered to newcomers, so it cannot starve.
+
+A profile (spec.profiles) may have a budget of its own, a pool inside the executor's: a
+process of that profile needs room in both. One waiting only for its pool's room holds
+nothing back from the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 BACKFILL_SECONDS = 60.0  # how long a waiting process lets smaller newcomers start before it
@@ -54,15 +58,19 @@ class _Waiter:
     request: Resources
     since: float
     granted: asyncio.Future[None]
+    pool: str = ""
 
 
 class Capacity:
     """Budget minus what is held; waiters are served in line as room appears, and
     listeners (the assign loop) are woken whenever the free room changes."""
 
-    def __init__(self, budget: Resources, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, budget: Resources, clock: Callable[[], float] = time.monotonic,
+                 pools: Mapping[str, Resources] | None = None) -> None:
         self.budget = budget
         self.used = Resources()
+        self.pools = dict(pools or {})  # profile → its budget, for the profiles that have one
+        self.pool_used: dict[str, Resources] = {}
         self._clock = clock
         self._waiters: list[_Waiter] = []
         self._listeners: set[asyncio.Event] = set()
@@ -75,12 +83,27 @@ class Capacity:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def pool_free(self, pool: str) -> Resources | None:
+        """The room left in `pool`; None when it has no budget of its own."""
+        if pool not in self.pools:
+            return None
+        return self.pools[pool] - self.pool_used.get(pool, Resources())
+
+    def _fits_pool(self, request: Resources, pool: str) -> bool:
+        free = self.pool_free(pool)
+        return free is None or request.fits_in(free)
+
+    def _claims(self, waiter: _Waiter, now: float) -> bool:
+        """Whether a waiter has waited long enough to hold room back from newcomers: only
+        for room of the executor's, not while its own pool is what is full."""
+        return now - waiter.since >= BACKFILL_SECONDS and self._fits_pool(waiter.request, waiter.pool)
+
     def offered(self) -> Resources:
         """What newcomers may take: the free room, less what long-waiting processes need."""
         now = self._clock()
         held = Resources()
         for waiter in self._waiters:
-            if now - waiter.since >= BACKFILL_SECONDS:
+            if self._claims(waiter, now):
                 held = held + waiter.request
         return self.free - held
 
@@ -93,24 +116,29 @@ class Capacity:
     def unlisten(self, event: asyncio.Event) -> None:
         self._listeners.discard(event)
 
-    def try_reserve(self, request: Resources) -> bool:
-        """Hold `request` now if it fits in what newcomers are offered."""
-        if not request.fits_in(self.offered()):
-            return False
+    def _take(self, request: Resources, pool: str) -> None:
         self.used = self.used + request
+        if pool:
+            self.pool_used[pool] = self.pool_used.get(pool, Resources()) + request
+
+    def try_reserve(self, request: Resources, pool: str = "") -> bool:
+        """Hold `request` now if it fits in what newcomers are offered (and in its pool)."""
+        if not (request.fits_in(self.offered()) and self._fits_pool(request, pool)):
+            return False
+        self._take(request, pool)
         self._changed()
         return True
 
-    def hold(self, request: Resources) -> None:
+    def hold(self, request: Resources, pool: str = "") -> None:
         """Hold `request` whether it fits or not: an adopted Job already runs."""
-        self.used = self.used + request
+        self._take(request, pool)
         self._changed()
 
-    async def reserve(self, request: Resources) -> None:
+    async def reserve(self, request: Resources, pool: str = "") -> None:
         """Hold `request`, waiting in line for room. The caller checks `request.over(budget)` first."""
-        if self.try_reserve(request):
+        if self.try_reserve(request, pool):
             return
-        waiter = _Waiter(request, self._clock(), asyncio.get_running_loop().create_future())
+        waiter = _Waiter(request, self._clock(), asyncio.get_running_loop().create_future(), pool)
         self._waiters.append(waiter)
         self._changed()  # what is offered to newcomers may shrink once it has waited long
         try:
@@ -119,16 +147,19 @@ class Capacity:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
             elif waiter.granted.done() and not waiter.granted.cancelled():
-                self.release(request)  # granted just as it was cancelled: give it back
+                self.release(request, pool)  # granted just as it was cancelled: give it back
             raise
 
-    def release(self, request: Resources) -> None:
+    def release(self, request: Resources, pool: str = "") -> None:
         self.used = self.used - request
+        if pool:
+            self.pool_used[pool] = self.pool_used[pool] - request
         self._grant()
         self._changed()
 
-    def set_budget(self, budget: Resources) -> None:
+    def set_budget(self, budget: Resources, pools: Mapping[str, Resources] | None = None) -> None:
         self.budget = budget
+        self.pools = dict(pools or {})
         self._grant()
         self._changed()
 
@@ -145,11 +176,11 @@ class Capacity:
             if waiter.granted.done():
                 self._waiters.remove(waiter)
                 continue
-            if waiter.request.fits_in(self.free - blocked):
+            if waiter.request.fits_in(self.free - blocked) and self._fits_pool(waiter.request, waiter.pool):
                 self._waiters.remove(waiter)
-                self.used = self.used + waiter.request
+                self._take(waiter.request, waiter.pool)
                 waiter.granted.set_result(None)
-            elif now - waiter.since >= BACKFILL_SECONDS:
+            elif self._claims(waiter, now):
                 blocked = blocked + waiter.request
 
     def _changed(self) -> None:

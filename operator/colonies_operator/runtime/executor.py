@@ -54,7 +54,7 @@ class ExecutorRuntime:
         self.reader = connection.client(colony_key.derive("reader"))
         self.kube = kube
         self.watch = watch
-        self.capacity = capacity or Capacity(config.budget)
+        self.capacity = capacity or Capacity(config.budget, pools=config.profile_budgets)
         self.stats = ExecutorStats()
         self.health = Health()
         self.registration = Registration(self.owner, self.me, self.reader, identity_of(config))
@@ -95,7 +95,7 @@ class ExecutorRuntime:
         capabilities_changed = config.capabilities != self.config.capabilities
         self.config = config
         self.job_settings = config.job_settings(self.me.id)
-        self.capacity.set_budget(config.budget)
+        self.capacity.set_budget(config.budget, config.profile_budgets)
         self.assigner.wake()
         if capabilities_changed:
             try:

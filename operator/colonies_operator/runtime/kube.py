@@ -217,8 +217,10 @@ class KubeApi:
 
     # --- Jobs ------------------------------------------------------------------------------
 
-    async def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._json(self.batch.create_namespaced_job(namespace, job, _preload_content=False))
+    async def create_job(self, namespace: str, job: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Create a Job; with `dry_run`, only ask whether the apiserver would (nothing is stored)."""
+        extra = {"dry_run": "All"} if dry_run else {}
+        return await self._json(self.batch.create_namespaced_job(namespace, job, _preload_content=False, **extra))
 
     async def delete_job(self, namespace: str, name: str, *, propagation: str = "Foreground") -> bool:
         """Delete a Job and (foreground) its pods first; False when it was already gone."""

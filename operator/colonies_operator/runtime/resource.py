@@ -22,6 +22,7 @@ from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.executor import ExecutorRuntime
 from colonies_operator.runtime.kube import KubeError
 from colonies_operator.runtime.registration import NameConflict
+from colonies_operator.runtime import templates
 from colonies_operator.runtime.shared import Shared
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ExecutorResource:
                 config = self._config()
                 colony_key = await self._colony_key(config)
                 executor_key = await self._executor_key(config, colony_key)
-                config = await self._server_ca(config)
+                config = await self._checked(config)
             except cfg.ConfigError as exc:
                 await self._not_ready("InvalidSpec", str(exc))
             except Problem as exc:
@@ -92,8 +93,8 @@ class ExecutorResource:
                    wait_stopped: WaitStopped, deleted: Callable[[], bool]) -> bool:
         """Run until stopped (True) or until the runtime must be rebuilt (False)."""
         if self.capacity is None:
-            self.capacity = Capacity(config.budget)
-        self.capacity.set_budget(config.budget)
+            self.capacity = Capacity(config.budget, pools=config.profile_budgets)
+        self.capacity.set_budget(config.budget, config.profile_budgets)
         runtime = ExecutorRuntime(config, connection=self.shared.connection(config.server), colony_key=colony_key,
                                   executor_key=executor_key, kube=self.shared.kube,
                                   watch=self.shared.watch(self.namespace), capacity=self.capacity,
@@ -117,7 +118,7 @@ class ExecutorResource:
                 if draining is None and self._generation() != generation:
                     generation = self._generation()
                     try:
-                        new = await self._server_ca(self._config())
+                        new = await self._checked(self._config())
                     except cfg.ConfigError as exc:
                         self._event("Warning", "InvalidSpec", f"{exc}; keeping the previous configuration")
                     except Problem as exc:
@@ -212,6 +213,14 @@ class ExecutorResource:
             return self._key(data, legacy, "InvalidExecutorKey")
         # The executor name is part of it: Colonies cannot hold one id under two names.
         return colony_key.derive(f"executor/{self.namespace}/{self.name}/{self.uid}/{config.executor_name}")
+
+    async def _checked(self, config: cfg.ExecutorConfig) -> cfg.ExecutorConfig:
+        """`config` with its server's CA, once the apiserver accepts the Jobs its templates make."""
+        config = await self._server_ca(config)
+        refused = await templates.refusal(self.shared.kube, config)
+        if refused:
+            raise Problem("InvalidSpec", refused)
+        return config
 
     async def _server_ca(self, config: cfg.ExecutorConfig) -> cfg.ExecutorConfig:
         """`config` verifying the Colonies server against the CA bundle that spec.server.caSecretRef names."""

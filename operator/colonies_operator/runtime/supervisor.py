@@ -106,7 +106,7 @@ class Supervisor:
             for name in self._watched:
                 self.ctx.watch.unsubscribe(name, self._event)
             if self.reserved:
-                self.ctx.capacity.release(self.request)
+                self.ctx.capacity.release(self.request, self.run_spec.profile)
             log.debug("process %s: %s; its room is free", self.pid[:12], end.value)
             self.ctx.stats.count(end)
             self.ctx.on_change()
@@ -117,7 +117,7 @@ class Supervisor:
             await self._until(asyncio.gather(self.previous, return_exceptions=True))
             await self._still_ours()  # the old attempt may have closed it as it ended
         if not self.reserved:
-            await self._until(self.ctx.capacity.reserve(self.request))
+            await self._until(self.ctx.capacity.reserve(self.request, self.run_spec.profile))
             self.reserved = True
         try:
             if self.adopted:
