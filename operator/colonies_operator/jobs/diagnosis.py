@@ -358,8 +358,12 @@ def job_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ou
 
 
 def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
-             now: datetime, pending_grace_seconds: float) -> Diagnosis | None:
-    """Why this Job failed or will not run, or None while nothing is known to be wrong."""
+             now: datetime, pending_grace_seconds: float,
+             unschedulable_grace_seconds: float | None = None) -> Diagnosis | None:
+    """Why this Job failed or will not run, or None while nothing is known to be wrong. A pod
+    the scheduler cannot place gets `unschedulable_grace_seconds` (capacity.elastic: it waits
+    for a node the autoscaler adds), else `pending_grace_seconds` like any pending pod."""
+    unschedulable_grace = pending_grace_seconds if unschedulable_grace_seconds is None else unschedulable_grace_seconds
     return (_check_deadline(job)
             or _check_disruption(pods)
             or _check_helper(pods, storage.PULL)
@@ -367,7 +371,7 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
             or _check_helper(pods, storage.PUSH)
             or _check_helper(pods, io.OUTPUT)
             or _check_waiting(pods, now, pending_grace_seconds)
-            or _check_unschedulable(pods, now, pending_grace_seconds)
+            or _check_unschedulable(pods, now, unschedulable_grace)
             or _check_failed(job, pods))
 
 

@@ -292,6 +292,10 @@ class ExecutorResource:
             "failed": self._base["failed"] + runtime.stats.failed,
             "conditions": list(self._conditions.values()),
         }
+        waiting = runtime.demand.waiting
+        if waiting is not None:
+            status["waiting"] = waiting.count  # "at least" when waitingCapped: the server lists 100 at most
+            status["waitingCapped"] = waiting.capped
         if health.last_assign_time:
             status["lastAssignTime"] = datetime.fromtimestamp(health.last_assign_time, timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
