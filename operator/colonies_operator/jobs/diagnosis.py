@@ -259,8 +259,11 @@ def _check_waiting(pods: Sequence[Mapping[str, Any]], now: datetime, grace: floa
         reason, message = waiting.get("reason"), str(waiting.get("message", ""))
         where = statuses.describe_container(pod, name)
         image = str(statuses.container_spec(pod, name).get("image", "")) or "?"
-        created = statuses.metadata(pod).get("creationTimestamp")
-        overdue = statuses.seconds_overdue(created, now, grace) is not None
+        # The grace starts when the pod got its node: a pod that waited long for one (capacity.elastic)
+        # still gets the whole grace period for its image.
+        scheduled = statuses.true_condition(pod, "PodScheduled") or {}
+        since = scheduled.get("lastTransitionTime") or statuses.metadata(pod).get("creationTimestamp")
+        overdue = statuses.seconds_overdue(since, now, grace) is not None
         if reason == "InvalidImageName":
             return _make(Reason.INVALID_IMAGE, image, f"{where}: {message}",
                          "kwargs.docker-image must be a valid image reference, e.g. 'ubuntu:24.04' "

@@ -15,6 +15,10 @@ advertised and what is admitted never together exceed the budget:
   Colonies refreshes an executor's last-heard time only on assign, and after 600 s of
   silence it removes the executor and re-queues its work.
 
+With `capacity.elastic: N`, every assign in flight also takes one of the N places of
+processes without a node (`placement`), so a burst of assigns can never leave more than N
+Jobs waiting for one.
+
 Admission is synchronous (`admit(process, release)`): a process that must wait for room
 waits in its own task, never here, so this loop never stops polling or heartbeating.
 """
