@@ -121,3 +121,17 @@ async def test_the_executor_polls_at_start_and_runs_processes_while_its_polls_fa
         h.kube.start(job)
         h.kube.succeed(job)
         assert (await h.ended(process.processid)).state is ProcessState.SUCCESS
+
+
+async def test_an_interval_of_zero_polls_nothing_and_turning_it_off_forgets_the_count():
+    async with running(waitingPollSeconds=0, paused=True) as h:
+        clock = ManualClock(start=0.0)
+        gauge = poller(h, interval=0, sleep=fake_sleep(clock, until=60.0))
+        with pytest.raises(Stop):
+            await gauge.run()
+        assert gauge.polls == 0 and gauge.waiting is None
+        gauge.set_interval(10)
+        await gauge.poll_once()
+        assert gauge.waiting == Waiting(0, False, False)
+        gauge.set_interval(0)
+        assert gauge.waiting is None

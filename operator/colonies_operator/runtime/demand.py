@@ -56,17 +56,26 @@ class Demand:
         self.colonies = colonies
         self.colony, self.executor_type = colony, executor_type
         self.executor_name, self.location = executor_name, location
-        self.interval = max(interval, MIN_POLL_SECONDS)
         self.waiting: Waiting | None = None  # None until a poll has answered
         self.polls = 0
         self._on_change = on_change
         self._sleep = sleep
+        self.interval = 0.0
+        self.set_interval(interval)
+
+    def set_interval(self, seconds: float) -> None:
+        """Poll every `seconds` (never more often than MIN_POLL_SECONDS); 0 stops polling and
+        forgets the count, which would only grow old."""
+        self.interval = max(seconds, MIN_POLL_SECONDS) if seconds > 0 else 0.0
+        if not self.interval and self.waiting is not None:
+            self._set(None)
 
     async def run(self) -> None:
         """Poll, then sleep `interval`, until cancelled: polls are at least `interval` apart."""
         while True:
-            await self.poll_once()
-            await self._sleep(self.interval)
+            if self.interval:
+                await self.poll_once()
+            await self._sleep(self.interval or MIN_POLL_SECONDS)
 
     async def poll_once(self) -> None:
         self.polls += 1
@@ -83,7 +92,7 @@ class Demand:
         count = sum(could_take(p, self.executor_name, self.location) for p in listed)
         self._set(Waiting(count, capped=len(listed) >= PAGE, stale=False))
 
-    def _set(self, waiting: Waiting) -> None:
+    def _set(self, waiting: Waiting | None) -> None:
         changed = waiting != self.waiting
         self.waiting = waiting
         if changed:

@@ -104,6 +104,7 @@ class ExecutorRuntime:
         self.job_settings = config.job_settings(self.me.id)
         self.capacity.set_budget(config.budget)
         self.placement.elastic = config.elastic
+        self.demand.set_interval(config.waiting_poll_seconds)
         self.assigner.wake()
         if capabilities_changed:
             try:
@@ -126,8 +127,7 @@ class ExecutorRuntime:
             await adoption.adopt(self)
             await self.fencing.poll_once(at_start=True)  # orphans, before anything is assigned
             fencing = asyncio.create_task(self.fencing.run(), name=f"fencing-{self.config.executor_name}")
-            if self.config.waiting_poll_seconds:
-                demand = asyncio.create_task(self.demand.run(), name=f"demand-{self.config.executor_name}")
+            demand = asyncio.create_task(self.demand.run(), name=f"demand-{self.config.executor_name}")
             self.health.assigning = True
             self._on_change()
             await self.assigner.run()
