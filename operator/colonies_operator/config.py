@@ -18,6 +18,7 @@ from colonies_operator.colonies.client import ServerAddress
 from colonies_operator.jobs import builder, io as job_io, quantity, spec as funcspec, storage as job_storage
 from colonies_operator.jobs.podtemplate import TemplateError
 from colonies_operator.jobs.spec import SpecPolicy
+from colonies_operator.runtime import demand
 from colonies_operator.runtime.capacity import Resources
 
 
@@ -99,6 +100,9 @@ class ExecutorConfig:
     security_profile: str = ""  # "" or builder.RESTRICTED
     logs: LogSettings = LogSettings()
     pending_grace_seconds: float = 300.0
+    elastic: int = 0                        # capacity.elastic: processes that may wait for a node at once; 0: off
+    elastic_pending_seconds: float = 1800.0  # with elastic: how long a pod may stay unschedulable
+    waiting_poll_seconds: float = 10.0      # the WAITING-processes gauge's poll; 0: off
     assign_timeout_seconds: int = 20
     heartbeat_seconds: float = 60.0        # an assign at least this often, even when paused or full
     paused: bool = False
@@ -275,6 +279,25 @@ def _seconds(spec: Mapping[str, Any], key: str, default: float, low: float, high
     return number
 
 
+def _whole(section: Mapping[str, Any], path: str, default: int, low: int, high: int) -> int:
+    value = section.get(path.rpartition(".")[2])
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ConfigError(path, f"must be a whole number, got {value!r:.40}")
+    if not low <= value <= high:
+        raise ConfigError(path, f"must be between {low} and {high}, got {int(value)}")
+    return int(value)
+
+
+def _waiting_poll(spec: Mapping[str, Any]) -> float:
+    seconds = _seconds(spec, "waitingPollSeconds", 10, 0, 3600)
+    if 0 < seconds < demand.MIN_POLL_SECONDS:
+        raise ConfigError("waitingPollSeconds", f"must be 0 (off) or at least {demand.MIN_POLL_SECONDS:g} seconds, "
+                                                f"got {seconds:g}")
+    return seconds
+
+
 def _helper_image(spec: Mapping[str, Any], settings: OperatorSettings, what: str) -> str:
     """The image of the helper containers of Jobs (CFS steps, the output sidecar): the
     operator's own, which has `colonies-operator cfs|output`."""
@@ -429,6 +452,9 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
                          flush_seconds=float(logs.get("flushSeconds") or 1.0),
                          max_bytes=int(logs.get("maxBytes", 100 * 2**20))),
         pending_grace_seconds=float(spec.get("pendingGraceSeconds") or 300),
+        elastic=_whole(capacity, "capacity.elastic", 0, 0, 10_000),
+        elastic_pending_seconds=_whole(capacity, "capacity.elasticPendingSeconds", 1800, 1, 7 * 86400),
+        waiting_poll_seconds=_waiting_poll(spec),
         assign_timeout_seconds=int(assign_timeout),
         heartbeat_seconds=heartbeat,
         paused=bool(spec.get("paused", False)),

@@ -202,3 +202,38 @@ def test_storage_that_cannot_work_is_a_config_error_naming_the_field(spec, setti
 
 def test_an_executor_without_storage_refuses_fs():
     assert cfg.executor_config("jobs", "k8s", MINIMAL, SETTINGS).policy.storage is False
+
+
+def test_elastic_and_the_waiting_poll_are_off_or_at_their_defaults_unless_set():
+    plain = cfg.executor_config("jobs", "k8s", MINIMAL, SETTINGS)
+    assert (plain.elastic, plain.elastic_pending_seconds, plain.waiting_poll_seconds) == (0, 1800, 10)
+    config = cfg.executor_config("jobs", "k8s", {**MINIMAL, "capacity": {"elastic": 3, "elasticPendingSeconds": 900},
+                                                 "waitingPollSeconds": 0}, SETTINGS)
+    assert (config.elastic, config.elastic_pending_seconds, config.waiting_poll_seconds) == (3, 900, 0)
+
+
+@pytest.mark.parametrize("spec, field, words", [
+    ({"capacity": {"elastic": -1}}, "capacity.elastic", "between 0 and"),
+    ({"capacity": {"elastic": "2"}}, "capacity.elastic", "whole number"),
+    ({"capacity": {"elastic": 1.5}}, "capacity.elastic", "whole number"),
+    ({"capacity": {"elasticPendingSeconds": 0}}, "capacity.elasticPendingSeconds", "between 1 and"),
+    ({"waitingPollSeconds": 1}, "waitingPollSeconds", "0 (off) or at least 2"),
+    ({"waitingPollSeconds": "often"}, "waitingPollSeconds", "number of seconds"),
+])
+def test_a_bad_elastic_or_waiting_poll_setting_names_its_field(spec, field, words):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.executor_config("jobs", "k8s", {**MINIMAL, **spec}, SETTINGS)
+    assert info.value.field == field and words in str(info.value)
+
+
+def test_the_crd_refuses_what_the_config_refuses_for_elastic_and_the_waiting_poll():
+    crd = yaml.safe_load(CRD.read_text())
+    [version] = crd["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    elastic = spec["capacity"]["properties"]["elastic"]
+    assert (elastic["type"], elastic["minimum"], elastic["maximum"], elastic["default"]) == ("integer", 0, 10_000, 0)
+    pending = spec["capacity"]["properties"]["elasticPendingSeconds"]
+    assert (pending["minimum"], pending["maximum"], pending["default"]) == (1, 7 * 86400, 1800)
+    poll = spec["waitingPollSeconds"]
+    assert (poll["minimum"], poll["maximum"], poll["default"]) == (0, 3600, 10)
+    assert [rule["rule"] for rule in poll["x-kubernetes-validations"]] == ["self == 0 || self >= 2"]

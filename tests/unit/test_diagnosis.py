@@ -548,3 +548,22 @@ def test_an_output_file_over_the_bound_fails_a_program_that_succeeded_with_the_s
     found = diagnosis.diagnose(complete, [body], now=CREATED, pending_grace_seconds=300)
     assert found.reason is Reason.OUTPUT_FAILED
     assert found.summary.startswith("OutputFailed(/colonies/out.json is 2097152 bytes, over this executor's limit")
+
+
+def test_an_unschedulable_grace_of_its_own_outlasts_the_pending_grace_for_unschedulable_pods_only():
+    """capacity.elastic: a pod waiting for the node an autoscaler adds is given longer."""
+    waiting_for_node = [pod("Pending", (), unschedulable(NO_GPU))]
+    later = CREATED + timedelta(seconds=GRACE + 100)
+    assert diagnosis.diagnose(job(), waiting_for_node, now=later, pending_grace_seconds=GRACE,
+                              unschedulable_grace_seconds=GRACE + 200) is None
+    assert diagnosis.diagnose(job(), waiting_for_node, now=later + timedelta(seconds=200), pending_grace_seconds=GRACE,
+                              unschedulable_grace_seconds=GRACE + 200).reason is Reason.UNSCHEDULABLE
+
+
+def test_the_grace_for_a_container_that_cannot_start_begins_when_the_pod_got_its_node():
+    """A pod that waited long for a node (capacity.elastic) still gets the whole grace for its image."""
+    late = [cond("Initialized"), cond("Ready", "False", "ContainersNotReady"), cond("PodScheduled", at=GRACE + 50)]
+    pods = [pod("Pending", (("main", waiting("ImagePullBackOff", TIMEOUT)),), late)]
+    assert diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=GRACE + 100), pending_grace_seconds=GRACE) is None
+    found = diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=2 * GRACE + 51), pending_grace_seconds=GRACE)
+    assert found.reason is Reason.IMAGE_PULL_FAILED

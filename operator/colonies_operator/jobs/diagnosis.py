@@ -259,8 +259,11 @@ def _check_waiting(pods: Sequence[Mapping[str, Any]], now: datetime, grace: floa
         reason, message = waiting.get("reason"), str(waiting.get("message", ""))
         where = statuses.describe_container(pod, name)
         image = str(statuses.container_spec(pod, name).get("image", "")) or "?"
-        created = statuses.metadata(pod).get("creationTimestamp")
-        overdue = statuses.seconds_overdue(created, now, grace) is not None
+        # The grace starts when the pod got its node: a pod that waited long for one (capacity.elastic)
+        # still gets the whole grace period for its image.
+        scheduled = statuses.true_condition(pod, "PodScheduled") or {}
+        since = scheduled.get("lastTransitionTime") or statuses.metadata(pod).get("creationTimestamp")
+        overdue = statuses.seconds_overdue(since, now, grace) is not None
         if reason == "InvalidImageName":
             return _make(Reason.INVALID_IMAGE, image, f"{where}: {message}",
                          "kwargs.docker-image must be a valid image reference, e.g. 'ubuntu:24.04' "
@@ -358,8 +361,12 @@ def job_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ou
 
 
 def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
-             now: datetime, pending_grace_seconds: float) -> Diagnosis | None:
-    """Why this Job failed or will not run, or None while nothing is known to be wrong."""
+             now: datetime, pending_grace_seconds: float,
+             unschedulable_grace_seconds: float | None = None) -> Diagnosis | None:
+    """Why this Job failed or will not run, or None while nothing is known to be wrong. A pod
+    the scheduler cannot place gets `unschedulable_grace_seconds` (capacity.elastic: it waits
+    for a node the autoscaler adds), else `pending_grace_seconds` like any pending pod."""
+    unschedulable_grace = pending_grace_seconds if unschedulable_grace_seconds is None else unschedulable_grace_seconds
     return (_check_deadline(job)
             or _check_disruption(pods)
             or _check_helper(pods, storage.PULL)
@@ -367,7 +374,7 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *,
             or _check_helper(pods, storage.PUSH)
             or _check_helper(pods, io.OUTPUT)
             or _check_waiting(pods, now, pending_grace_seconds)
-            or _check_unschedulable(pods, now, pending_grace_seconds)
+            or _check_unschedulable(pods, now, unschedulable_grace)
             or _check_failed(job, pods))
 
 

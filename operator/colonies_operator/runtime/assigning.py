@@ -15,6 +15,10 @@ advertised and what is admitted never together exceed the budget:
   Colonies refreshes an executor's last-heard time only on assign, and after 600 s of
   silence it removes the executor and re-queues its work.
 
+With `capacity.elastic: N`, every assign in flight also takes one of the N places of
+processes without a node (`placement`), so a burst of assigns can never leave more than N
+Jobs waiting for one.
+
 Admission is synchronous (`admit(process, release)`): a process that must wait for room
 waits in its own task, never here, so this loop never stops polling or heartbeating.
 """
@@ -32,6 +36,7 @@ from colonies_operator.colonies.client import ColoniesClient
 from colonies_operator.colonies.models import Process
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.runtime.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +80,10 @@ class Assigner:
     def __init__(self, colonies: ColoniesClient, capacity: Capacity, admit: Admit, *,
                  settings: Callable[[], AssignSettings], health: Health, metrics: Metrics,
                  on_forbidden: Callable[[], Awaitable[None]], on_change: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 placement: Placement | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.colonies = colonies
         self.capacity = capacity
+        self.placement = placement or Placement()
         self._admit = admit
         self._settings = settings
         self.health = health
@@ -161,6 +167,9 @@ class Assigner:
     def _start_assigns(self) -> None:
         budget = self.capacity.budget
         while self._creating < CREATES_IN_FLIGHT:
+            slots = self.placement.slots()
+            if slots is not None and slots - self.in_flight <= 0:
+                return  # capacity.elastic: enough wait for a node (each assign in flight may add one)
             room = self.capacity.offered() - self._claimed
             if not has_room(room, budget):
                 return

@@ -19,6 +19,7 @@ from colonies_operator.jobs import builder
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.kube import KubeApi
+from colonies_operator.runtime.placement import Placement
 from colonies_operator.runtime.watch import JobWatch
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Context:
     job_settings: builder.JobSettings
     logs: Any  # config.LogSettings
     pending_grace_seconds: float
+    unschedulable_grace_seconds: float | None = None  # capacity.elastic's elasticPendingSeconds; else the above
+    placement: Placement = field(default_factory=Placement)
     metrics: Metrics = field(default_factory=Metrics)
     stats: ExecutorStats = field(default_factory=ExecutorStats)
     on_change: Callable[[], None] = lambda: None

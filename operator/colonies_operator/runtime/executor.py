@@ -25,8 +25,10 @@ from colonies_operator.metrics import Metrics
 from colonies_operator.runtime import admission, adoption
 from colonies_operator.runtime.assigning import Assigner, AssignSettings, Health
 from colonies_operator.runtime.capacity import Capacity
+from colonies_operator.runtime.demand import Demand
 from colonies_operator.runtime.fencing import Attempt, Fencing
 from colonies_operator.runtime.kube import KubeApi
+from colonies_operator.runtime.placement import Placement
 from colonies_operator.runtime.registration import Identity, NameConflict, Registration
 from colonies_operator.runtime.context import Context, End, ExecutorStats, report
 from colonies_operator.runtime.supervisor import Supervisor
@@ -55,6 +57,9 @@ class ExecutorRuntime:
         self.kube = kube
         self.watch = watch
         self.capacity = capacity or Capacity(config.budget, pools=config.profile_budgets)
+        self.placement = Placement(config.elastic, on_change=lambda: self.assigner.wake())
+        self.demand = Demand(self.me, config.colony_name, config.executor_type, config.executor_name,
+                             config.location_name, interval=config.waiting_poll_seconds, on_change=on_change)
         self.stats = ExecutorStats()
         self.health = Health()
         self.registration = Registration(self.owner, self.me, self.reader, identity_of(config))
@@ -66,7 +71,7 @@ class ExecutorRuntime:
         self.job_settings = config.job_settings(self.me.id)
         self.assigner = Assigner(self.me, self.capacity, self.admit, settings=self._assign_settings,
                                  health=self.health, metrics=self.metrics, on_forbidden=self._registered_again,
-                                 on_change=on_change)
+                                 on_change=on_change, placement=self.placement)
         self.fencing = Fencing(self.me, config.colony_name, config.executor_type, self.in_flight, self.fence,
                                attempt_of=self.attempt_of, on_orphan=self._orphan)
         self._fatal: BaseException | None = None
@@ -84,6 +89,8 @@ class ExecutorRuntime:
         return Context(colonies=self.me, kube=self.kube, watch=self.watch, capacity=self.capacity,
                        job_settings=self.job_settings, logs=self.config.logs,
                        pending_grace_seconds=self.config.pending_grace_seconds, stats=self.stats,
+                       unschedulable_grace_seconds=self.config.elastic_pending_seconds if self.config.elastic else None,
+                       placement=self.placement,
                        metrics=self.metrics, on_change=self._changed)
 
     def _changed(self) -> None:
@@ -96,6 +103,8 @@ class ExecutorRuntime:
         self.config = config
         self.job_settings = config.job_settings(self.me.id)
         self.capacity.set_budget(config.budget, config.profile_budgets)
+        self.placement.elastic = config.elastic
+        self.demand.set_interval(config.waiting_poll_seconds)
         self.assigner.wake()
         if capabilities_changed:
             try:
@@ -109,6 +118,7 @@ class ExecutorRuntime:
         """Register, adopt, then assign until cancelled. Supervisors are cancelled with the
         runtime, and their Jobs wait for adoption by the next run."""
         fencing: asyncio.Task[None] | None = None
+        demand: asyncio.Task[None] | None = None
         try:
             await self.watch.start()
             await self._register()
@@ -117,6 +127,7 @@ class ExecutorRuntime:
             await adoption.adopt(self)
             await self.fencing.poll_once(at_start=True)  # orphans, before anything is assigned
             fencing = asyncio.create_task(self.fencing.run(), name=f"fencing-{self.config.executor_name}")
+            demand = asyncio.create_task(self.demand.run(), name=f"demand-{self.config.executor_name}")
             self.health.assigning = True
             self._on_change()
             await self.assigner.run()
@@ -124,9 +135,10 @@ class ExecutorRuntime:
                 raise self._fatal
         finally:
             self.health.assigning = False
-            if fencing is not None:
-                fencing.cancel()
-                await asyncio.gather(fencing, return_exceptions=True)
+            for task in (fencing, demand):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             tasks = list(self.supervisors.values())
             for task in tasks:
                 task.cancel()
@@ -179,8 +191,15 @@ class ExecutorRuntime:
     def supervise(self, supervisor: Supervisor) -> None:
         pid = supervisor.pid
         self.running[pid] = supervisor
+        self.placement.admitted(supervisor)  # at once: the assign loop counts it before its task runs
         task = self.spawn(pid, supervisor.run())
-        task.add_done_callback(lambda _: self.running.pop(pid, None) if self.running.get(pid) is supervisor else None)
+
+        def done(_: asyncio.Task[End]) -> None:
+            self.placement.placed(supervisor)
+            if self.running.get(pid) is supervisor:
+                del self.running[pid]
+
+        task.add_done_callback(done)
 
     def spawn(self, process_id: str, coroutine: Any) -> asyncio.Task[End]:
         task = asyncio.create_task(coroutine, name=f"process-{process_id[:12]}")

@@ -301,6 +301,9 @@ class ExecutorResource:
             "failed": self._base["failed"] + runtime.stats.failed,
             "conditions": list(self._conditions.values()),
         }
+        waiting = runtime.demand.waiting  # None (the poll is off, or not answered yet): a merge patch deletes
+        status["waiting"] = waiting.count if waiting else None  # "at least" when capped: the server lists 100 at most
+        status["waitingCapped"] = waiting.capped if waiting else None
         if health.last_assign_time:
             status["lastAssignTime"] = datetime.fromtimestamp(health.last_assign_time, timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")

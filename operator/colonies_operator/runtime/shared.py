@@ -49,6 +49,7 @@ class Shared:
             metrics.counter("processes_total", "Processes ended, by outcome", ["executor", "outcome"],
                             [((k, o), getattr(s, o)) for k, s in executors.items()
                              for o in ("succeeded", "failed", "fenced")]),
+            *self._demand(),
             metrics.counter("executor_runtime_starts_total",
                             "Runtimes started per ColonyExecutor: once, plus one per identity edit or failure",
                             ["executor"], [((k,), n) for k, n in self.metrics.runtime_starts.items()]),
@@ -56,6 +57,26 @@ class Shared:
                             [((), self.metrics.log_lines)]),
             metrics.counter("log_bytes_shipped_total", "Log bytes sent to Colonies", [],
                             [((), self.metrics.log_bytes)]),
+        ]
+
+    def _demand(self) -> list[Any]:
+        """The autoscaling signals: WAITING processes each executor could take, and its processes
+        without a node (capacity.elastic)."""
+        polled = [((r.config.colony_name, r.config.executor_type, key), r.demand.waiting)
+                  for key, r in self.runtimes.items() if r.demand.waiting is not None]
+        return [
+            metrics.gauge("waiting_processes",
+                          "WAITING processes in Colonies this executor could take (a lower bound when capped)",
+                          ["colony", "executor_type", "executor"], [(k, w.count) for k, w in polled]),
+            metrics.gauge("waiting_processes_capped",
+                          "1 when Colonies listed its most (100) waiting processes: there may be more",
+                          ["colony", "executor_type", "executor"], [(k, float(w.capped)) for k, w in polled]),
+            metrics.gauge("waiting_processes_stale",
+                          "1 when the last poll of waiting processes failed: the count is older",
+                          ["colony", "executor_type", "executor"], [(k, float(w.stale)) for k, w in polled]),
+            metrics.gauge("processes_without_node",
+                          "Processes taken whose Job has no node yet (capacity.elastic bounds them)", ["executor"],
+                          [((k,), r.placement.unplaced) for k, r in self.runtimes.items()]),
         ]
 
     def connection(self, address: ServerAddress) -> Connection:

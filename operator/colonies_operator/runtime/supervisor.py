@@ -23,7 +23,7 @@ from colonies_operator import outfile
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, spec, statuses
-from colonies_operator.runtime import io, jobops, logs, snapshots
+from colonies_operator.runtime import io, jobops, logs, placement, snapshots
 from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
 from colonies_operator.runtime.following import LogFollower
@@ -152,6 +152,8 @@ class Supervisor:
                     created_at = None  # it exists; the watch will bring it
             else:
                 seen_job = True
+                if placement.job_placed(job, pods):
+                    self.ctx.placement.placed(self)
                 self.follower.follow(pods)
                 outcome = diagnosis.job_outcome(job, pods)
                 if outcome is not diagnosis.Outcome.RUNNING and settle_by is None:
@@ -168,7 +170,8 @@ class Supervisor:
                 if outcome is diagnosis.Outcome.SUCCEEDED:
                     return await self._succeed(pods)
                 now = datetime.now(timezone.utc)
-                found = diagnosis.diagnose(job, pods, now=now, pending_grace_seconds=self.ctx.pending_grace_seconds)
+                found = diagnosis.diagnose(job, pods, now=now, pending_grace_seconds=self.ctx.pending_grace_seconds,
+                                           unschedulable_grace_seconds=self.ctx.unschedulable_grace_seconds)
                 if found is None and outcome is diagnosis.Outcome.RUNNING and self._pods_refused_by_now(job, pods, now):
                     if looked_for_events_at is None or time.monotonic() - looked_for_events_at > RECHECK_SECONDS:
                         looked_for_events_at = time.monotonic()
@@ -323,12 +326,12 @@ class Supervisor:
     def _until_grace_ends(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> float:
         """How long to sleep: RECHECK_SECONDS, or less when a pending grace period ends sooner
         (of the Job while it has no pod, of a pod while it is pending): judged right then."""
-        grace = self.ctx.pending_grace_seconds
+        graces = {self.ctx.pending_grace_seconds, self.ctx.unschedulable_grace_seconds or 0.0}
         waits = [RECHECK_SECONDS]
         for obj in [job, *(p for p in pods if statuses.phase(p) == "Pending")]:
             age = statuses.seconds_overdue(statuses.metadata(obj).get("creationTimestamp"), now, 0.0)
-            if age is not None and age < grace:
-                waits.append(grace - age + 1.0)  # creation times have whole seconds
+            waits += [grace - age + 1.0 for grace in graces  # creation times have whole seconds
+                      if age is not None and age < grace]
         return max(0.1, min(waits))
 
     # --- refused pods --------------------------------------------------------------------------
