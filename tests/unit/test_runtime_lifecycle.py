@@ -102,7 +102,9 @@ async def test_draining_takes_nothing_new_and_ends_when_everything_in_flight_has
         process = await h.submit()
         job = await h.job_of(process.processid)
         drained = asyncio.create_task(h.runtime.drain())
-        await eventually(lambda: h.runtime.assigner.in_flight == 0, "the assign poll in flight to end")
+        # in_flight may already be 0 before drain() first runs (between two assigns): wait for both
+        await eventually(lambda: h.runtime.assigner.draining and h.runtime.assigner.in_flight == 0,
+                         "the drain to begin and the assign poll in flight to end")
         later = await h.submit()
         await asyncio.sleep(0.3)
         assert h.state(later.processid) is ProcessState.WAITING and not drained.done()
