@@ -108,6 +108,7 @@ class RunSpec:
     fs: Filesystem | None = None  # CFS: snapshots and directories under a mount, {processid} substituted
     input_json: str = ""  # the process's `in` as JSON ("" when it has none): /colonies/in.json
     secrets: tuple[SecretEnv, ...] = ()  # after env, in the funcspec's order
+    priority: int = 0  # the funcspec's: Colonies' queue order, and a Kueue priority class (jobs/kueue.py)
 
 
 def is_label_value(text: str) -> bool:
@@ -491,4 +492,5 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         fs=fs,
         input_json=json.dumps(list(process.input), ensure_ascii=False) if process.input else "",
         secrets=secrets,
+        priority=process.spec.priority,
     )

@@ -55,6 +55,7 @@ class ExecutorRuntime:
         self.kube = kube
         self.watch = watch
         self.capacity = capacity or Capacity(config.budget)
+        self.capacity.set_queue_limit(config.kueue.max_queued if config.kueue else None)
         self.stats = ExecutorStats()
         self.health = Health()
         self.registration = Registration(self.owner, self.me, self.reader, identity_of(config))
@@ -96,6 +97,7 @@ class ExecutorRuntime:
         self.config = config
         self.job_settings = config.job_settings(self.me.id)
         self.capacity.set_budget(config.budget)
+        self.capacity.set_queue_limit(config.kueue.max_queued if config.kueue else None)
         self.assigner.wake()
         if capabilities_changed:
             try:
