@@ -8,20 +8,24 @@ Pods are kwok's, steered through funcspec env (KWOK_RUN_FOR)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, watch
 
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.jobs import kueue as job_kueue
 from tests.fixtures.kueue import GROUP as KUEUE_GROUP, VERSION as KUEUE_VERSION, cluster_queue, create, delete, listed
-from tests.fixtures.operator import start_executor
+from tests.fixtures.operator import GROUP, PLURAL, VERSION, Executor, create_colony_key_secret, start_executor
 from tests.helpers import scrape_total, wait_for
 
 pytestmark = pytest.mark.integration
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kueue"
 QUEUE = "colonies"
 RUN_FOR = "8s"   # each pod
 WALLTIME = 12    # seconds: longer than a pod runs, shorter than the last Job waits for admission
@@ -131,3 +135,30 @@ async def test_the_funcspec_priority_becomes_the_workloads_priority_class(api, c
 async def _status_is(ex, **expected: int) -> bool:
     status = (await ex.resource()).get("status") or {}
     return all(status.get(k) == v for k, v in expected.items())
+
+
+async def test_the_kueue_example_admits_a_process_under_its_priority_class(api, colonies, namespace, stack, operator,
+                                                                           kueue):
+    """examples/kueue/ as it is (only the executor type made this test's own), through the
+    apiserver's schema checks of both CRDs and the real Kueue."""
+    objects = [o for o in yaml.safe_load_all((EXAMPLES / "queues.yaml").read_text()) if o]
+    executor = yaml.safe_load((EXAMPLES / "colonyexecutor.yaml").read_text())
+    cluster_wide = [o for o in objects if o["kind"] != "LocalQueue"]
+    plurals = {"ResourceFlavor": "resourceflavors", "ClusterQueue": "clusterqueues",
+               "WorkloadPriorityClass": "workloadpriorityclasses", "LocalQueue": "localqueues"}
+    try:
+        for obj in objects:
+            await create(api, plurals[obj["kind"]], obj, None if obj in cluster_wide else namespace)
+        await create_colony_key_secret(api, namespace, stack.colonies.colony_prvkey)
+        executor["spec"]["executorType"] = f"it-type-{uuid.uuid4().hex[:8]}"
+        await client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, executor)
+        ex = Executor(api, colonies, namespace, executor["metadata"]["name"], executor["spec"]["executorType"])
+        process = await ex.submit(priority=150, env={"KWOK_RUN_FOR": "1s"})
+        assert (await ex.final(process.processid, timeout=120)).state is ProcessState.SUCCESS
+        [job] = await ex.jobs()
+        assert job.metadata.labels[job_kueue.PRIORITY_CLASS_LABEL] == "colonies-urgent"
+        [workload] = await listed(api, "workloads", namespace)
+        assert workload["spec"]["priority"] == 1000
+    finally:
+        for obj in reversed(cluster_wide):
+            await delete(api, plurals[obj["kind"]], obj["metadata"]["name"])
