@@ -104,8 +104,8 @@ async def test_a_cluster_queue_with_room_for_two_runs_five_processes_two_at_a_ti
         await wait_for(lambda: _status_is(ex, queued=0, succeeded=5), 30, "the status to show all five done, none queued")
 
 
-async def test_the_funcspec_priority_becomes_the_workloads_priority_class(api, colonies, namespace, stack, operator,
-                                                                          kueue):
+async def test_the_funcspec_priority_becomes_the_workloads_priority_class_and_max_queued_bounds_the_wait(
+        api, colonies, namespace, stack, operator, kueue):
     urgent = f"urgent-{namespace}"
     await create(api, "workloadpriorityclasses", {"apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
                                                   "kind": "WorkloadPriorityClass", "metadata": {"name": urgent},
@@ -113,9 +113,10 @@ async def test_the_funcspec_priority_becomes_the_workloads_priority_class(api, c
     try:
         async with cluster_queue(api, namespace, QUEUE, {"cpu": "0", "memory": "0"}):  # admits nothing
             ex = await start_executor(api, colonies, namespace, stack, kueue={
-                "queueName": QUEUE, "priorityClasses": [{"minPriority": 5, "name": urgent}]})
+                "queueName": QUEUE, "maxQueued": 2, "priorityClasses": [{"minPriority": 5, "name": urgent}]})
             high = await ex.submit(priority=10, env={"KWOK_RUN_FOR": "1s"})
             low = await ex.submit(priority=0, env={"KWOK_RUN_FOR": "1s"})
+            third = await ex.submit(priority=-1, env={"KWOK_RUN_FOR": "1s"})  # Colonies hands it out last
 
             async def workloads() -> dict[str, dict[str, Any]] | None:
                 found = {w["metadata"]["ownerReferences"][0]["name"]: w for w in await listed(api, "workloads", namespace)}
@@ -127,6 +128,11 @@ async def test_the_funcspec_priority_becomes_the_workloads_priority_class(api, c
             assert "priorityClassRef" not in low_wl["spec"] and low_wl["spec"].get("priority", 0) == 0
             # neither fits a queue with no quota: both stay queued, and neither is failed meanwhile
             await wait_for(lambda: _status_is(ex, queued=2), 30, "both processes queued in the status")
+            # maxQueued is reached: the third stays in Colonies through more than one long poll
+            # (assignTimeoutSeconds 5) and pending grace period (3 s) of the executor
+            await asyncio.sleep(8)
+            assert (await colonies.user.get_process(third.processid)).state is ProcessState.WAITING
+            assert len(await ex.jobs()) == 2
             assert {(await colonies.user.get_process(p.processid)).state for p in (high, low)} == {ProcessState.RUNNING}
     finally:
         await delete(api, "workloadpriorityclasses", urgent)
