@@ -59,20 +59,9 @@ def crds() -> list[dict]:
 
 
 def apply_crds(api: kubeapi.KubeAPI) -> None:
-    """Create Kueue's CRDs (kept when they exist: a second session reuses them) and wait until
-    they are established."""
-    docs = crds()
+    """Create Kueue's CRDs (kept when they exist: a second session reuses them) and its namespace."""
+    kube.create_crds(api, crds(), timeout=60)
     with api.client() as c:
-        for crd in docs:
-            kubeapi.create(c, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd, exist_ok=True)
-        for crd in docs:
-            name = crd["metadata"]["name"]
-
-            def established(name: str = name) -> tuple[bool, str]:
-                got = kubeapi.get(c, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-                conds = {x["type"]: x["status"] for x in got.get("status", {}).get("conditions", [])}
-                return conds.get("Established") == "True", f"conditions {conds}"
-            procs.wait_until(established, timeout=60, what=f"CRD {name} established")
         kubeapi.create(c, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                  "metadata": {"name": NAMESPACE}}, exist_ok=True)
 
