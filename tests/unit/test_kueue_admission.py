@@ -11,7 +11,10 @@ import pytest
 from colonies_operator import config as cfg
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.jobs import builder, kueue
+from colonies_operator.colonies.crypto import Key
 from colonies_operator.runtime.capacity import Capacity, Resources
+from tests.fakes.colonies import FakeColoniesServer
+from tests.fakes.kube import FakeKube
 from tests.unit.runtime_harness import NAMESPACE, eventually, for_a_while, running
 from tests.unit.test_builder import SETTINGS as JOB_SETTINGS, run_of
 
@@ -180,3 +183,28 @@ async def test_a_job_kueue_evicts_goes_back_to_the_queue_and_gives_its_requests_
         await eventually(lambda: h.runtime.capacity.queued == 1 and h.runtime.capacity.used == Resources(),
                          "the Job queued again, holding nothing")
         assert h.state(process.processid) is ProcessState.RUNNING
+
+
+async def test_after_a_restart_a_job_still_waiting_for_kueue_is_adopted_as_queued():
+    server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
+    key = Key.generate()
+    same = {"kueue": {"queueName": "colonies"}, "executorName": "kueue-ex"}  # one identity across the restart
+    async with running(server=server, kube=kube, executor_key=key, **same) as first:
+        colony_key = Key(first.owner.key.private_hex)
+        waiting, admitted = await first.submit(conditions={"cpu": "300m"}), await first.submit(conditions={"cpu": "700m"})
+        waiting_job, admitted_job = await first.job_of(waiting.processid), await first.job_of(admitted.processid)
+        await admit(first, admitted_job)
+        await eventually(lambda: first.runtime.capacity.queued == 1, "one admitted, one waiting")
+    async with running(server=server, kube=kube, executor_key=key, colony_key=colony_key,
+                       executorType=first.executor_type, **same) as again:
+        await eventually(lambda: {waiting.processid, admitted.processid} <= set(again.runtime.running), "both adopted")
+        assert again.runtime.capacity.queued == 1
+        assert again.runtime.capacity.used.cpu_millis == 700  # only the admitted Job's requests
+        await admit(again, waiting_job)
+        await eventually(lambda: again.runtime.capacity.queued == 0 and again.runtime.capacity.used.cpu_millis == 1000,
+                         "the adopted Job admitted: its requests held")
+        for job in (waiting_job, admitted_job):
+            kube.start(job)
+            kube.succeed(job)
+        for p in (waiting, admitted):
+            assert (await again.ended(p.processid)).state is ProcessState.SUCCESS

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
-from colonies_operator.jobs import builder, kueue, spec, statuses
+from colonies_operator.jobs import builder, spec, statuses
 from colonies_operator.runtime import jobops
 from colonies_operator.runtime.admission import reject, request_of
 from colonies_operator.runtime.context import End, report
@@ -124,10 +124,7 @@ def _resume(rt: ExecutorRuntime, process: Process, job: dict[str, Any]) -> Super
         reject(rt, process, str(exc))
         return None
     request = request_of(job, rt.config.gpu_resource_name)
-    if kueue.queued(job):  # still waiting for Kueue: a queue place, not the budget
-        rt.capacity.enqueue()
-        return Supervisor(rt.context(), process, run, request, adopted=True, reserved=False, queued=True)
-    rt.capacity.hold(request)  # already running: held even over budget
+    rt.capacity.hold(request, run.profile)  # already running: held even over budget
     return Supervisor(rt.context(), process, run, request, adopted=True)
 
 

@@ -188,7 +188,8 @@ class Supervisor:
 
     def _account(self, job: dict[str, Any]) -> None:
         """Kueue admitted the Job (resumed it): its requests count from now, its queue place is
-        free. Evicted by Kueue (suspended again): the other way round."""
+        free. Evicted by Kueue (suspended again), or adopted after a restart while it still
+        waits (adoption holds every Job's requests): the other way round."""
         waiting = kueue.queued(job)
         if waiting == self.queued:
             return
