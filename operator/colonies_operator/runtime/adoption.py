@@ -124,7 +124,7 @@ def _resume(rt: ExecutorRuntime, process: Process, job: dict[str, Any]) -> Super
         reject(rt, process, str(exc))
         return None
     request = request_of(job, rt.config.gpu_resource_name)
-    rt.capacity.hold(request, run.profile)  # already running: held even over budget
+    rt.capacity.hold(request)  # already running: held even over budget
     return Supervisor(rt.context(), process, run, request, adopted=True)
 
 
