@@ -14,7 +14,8 @@ for p in (ROOT, ROOT / "operator"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-pytest_plugins = ["tests.fixtures.colonies", "tests.fixtures.kube", "tests.fixtures.operator", "tests.fixtures.tls"]
+pytest_plugins = ["tests.fixtures.colonies", "tests.fixtures.kube", "tests.fixtures.kueue", "tests.fixtures.operator",
+                  "tests.fixtures.tls"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

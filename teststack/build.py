@@ -156,6 +156,11 @@ STEPS: tuple[Step, ...] = (
     Step("etcd", ("etcd",), _etcd),
     Step("kubernetes", v.KUBERNETES_COMMANDS, _kubernetes),
     Step("seaweedfs (S3)", ("weed",), _seaweedfs, home=v.weed_dir),
+    # Its go.mod has no replace directives: a plain `go install`. Its CRDs are applied at run
+    # time from the module this downloads (teststack/kueue.py).
+    Step("kueue", ("kueue",), _go_install(f"sigs.k8s.io/kueue/cmd/kueue@{v.KUEUE}", "kueue",
+                                          f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={v.KUEUE}"),
+         home=v.kueue_dir),
 )
 
 

@@ -216,18 +216,22 @@ def write_kwok_config(path: Path) -> None:
 
 
 def _apply_crds(api: kubeapi.KubeAPI) -> None:
+    create_crds(api, [yaml.safe_load((versions.bin_dir() / "kwok-crds" / f).read_text()) for f in KWOK_CRDS])
+
+
+def create_crds(api: kubeapi.KubeAPI, crds: list[dict], timeout: float = 30) -> None:
+    """Create `crds` (those that exist are kept) and wait until each is established."""
     with api.client() as c:
-        for f in KWOK_CRDS:
-            crd = yaml.safe_load((versions.bin_dir() / "kwok-crds" / f).read_text())
+        for crd in crds:
             kubeapi.create(c, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd, exist_ok=True)
-        for f in KWOK_CRDS:
-            name = yaml.safe_load((versions.bin_dir() / "kwok-crds" / f).read_text())["metadata"]["name"]
+        for crd in crds:
+            name = crd["metadata"]["name"]
 
             def established(name: str = name) -> tuple[bool, str]:
-                crd = kubeapi.get(c, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-                conds = {x["type"]: x["status"] for x in crd.get("status", {}).get("conditions", [])}
+                got = kubeapi.get(c, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                conds = {x["type"]: x["status"] for x in got.get("status", {}).get("conditions", [])}
                 return conds.get("Established") == "True", f"conditions {conds}"
-            procs.wait_until(established, timeout=30, what=f"CRD {name} established")
+            procs.wait_until(established, timeout=timeout, what=f"CRD {name} established")
 
 
 def node_manifest(name: str, gpu: bool) -> dict:

@@ -14,6 +14,7 @@ HELM: Final = "v3.22.0"
 COLONIES: Final = "v1.9.12"
 # SeaweedFS tags ("3.80") are not Go module versions; the proxy serves commits as pseudo-versions.
 SEAWEEDFS: Final = "v0.0.0-20261109003541-7506e5f91cd6"
+KUEUE: Final = "v0.17.0"  # sigs.k8s.io/kueue: the admission controller of the Kueue tests
 # Images of the real node (teststack/images.py). Bump IMAGES when the way they are made changes.
 IMAGES: Final = "r1"
 PAUSE_IMAGE: Final = "localhost/teststack/pause:1"
@@ -50,6 +51,16 @@ def weed_dir() -> Path:
 
 def weed() -> Path:
     return weed_dir() / "weed"
+
+
+def kueue_dir() -> Path:
+    """The Kueue manager in a directory of its own version, like SeaweedFS: only the Kueue
+    tests start it, and adding or bumping it rebuilds nothing else."""
+    return cache_root() / f"kueue-{KUEUE}"
+
+
+def kueue() -> Path:
+    return kueue_dir() / "kueue"
 
 
 def images_dir() -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colonies_operator.colonies.client import ServerAddress
-from colonies_operator.jobs import builder, io as job_io, quantity, spec as funcspec, storage as job_storage
+from colonies_operator.jobs import builder, io as job_io, kueue, quantity, spec as funcspec, storage as job_storage
 from colonies_operator.jobs.podtemplate import TemplateError
 from colonies_operator.jobs.spec import SpecPolicy
 from colonies_operator.runtime import demand
@@ -113,6 +113,7 @@ class ExecutorConfig:
     output: job_io.OutputSettings | None = None  # /colonies/out.json (spec.output.file)
     profiles: Mapping[str, builder.Profile] = field(default_factory=dict)  # spec.profiles
     profile_budgets: Mapping[str, Resources] = field(default_factory=dict)  # profiles.<name>.capacity
+    kueue: kueue.KueueSettings | None = None  # Kueue admits the Jobs (spec.kueue)
 
     @property
     def generated_key_secret(self) -> str:
@@ -124,7 +125,7 @@ class ExecutorConfig:
             colony_name=self.colony_name, gpu_resource_name=self.gpu_resource_name,
             gpu_node_label=self.gpu_node_label, ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             job_template=self.job_template, security_profile=self.security_profile,
-            resource_name=self.resource_name, storage=self.storage, output=self.output,
+            resource_name=self.resource_name, storage=self.storage, output=self.output, kueue=self.kueue,
             profiles=self.profiles, gpu_products=self.gpu_products, gpu_memory_label=self.gpu_memory_label,
         )
 
@@ -465,4 +466,12 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         output=_output(spec, settings),
         profiles=profiles,
         profile_budgets=profile_budgets,
+        kueue=_kueue(spec),
     )
+
+
+def _kueue(spec: Mapping[str, Any]) -> kueue.KueueSettings | None:
+    try:
+        return kueue.parse(spec.get("kueue"))
+    except kueue.KueueError as exc:
+        raise ConfigError(exc.field, str(exc)) from None

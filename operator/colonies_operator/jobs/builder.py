@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from colonies_operator.jobs import io, podtemplate, quantity, spec, storage
+from colonies_operator.jobs import io, kueue, podtemplate, quantity, spec, storage
 from colonies_operator.jobs.podtemplate import TemplateError
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -97,6 +97,7 @@ class JobSettings:
     # names are used as they are
     gpu_products: Mapping[str, str] = field(default_factory=dict)
     gpu_memory_label: str = "nvidia.com/gpu.memory"  # a node label of each GPU's memory in MiB (GFD)
+    kueue: kueue.KueueSettings | None = None  # Jobs wait in a Kueue LocalQueue, created suspended (spec.kueue)
 
     def __post_init__(self) -> None:
         # Checked here, once, so a typo in the CR fails loudly instead of being ignored.
@@ -339,7 +340,11 @@ def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     if run.nodes > 1:
         job_spec["completionMode"] = "Indexed"  # each node's pod gets JOB_COMPLETION_INDEX
     if run.deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = run.deadline_seconds
+        job_spec["activeDeadlineSeconds"] = run.deadline_seconds  # counts from admission under Kueue
+    job_labels = dict(labels)
+    if settings.kueue is not None:
+        job_spec["suspend"] = True  # Kueue admits the Job by resuming it
+        job_labels |= kueue.job_labels(settings.kueue, run.priority)
     # Labels go on the pods too: the operator watches pods by these labels.
     job_spec["template"] = {
         "metadata": podtemplate.pod_metadata(settings.job_template.get("podTemplate") or {}, labels, annotations),
@@ -349,7 +354,7 @@ def build_job(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": job_name(run.process_id, run.attempt), "namespace": settings.namespace,
-                     "labels": labels, "annotations": annotations},
+                     "labels": job_labels, "annotations": annotations},
         "spec": job_spec,
     }
 

@@ -112,6 +112,7 @@ class RunSpec:
     secrets: tuple[SecretEnv, ...] = ()  # after env, in the funcspec's order
     gpu_memory_mib: int = 0  # each GPU's memory at least; 0: any
     profile: str = ""  # kwargs.profile: the executor's profile the Job is built from; "": jobTemplate
+    priority: int = 0  # the funcspec's: Colonies' queue order, and a Kueue priority class (jobs/kueue.py)
 
 
 def is_label_value(text: str) -> bool:
@@ -508,4 +509,5 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
         secrets=secrets,
         gpu_memory_mib=gpu_memory,
         profile=profile,
+        priority=process.spec.priority,
     )

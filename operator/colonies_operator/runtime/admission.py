@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process
-from colonies_operator.jobs import builder, spec
+from colonies_operator.jobs import builder, kueue, spec
 from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import End, report
 from colonies_operator.runtime.supervisor import Supervisor
@@ -60,10 +60,13 @@ def admit(rt: ExecutorRuntime, process: Process, on_created: Callable[[], None] 
         previous = rt.supervisors.get(pid)
     elif pid in rt.supervisors:
         previous = rt.supervisors[pid]  # e.g. an orphan being looked at: let it finish first
-    reserved = previous is None and rt.capacity.try_reserve(request, run.profile)
+    queued = kueue.queued(job)  # Kueue admits it later: it holds a queue place, not the budget
+    if queued:
+        rt.capacity.enqueue()
+    reserved = previous is None and not queued and rt.capacity.try_reserve(request, run.profile)
     rt.assigner.note_admitted(request)
     rt.supervise(Supervisor(rt.context(), process, run, request, assigned_at, job=job, on_created=on_created,
-                            reserved=reserved, previous=previous))
+                            reserved=reserved, previous=previous, queued=queued))
 
 
 def reject(rt: ExecutorRuntime, process: Process, message: str, on_created: Callable[[], None] | None = None) -> None:

@@ -10,11 +10,17 @@ is no longer offered to newcomers, so it cannot starve.
 A profile (spec.profiles) may have a budget of its own, a pool inside the executor's: a
 process of that profile needs room in both. One waiting only for its pool's room holds
 nothing back from the others.
+
+Under Kueue (spec.kueue) a process's Job waits in Kueue's queue, created suspended: while
+queued it holds none of the budget, only one of `queue_limit` places, and newcomers are
+offered no more Jobs than there are free places. Once Kueue admits it, its requests are held
+like any running Job's, whether they fit or not: Kueue's quota decided.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,6 +80,8 @@ class Capacity:
         self._clock = clock
         self._waiters: list[_Waiter] = []
         self._listeners: set[asyncio.Event] = set()
+        self.queue_limit: int | None = None  # Kueue's maxQueued; None: no Kueue
+        self.queued = 0                      # Jobs waiting for Kueue's admission
 
     @property
     def free(self) -> Resources:
@@ -105,7 +113,10 @@ class Capacity:
         for waiter in self._waiters:
             if self._claims(waiter, now):
                 held = held + waiter.request
-        return self.free - held
+        room = self.free - held
+        if self.queue_limit is not None:  # a newcomer waits in Kueue's queue first
+            room = dataclasses.replace(room, jobs=min(room.jobs, self.queue_limit - self.queued))
+        return room
 
     def listen(self) -> asyncio.Event:
         """An event set whenever the free room changes (the listener clears it)."""
@@ -161,6 +172,20 @@ class Capacity:
         self.budget = budget
         self.pools = dict(pools or {})
         self._grant()
+        self._changed()
+
+    def set_queue_limit(self, limit: int | None) -> None:
+        self.queue_limit = limit
+        self._changed()
+
+    def enqueue(self) -> None:
+        """One more Job waits for Kueue (it holds no budget meanwhile)."""
+        self.queued += 1
+        self._changed()
+
+    def dequeue(self) -> None:
+        """A Job stopped waiting for Kueue: admitted (the caller then holds its requests) or ended."""
+        self.queued -= 1
         self._changed()
 
     def tick(self) -> None:

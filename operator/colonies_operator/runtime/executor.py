@@ -57,6 +57,7 @@ class ExecutorRuntime:
         self.kube = kube
         self.watch = watch
         self.capacity = capacity or Capacity(config.budget, pools=config.profile_budgets)
+        self.capacity.set_queue_limit(config.kueue.max_queued if config.kueue else None)
         self.placement = Placement(config.elastic, on_change=lambda: self.assigner.wake())
         self.demand = Demand(self.me, config.colony_name, config.executor_type, config.executor_name,
                              config.location_name, interval=config.waiting_poll_seconds, on_change=on_change)
@@ -103,6 +104,7 @@ class ExecutorRuntime:
         self.config = config
         self.job_settings = config.job_settings(self.me.id)
         self.capacity.set_budget(config.budget, config.profile_budgets)
+        self.capacity.set_queue_limit(config.kueue.max_queued if config.kueue else None)
         self.placement.elastic = config.elastic
         self.demand.set_interval(config.waiting_poll_seconds)
         self.assigner.wake()

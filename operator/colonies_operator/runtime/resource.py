@@ -297,6 +297,7 @@ class ExecutorResource:
             "executorId": runtime.executor_id, "executorName": config.executor_name,
             "observedGeneration": generation,
             "inFlight": runtime.stats.in_flight,
+            "queued": runtime.capacity.queued,
             "succeeded": self._base["succeeded"] + runtime.stats.succeeded,
             "failed": self._base["failed"] + runtime.stats.failed,
             "conditions": list(self._conditions.values()),

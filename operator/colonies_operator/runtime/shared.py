@@ -46,6 +46,8 @@ class Shared:
                             rpcs.items()),
             metrics.gauge("processes_in_flight", "Processes being run", ["executor"],
                           [((k,), s.in_flight) for k, s in executors.items()]),
+            metrics.gauge("processes_queued", "Processes whose Job waits for Kueue's admission (spec.kueue)",
+                          ["executor"], [((k,), r.capacity.queued) for k, r in self.runtimes.items()]),
             metrics.counter("processes_total", "Processes ended, by outcome", ["executor", "outcome"],
                             [((k, o), getattr(s, o)) for k, s in executors.items()
                              for o in ("succeeded", "failed", "fenced")]),

@@ -5,7 +5,9 @@ The end is decided from cached state only (`diagnosis.job_outcome` / `diagnose`)
 supervisor makes no periodic requests. Its Kubernetes cost is the Job create and the patch
 that marks it reported (plus a delete when a Job must be stopped). A "forbidden" from
 Colonies means the process is no longer ours (cancelled, unassigned, closed elsewhere):
-the Job is deleted and nothing is reported (fencing). Every supervisor ends with the
+the Job is deleted and nothing is reported (fencing). A Job Kueue has not admitted yet
+(still suspended) is *queued*: it holds a place in Kueue's queue, not the executor's budget,
+which it holds from the moment Kueue resumes it. Every supervisor ends with the
 process closed or fenced: an unexpected error fails the process with `InternalError(...)`
 rather than leaving it RUNNING with nobody watching.
 """
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 from colonies_operator import outfile
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
-from colonies_operator.jobs import builder, diagnosis, spec, statuses
+from colonies_operator.jobs import builder, diagnosis, kueue, spec, statuses
 from colonies_operator.runtime import io, jobops, logs, placement, snapshots
 from colonies_operator.runtime.capacity import Resources
 from colonies_operator.runtime.context import Context, End, Fenced, internal_error, report
@@ -42,7 +44,7 @@ class Supervisor:
     def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
                  assigned_at: float | None = None, job: dict[str, Any] | None = None,
                  on_created: Callable[[], None] | None = None, *, reserved: bool = True,
-                 previous: asyncio.Task[Any] | None = None, adopted: bool = False) -> None:
+                 previous: asyncio.Task[Any] | None = None, adopted: bool = False, queued: bool = False) -> None:
         self.ctx = ctx
         self._on_created = on_created  # called once when creating the Job is over, however it went
         self.job = job  # the Job to create, when the caller built it already
@@ -51,6 +53,7 @@ class Supervisor:
         self.run_spec = run
         self.request = request
         self.reserved = reserved        # the capacity `request` is held (else: wait for it first)
+        self.queued = queued            # a place in Kueue's queue is held (the Job waits for admission)
         self.previous = previous        # an older attempt's supervisor to wait out first
         self.adopted = adopted          # the Job exists (listed at start): resume, do not create
         self.job_name = builder.job_name(process.processid, run.attempt)
@@ -107,6 +110,8 @@ class Supervisor:
                 self.ctx.watch.unsubscribe(name, self._event)
             if self.reserved:
                 self.ctx.capacity.release(self.request, self.run_spec.profile)
+            if self.queued:
+                self.ctx.capacity.dequeue()
             log.debug("process %s: %s; its room is free", self.pid[:12], end.value)
             self.ctx.stats.count(end)
             self.ctx.on_change()
@@ -116,7 +121,7 @@ class Supervisor:
         if self.previous is not None:
             await self._until(asyncio.gather(self.previous, return_exceptions=True))
             await self._still_ours()  # the old attempt may have closed it as it ended
-        if not self.reserved:
+        if not self.reserved and not self.queued:
             await self._until(self.ctx.capacity.reserve(self.request, self.run_spec.profile))
             self.reserved = True
         try:
@@ -152,6 +157,7 @@ class Supervisor:
                     created_at = None  # it exists; the watch will bring it
             else:
                 seen_job = True
+                self._account(job)
                 if placement.job_placed(job, pods):
                     self.ctx.placement.placed(self)
                 self.follower.follow(pods)
@@ -182,6 +188,27 @@ class Supervisor:
                 await self._wait(self._until_grace_ends(job, pods, now))
                 continue
             await self._wait(RECHECK_SECONDS)
+
+    def _account(self, job: dict[str, Any]) -> None:
+        """Kueue admitted the Job (resumed it): its requests count from now, its queue place is
+        free. Evicted by Kueue (suspended again), or adopted after a restart while it still
+        waits (adoption holds every Job's requests): the other way round."""
+        waiting = kueue.queued(job)
+        if waiting == self.queued:
+            return
+        if waiting:
+            log.info("Job %s: suspended by Kueue again; queued", self.job_name)
+            if self.reserved:
+                self.reserved = False
+                self.ctx.capacity.release(self.request, self.run_spec.profile)
+            self.ctx.capacity.enqueue()
+        else:
+            log.debug("Job %s: admitted by Kueue", self.job_name)
+            self.ctx.capacity.dequeue()
+            self.ctx.capacity.hold(self.request, self.run_spec.profile)  # Kueue's quota decided: held even over budget
+            self.reserved = True
+        self.queued = waiting
+        self.ctx.on_change()
 
     async def _wait(self, seconds: float) -> None:
         await wait_set(self._event, seconds)
@@ -337,12 +364,14 @@ class Supervisor:
     # --- refused pods --------------------------------------------------------------------------
 
     def _pods_refused_by_now(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
-        """No pod at all, a grace period after the Job was created: the Job controller may be
-        failing to create them (quota, LimitRange, Pod Security admission, a webhook)."""
+        """No pod at all, a grace period after the Job was created or resumed (by Kueue: the
+        Job controller then sets its startTime anew): the Job controller may be failing to
+        create them (quota, LimitRange, Pod Security admission, a webhook). A suspended Job
+        has no pods by design, however long it waits."""
         if pods or (job.get("spec") or {}).get("suspend"):
             return False
-        created = statuses.metadata(job).get("creationTimestamp")
-        return statuses.seconds_overdue(created, now, self.ctx.pending_grace_seconds) is not None
+        since = statuses.status(job).get("startTime") or statuses.metadata(job).get("creationTimestamp")
+        return statuses.seconds_overdue(since, now, self.ctx.pending_grace_seconds) is not None
 
     async def _refusal(self) -> diagnosis.Diagnosis | None:
         """The Job controller's own words, from its FailedCreate Events on this Job."""
