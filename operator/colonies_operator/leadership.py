@@ -29,8 +29,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 
 from colonies_operator.runtime.kube import Conflict, KubeError, NotFound
 
@@ -76,6 +78,24 @@ class LeaseSettings:
                 f"{self.retry_seconds:g}) < renew deadline (COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS="
                 f"{self.renew_deadline_seconds:g}) < lease (COLONIES_OPERATOR_LEASE_SECONDS={self.lease_seconds:g}): "
                 "a leader must give up before a standby may take over")
+
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], own_namespace: str | None) -> LeaseSettings:
+        """COLONIES_OPERATOR_LEASE_{NAMESPACE,NAME,SECONDS,RENEW_DEADLINE_SECONDS,RETRY_SECONDS};
+        the namespace defaults to the operator's own."""
+        def seconds(key: str, default: float) -> float:
+            name = f"COLONIES_OPERATOR_LEASE_{key}"
+            try:
+                return float(env.get(name) or default)
+            except ValueError:
+                raise ValueError(f"{name}={env[name]!r} is not a number of seconds") from None
+
+        return cls(namespace=env.get("COLONIES_OPERATOR_LEASE_NAMESPACE") or own_namespace or "",
+                   name=env.get("COLONIES_OPERATOR_LEASE_NAME") or DEFAULT_LEASE_NAME,
+                   lease_seconds=seconds("SECONDS", cls.lease_seconds),
+                   renew_deadline_seconds=seconds("RENEW_DEADLINE_SECONDS", cls.renew_deadline_seconds),
+                   retry_seconds=seconds("RETRY_SECONDS", cls.retry_seconds))
 
 
 def default_identity() -> str:
@@ -247,3 +267,22 @@ async def lead(elector: Elector, serve: Callable[[], Awaitable[None]], lost: Cal
         await asyncio.gather(serving, holding, return_exceptions=True)
         await elector.release()
     serving.result()
+
+
+async def serve_standby_health(endpoint: str, elector: Elector) -> web.AppRunner | None:
+    """The liveness endpoint of a standby: healthy (a standby must not be restarted for
+    standing by) and saying who leads. kopf's own endpoint replaces it once leading."""
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"leadership": {"leading": elector.leading, "identity": elector.identity,
+                                                 "holder": elector.holder}})
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "0.0.0.0", parts.port or 80).start()
+    return runner
