@@ -64,14 +64,14 @@ async def _serve(settings: cfg.OperatorSettings, kubeconfig: str | None, elector
 
     from colonies_operator import handlers  # noqa: F401  (registers the handlers)
 
-    stop = asyncio.Event()
+    # No stop_flag: kopf would wait on it in a task that nothing ends, and then give such
+    # "hung" tasks 5 s at every stop, delaying the release of the Lease by that much.
     await kopf.operator(
         namespaces=list(settings.namespaces),
         clusterwide=settings.all_namespaces,
         liveness_endpoint=settings.liveness_endpoint or None,
         standalone=settings.standalone,
         memo=kopf.Memo(operator_settings=settings, kubeconfig=kubeconfig, elector=elector),
-        stop_flag=stop,
     )
 
 
