@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -28,7 +29,8 @@ from kubernetes_asyncio import client
 from colonies_operator.colonies.models import ProcessState
 from teststack import procs
 from tests.fixtures.kube import new_namespace
-from tests.fixtures.operator import Executor, RunningOperator, running_operator, start_executor
+from tests.fixtures.operator import (GROUP, PLURAL, VERSION, Executor, RunningOperator, running_operator,
+                                     start_executor)
 from tests.helpers import scrape_total, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,13 @@ IN_FLIGHT = int(os.environ.get("STANDBY_IN_FLIGHT") or 40)
 async def sb_namespace(api) -> AsyncIterator[str]:
     name = await new_namespace(api, "sb")
     yield name
+    # The replicas are gone by now: nobody would remove kopf's finalizer of the ColonyExecutors,
+    # and the namespace would stay Terminating.
+    custom = client.CustomObjectsApi(api)
+    for resource in (await custom.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL))["items"]:
+        await custom.patch_namespaced_custom_object(GROUP, VERSION, name, PLURAL, resource["metadata"]["name"],
+                                                    {"metadata": {"finalizers": None}},
+                                                    _content_type="application/merge-patch+json")
     await client.CoreV1Api(api).delete_namespace(name)
 
 
@@ -71,14 +80,20 @@ async def lease_holder(api, namespace: str) -> str:
     return lease.spec.holder_identity or ""
 
 
-async def leading(api, namespace: str, replica: RunningOperator) -> str:
-    """Wait until `replica` holds the Lease; its identity."""
-    identity = leadership(replica)["identity"]
-
+async def leading(api, namespace: str, replica: RunningOperator, identity: str) -> None:
+    """Wait until `replica` (`identity`) holds the Lease."""
     async def holds() -> bool:
         return await lease_holder(api, namespace) == identity
     await wait_for(holds, 60, f"{replica.proc.name} to lead")
-    return identity
+
+
+async def identity_of(replica: RunningOperator) -> str:
+    """The identity a replica campaigns as, from its log (its liveness endpoint changes hands as
+    it starts to lead)."""
+    def campaigning() -> str | None:
+        match = re.search(r"campaigning for the Lease \S+ as (\S+)", log_of(replica))
+        return match.group(1) if match else None
+    return await wait_for(campaigning, 30, f"{replica.proc.name} to campaign")
 
 
 def metrics_answer(replica: RunningOperator) -> bool:
@@ -116,16 +131,21 @@ async def ends_once_with_exact_logs(ex: Executor, processes: list[Any], lines: i
 async def test_the_standby_does_nothing_then_takes_over_a_sigkilled_leader_and_readopts_every_process(
         api, colonies, stack, crd, sb_namespace):
     count, lines = IN_FLIGHT, 60
+    # Pods start over a while (kwok, 2 cores): each runs long enough for all to run at once, and
+    # prints its lines over its whole run, through the kill and the takeover.
+    run_for = 45 + count // 2
+    interval_ms = run_for * 800 // lines
     with contextlib.ExitStack() as replicas:
         a = replicas.enter_context(replica(stack, sb_namespace, "a"))
-        a_identity = await leading(api, sb_namespace, a)
+        a_identity = await identity_of(a)
+        await leading(api, sb_namespace, a, a_identity)
         b = replicas.enter_context(replica(stack, sb_namespace, "b"))
         b_started = time.monotonic()
         ex = await start_executor(api, colonies, sb_namespace, stack, logs={"flushSeconds": 0.5},
                                   capacity={"cpu": "64", "memory": "128Gi", "maxConcurrentJobs": max(count, 100)})
-        # lines keep coming for ~30 s after each pod starts: through the kill and the takeover
-        processes = [await ex.submit(env={"KWOK_RUN_FOR": "45s", "KWOK_LOG_LINES": str(lines),
-                                          "KWOK_LOG_INTERVAL_MS": "500"}) for _ in range(count)]
+        processes = [await ex.submit(env={"KWOK_RUN_FOR": f"{run_for}s", "KWOK_LOG_LINES": str(lines),
+                                          "KWOK_LOG_INTERVAL_MS": str(interval_ms)},
+                                     conditions={"walltime": run_for + 120}) for _ in range(count)]
         await wait_for(lambda: all_pods_running(ex, count), 180, f"{count} pods to run")
         assert scrape_total(a.metrics_url, "colonies_operator_processes_in_flight") == count
         # long enough for a standby that would campaign wrongly or serve anyway to have done so
@@ -136,7 +156,8 @@ async def test_the_standby_does_nothing_then_takes_over_a_sigkilled_leader_and_r
         os.kill(a.pid, signal.SIGKILL)
         states = [(await ex.colonies.user.get_process(p.processid)).state for p in processes]
         open_at_kill = sum(s is ProcessState.RUNNING for s in states)
-        b_identity = await leading(api, sb_namespace, b)
+        b_identity = await identity_of(b)
+        await leading(api, sb_namespace, b, b_identity)
         took_over = time.monotonic() - killed
 
         async def adopted() -> bool:
@@ -160,7 +181,7 @@ async def test_a_stopped_leader_releases_the_lease_and_the_standby_takes_over_at
     count, lines = 5, 40
     with contextlib.ExitStack() as replicas:
         a = replicas.enter_context(replica(stack, sb_namespace, "a", **lease))
-        await leading(api, sb_namespace, a)
+        await leading(api, sb_namespace, a, await identity_of(a))
         b = replicas.enter_context(replica(stack, sb_namespace, "b", **lease))
         ex = await start_executor(api, colonies, sb_namespace, stack, logs={"flushSeconds": 0.5})
         processes = [await ex.submit(env={"KWOK_RUN_FOR": "40s", "KWOK_LOG_LINES": str(lines),
@@ -172,7 +193,7 @@ async def test_a_stopped_leader_releases_the_lease_and_the_standby_takes_over_at
         await wait_for(lambda: procs.exit_code(a.proc) is not None, 60, "the leader to stop")
         assert procs.exit_code(a.proc) == 0, log_of(a)[-3000:]
         assert "released the Lease" in log_of(a)
-        await leading(api, sb_namespace, b)  # waits 60 s at most: half the lease
+        await leading(api, sb_namespace, b, await identity_of(b))  # waits 60 s at most: half the lease
         handed_over = time.monotonic() - stopped
         await ends_once_with_exact_logs(ex, processes, lines)
     print(f"\nSIGTERM: the leader stopped and released; the standby held the Lease {handed_over:.1f} s after the "
@@ -182,7 +203,7 @@ async def test_a_stopped_leader_releases_the_lease_and_the_standby_takes_over_at
 async def test_a_leader_that_sees_another_holder_of_its_lease_stops_at_once_without_releasing(
         api, colonies, stack, crd, sb_namespace):
     with replica(stack, sb_namespace, "a") as a:
-        await leading(api, sb_namespace, a)
+        await leading(api, sb_namespace, a, await identity_of(a))
         await start_executor(api, colonies, sb_namespace, stack)
         leases = client.CoordinationV1Api(api)
         lease = await leases.read_namespaced_lease(LEASE, sb_namespace)
