@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_NAME = "colonies-operator-leader"
 # Errors of one try (the apiserver refused, or could not be reached): the loop tries again.
 TRY_ERRORS = (KubeError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+UNANSWERED_LEASES = 6  # a standby that could not read the Lease for this many lease durations is unhealthy
 
 
 class LeadershipLost(Exception):
@@ -121,6 +122,8 @@ class Elector:
         self.observed_spec: dict[str, Any] | None = None  # its spec, and when we first saw it so
         self.observed_at = 0.0
         self.leading = False
+        self.answered_at = self.clock()  # the last try the apiserver answered (won, or saw the holder)
+        self.last_error = ""
 
     @property
     def holder(self) -> str:
@@ -192,10 +195,23 @@ class Elector:
 
     async def _try(self, timeout: float) -> bool:
         try:
-            return await asyncio.wait_for(self.try_acquire_or_renew(), timeout)
+            won = await asyncio.wait_for(self.try_acquire_or_renew(), timeout)
         except TRY_ERRORS as exc:
-            log.warning("Lease %s/%s: %s: %s", self.settings.namespace, self.settings.name, type(exc).__name__, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("Lease %s/%s: %s", self.settings.namespace, self.settings.name, self.last_error)
             return False
+        self.answered_at, self.last_error = self.clock(), ""
+        return won
+
+    def standby_health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, what the liveness endpoint says) of a standby: unhealthy once the Lease has
+        not been readable for UNANSWERED_LEASES leases (e.g. no RBAC for it), so a standby that
+        could never lead is restarted and seen, not left looking fine."""
+        stale = self.clock() - self.answered_at > UNANSWERED_LEASES * self.settings.lease_seconds
+        body = {"leading": self.leading, "identity": self.identity, "holder": self.holder}
+        if stale:
+            body["error"] = f"the Lease {self.settings.namespace}/{self.settings.name} did not answer: {self.last_error}"
+        return not stale, body
 
     async def acquire(self) -> None:
         """Try every `retry_seconds` until this candidate leads."""
@@ -277,8 +293,8 @@ async def serve_standby_health(endpoint: str, elector: Elector) -> web.AppRunner
     parts = urlsplit(endpoint)
 
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"leadership": {"leading": elector.leading, "identity": elector.identity,
-                                                 "holder": elector.holder}})
+        healthy, body = elector.standby_health()
+        return web.json_response({"leadership": body}, status=200 if healthy else 503)
 
     app = web.Application()
     app.router.add_get(parts.path or "/", health)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from colonies_operator.leadership import Elector, LeadershipLost, LeaseSettings, lead
-from colonies_operator.runtime.kube import Conflict
+from colonies_operator.runtime.kube import Conflict, KubeError
 
 from tests.fakes import ManualClock
 from tests.fakes.kube import FakeKube
@@ -221,3 +221,24 @@ def test_settings_where_a_leader_could_outlive_its_lease_are_refused_naming_them
 def test_a_lease_without_namespace_is_refused_naming_the_setting():
     with pytest.raises(ValueError, match="COLONIES_OPERATOR_LEASE_NAMESPACE"):
         LeaseSettings("")
+
+
+async def test_a_standby_is_healthy_while_it_reads_the_lease_and_unhealthy_once_it_cannot_for_long(kube, clock):
+    a, b = elector(kube, clock, "a"), elector(kube, clock, "b")
+    assert await a.try_acquire_or_renew()
+    standing_by = asyncio.create_task(b.acquire())
+    await asyncio.sleep(0.05)
+    clock.advance(9)  # under a's fresh renewals b stands by, healthy
+    assert await a.try_acquire_or_renew()
+    await asyncio.sleep(0.05)
+    assert b.standby_health() == (True, {"leading": False, "identity": "b", "holder": "a"})
+    kube.fail_next("read_lease", KubeError(403, "Forbidden", 'leases "colonies-operator-leader" is forbidden'),
+                   times=10**6)
+    await asyncio.sleep(0.05)
+    clock.advance(59)
+    assert b.standby_health()[0] is True  # a while without answer is not yet a problem
+    clock.advance(2)
+    await asyncio.sleep(0.05)
+    healthy, body = b.standby_health()
+    assert not healthy and "HTTP 403 Forbidden" in body["error"] and not standing_by.done()
+    standing_by.cancel()
