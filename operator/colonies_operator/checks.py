@@ -106,7 +106,7 @@ def check_settings(env: Mapping[str, str], scope: Scope) -> tuple[Result, cfg.Op
         port = env.get(name) or ""
         if port and not (port.isdigit() and lowest <= int(port) <= 65535):
             problems.append(f"{name}={port!r} is not a port number ({lowest}-65535)")
-    for name in ("COLONIES_TLS", "COLONIES_OPERATOR_ALL_NAMESPACES"):
+    for name in ("COLONIES_TLS", "COLONIES_OPERATOR_ALL_NAMESPACES", "COLONIES_OPERATOR_LEADER_ELECTION"):
         if (env.get(name) or "").strip().lower() not in BOOLEANS:
             problems.append(f"{name}={env[name]!r} is not a boolean (true or false)")
     if problems:

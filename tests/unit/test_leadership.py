@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from colonies_operator import cli
 from colonies_operator.leadership import Elector, LeadershipLost, LeaseSettings, lead
 from colonies_operator.runtime.kube import Conflict, KubeError
 
@@ -242,3 +243,9 @@ async def test_a_standby_is_healthy_while_it_reads_the_lease_and_unhealthy_once_
     healthy, body = b.standby_health()
     assert not healthy and "HTTP 403 Forbidden" in body["error"] and not standing_by.done()
     standing_by.cancel()
+
+
+def test_run_refuses_lease_settings_a_leader_could_outlive_naming_them(monkeypatch, capsys):
+    monkeypatch.setenv("COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", "12")
+    assert cli.main(["run", "--namespace", "ops", "--leader-election"]) == 2
+    assert "COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS=12" in capsys.readouterr().err
