@@ -246,6 +246,10 @@ async def test_a_standby_is_healthy_while_it_reads_the_lease_and_unhealthy_once_
 
 
 def test_run_refuses_lease_settings_a_leader_could_outlive_naming_them(monkeypatch, capsys):
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert cli.main(["run", "--namespace", "ops", "--leader-election"]) == 2
+    assert "COLONIES_OPERATOR_LEASE_NAMESPACE: no namespace for the Lease" in capsys.readouterr().err
+    monkeypatch.setenv("COLONIES_OPERATOR_LEASE_NAMESPACE", "ops")
     monkeypatch.setenv("COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", "12")
     assert cli.main(["run", "--namespace", "ops", "--leader-election"]) == 2
     assert "COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS=12" in capsys.readouterr().err
