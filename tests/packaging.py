@@ -56,7 +56,6 @@ def granted(rules: list[dict[str, Any]]) -> set[checks.Permission]:
     return permissions
 
 
-def deploy_role() -> dict[str, Any]:
-    """The Role of deploy/rbac.yaml."""
-    [role] = [o for o in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()) if o and o["kind"] == "Role"]
-    return role
+def deploy_roles() -> list[dict[str, Any]]:
+    """The Roles of deploy/rbac.yaml: the operator's, and the leader election's."""
+    return [o for o in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()) if o and o["kind"] == "Role"]

@@ -26,6 +26,7 @@ _RESERVED_PORTS = frozenset({2379, 2380, 2381})
 _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 _children: dict[int, subprocess.Popen] = {}  # our own children, so they are reaped, not zombies
+_exit_codes: dict[int, int] = {}  # pid → exit code of a child that ended and was reaped
 
 
 def free_port() -> int:
@@ -83,7 +84,14 @@ def _stat(pid: int) -> tuple[str, int] | None:
 def _reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
+        _exit_codes[pid] = child.returncode
         _children.pop(pid, None)
+
+
+def exit_code(proc: Proc) -> int | None:
+    """How a child we started ended (negative: killed by that signal); None while it runs."""
+    _reap(proc.pid)
+    return _exit_codes.get(proc.pid) if not alive(proc) else None
 
 
 def alive(proc: Proc) -> bool:

@@ -25,7 +25,7 @@ from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from colonies_operator import config as cfg
+from colonies_operator import config as cfg, leadership
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import Connection, RetryPolicy, ServerAddress
 from colonies_operator.runtime.kube import KubeApi
@@ -71,6 +71,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("patch", "colonyexecutors", "colonyos.io", subresource="status"),
 )
 
+# The leader election's Lease (leadership.py), in the operator's own namespace: its own Role.
+LEASE_PERMISSIONS: tuple[Permission, ...] = tuple(
+    Permission(verb, "leases", "coordination.k8s.io") for verb in ("get", "create", "update"))
+
 
 @dataclass(frozen=True)
 class Result:
@@ -102,7 +106,7 @@ def check_settings(env: Mapping[str, str], scope: Scope) -> tuple[Result, cfg.Op
         port = env.get(name) or ""
         if port and not (port.isdigit() and lowest <= int(port) <= 65535):
             problems.append(f"{name}={port!r} is not a port number ({lowest}-65535)")
-    for name in ("COLONIES_TLS", "COLONIES_OPERATOR_ALL_NAMESPACES"):
+    for name in ("COLONIES_TLS", "COLONIES_OPERATOR_ALL_NAMESPACES", "COLONIES_OPERATOR_LEADER_ELECTION"):
         if (env.get(name) or "").strip().lower() not in BOOLEANS:
             problems.append(f"{name}={env[name]!r} is not a boolean (true or false)")
     if problems:
@@ -151,7 +155,8 @@ async def check_kubernetes(env: Mapping[str, str], kubeconfig: str | None) -> tu
     return Result("kubernetes", "OK", f"the apiserver {host} answers (Kubernetes {version.git_version})"), kube
 
 
-async def check_permissions(kube: KubeApi, namespace: str | None) -> Result:
+async def check_permissions(kube: KubeApi, namespace: str | None,
+                            permissions: tuple[Permission, ...] = PERMISSIONS, what: str = "permissions") -> Result:
     """Ask the apiserver, once per permission, whether these credentials hold it in `namespace`
     (None: cluster-wide, for --all-namespaces)."""
     api = kube_client.AuthorizationV1Api(kube.api_client)
@@ -164,16 +169,24 @@ async def check_permissions(kube: KubeApi, namespace: str | None) -> Result:
              "spec": {"resourceAttributes": attributes}})
         return bool(review.status.allowed)
 
-    where = f"namespace {namespace}" if namespace else "all namespaces"
+    where = f"{what} in " + (f"namespace {namespace}" if namespace else "all namespaces")
     try:
-        answers = await asyncio.wait_for(asyncio.gather(*(allowed(p) for p in PERMISSIONS)), KUBE_TIMEOUT)
+        answers = await asyncio.wait_for(asyncio.gather(*(allowed(p) for p in permissions)), KUBE_TIMEOUT)
     except Exception as exc:  # the review itself failed: say so rather than guess
-        return Result(f"permissions in {where}", "FAIL", f"cannot ask the apiserver: {type(exc).__name__}: {exc}")
-    missing = [str(p) for p, ok in zip(PERMISSIONS, answers) if not ok]
+        return Result(where, "FAIL", f"cannot ask the apiserver: {type(exc).__name__}: {exc}")
+    missing = [str(p) for p, ok in zip(permissions, answers) if not ok]
     if missing:
-        return Result(f"permissions in {where}", "FAIL",
-                      f"missing {', '.join(missing)}: grant the Role of the Helm chart (or deploy/) there")
-    return Result(f"permissions in {where}", "OK", f"all {len(PERMISSIONS)} the operator uses are granted")
+        return Result(where, "FAIL", f"missing {', '.join(missing)}: grant the Roles of the Helm chart (or deploy/) there")
+    return Result(where, "OK", f"all {len(permissions)} the operator uses are granted")
+
+
+async def check_lease_permissions(kube: KubeApi, env: Mapping[str, str], scope: Scope) -> Result:
+    """With leader election: its settings, and the Lease's permissions in its namespace."""
+    try:
+        lease = leadership.LeaseSettings.from_env(env, scope.own_namespace)
+    except ValueError as exc:
+        return Result("leader election", "FAIL", str(exc))
+    return await check_permissions(kube, lease.namespace, LEASE_PERMISSIONS, "leader election's Lease permissions")
 
 
 async def check_colonies(settings: cfg.OperatorSettings) -> Result:
@@ -199,6 +212,8 @@ async def run_checks(env: Mapping[str, str], scope: Scope) -> list[Result]:
             if settings is not None:
                 namespaces: Sequence[str | None] = [None] if settings.all_namespaces else settings.namespaces
                 results.extend([await check_permissions(kube, ns) for ns in namespaces])
+                if settings.leader_election:
+                    results.append(await check_lease_permissions(kube, env, scope))
         finally:
             await kube.close()
     if settings is not None:

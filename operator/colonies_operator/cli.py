@@ -9,9 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import colonies_operator
 from colonies_operator import config as cfg
+
+if TYPE_CHECKING:
+    from colonies_operator import leadership
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -47,25 +51,63 @@ def _parser() -> argparse.ArgumentParser:
                                        "/colonies/out.json to the operator through this container's log")
     run.add_argument("--liveness", help="liveness endpoint URL (default http://0.0.0.0:8080/healthz; '' disables)")
     run.add_argument("--metrics-port", type=int, help="port of the Prometheus /metrics endpoint (default 9090; 0 disables)")
+    run.add_argument("--leader-election", action="store_true", default=None,
+                     help="serve only while holding the Lease, so several replicas can run: one serves, the others "
+                          "stand by (env COLONIES_OPERATOR_LEADER_ELECTION; the Lease: COLONIES_OPERATOR_LEASE_*)")
     run.add_argument("--log-level", default=os.environ.get("COLONIES_OPERATOR_LOG_LEVEL", "INFO"),
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
-async def _run(settings: cfg.OperatorSettings, kubeconfig: str | None) -> None:
+async def _serve(settings: cfg.OperatorSettings, kubeconfig: str | None, elector: leadership.Elector | None = None) -> None:
     import kopf
 
     from colonies_operator import handlers  # noqa: F401  (registers the handlers)
 
-    stop = asyncio.Event()
+    # No stop_flag: kopf would wait on it in a task that nothing ends, and then give such
+    # "hung" tasks 5 s at every stop, delaying the release of the Lease by that much.
     await kopf.operator(
         namespaces=list(settings.namespaces),
         clusterwide=settings.all_namespaces,
         liveness_endpoint=settings.liveness_endpoint or None,
         standalone=settings.standalone,
-        memo=kopf.Memo(operator_settings=settings, kubeconfig=kubeconfig),
-        stop_flag=stop,
+        memo=kopf.Memo(operator_settings=settings, kubeconfig=kubeconfig, elector=elector),
     )
+
+
+async def _run(settings: cfg.OperatorSettings, kubeconfig: str | None, lease: leadership.LeaseSettings | None = None) -> None:
+    """Serve at once; or, with a Lease, stand by until leading (the liveness endpoint answers
+    meanwhile, so the standby is not restarted), serve while leading, release it when stopped."""
+    if lease is None:
+        await _serve(settings, kubeconfig)
+        return
+    from colonies_operator import leadership
+    from colonies_operator.runtime.kube import KubeApi
+
+    kube = await KubeApi.connect(kubeconfig)
+    elector = leadership.Elector(kube, lease)
+    standby = await leadership.serve_standby_health(settings.liveness_endpoint, elector)
+    logging.getLogger(__name__).info("campaigning for the Lease %s/%s as %s", lease.namespace, lease.name,
+                                     elector.identity)
+
+    async def serve() -> None:
+        if standby is not None:
+            await standby.cleanup()  # kopf's liveness endpoint takes the port over
+        await _serve(settings, kubeconfig, elector)
+
+    try:
+        await leadership.lead(elector, serve, lost=_stop_now)
+    finally:
+        await kube.close()
+
+
+def _stop_now(exc: Exception) -> None:
+    """Leadership lost: end the process now, without the graceful stop (which would go on
+    serving for seconds next to the new leader); the Deployment restarts it as a standby."""
+    logging.getLogger(__name__).critical("%s: stopping at once, a standby takes over and adopts what runs", exc)
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(3)
 
 
 def _cfs(step: str) -> int:
@@ -128,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = cfg.OperatorSettings.from_env(
         namespaces=tuple(args.namespace) or None, all_namespaces=args.all_namespaces, liveness_endpoint=args.liveness,
-        metrics_port=args.metrics_port)
+        metrics_port=args.metrics_port, leader_election=args.leader_election)
     if not settings.namespaces and not settings.all_namespaces:
         own = _own_namespace()
         if own is None:
@@ -136,10 +178,19 @@ def main(argv: list[str] | None = None) -> int:
                   "outside a pod there is no default", file=sys.stderr)
             return 2
         settings = cfg.OperatorSettings.from_env(namespaces=(own,), liveness_endpoint=args.liveness,
-                                                 metrics_port=args.metrics_port)
+                                                 metrics_port=args.metrics_port, leader_election=args.leader_election)
+    lease = None
+    if settings.leader_election:
+        from colonies_operator import leadership
+
+        try:
+            lease = leadership.LeaseSettings.from_env(os.environ, _own_namespace())
+        except ValueError as exc:
+            print(f"colonies-operator: {exc}", file=sys.stderr)
+            return 2
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    asyncio.run(_run(settings, args.kubeconfig))
+    asyncio.run(_run(settings, args.kubeconfig, lease))
     return 0
 
 

@@ -40,7 +40,8 @@ class OperatorSettings:
     all_namespaces: bool = False
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     metrics_port: int = 9090                 # /metrics; 0 turns it off
-    standalone: bool = True                  # no kopf peering: one replica (Deployment strategy Recreate)
+    standalone: bool = True                  # no kopf peering: one replica serves (leader_election picks it)
+    leader_election: bool = False            # serve only while holding a Lease (leadership.py); else serve at once
     # Defaults for what a ColonyExecutor leaves out, named as in ColonyOS' own tools.
     server_host: str = ""
     server_port: int = 50080
@@ -54,6 +55,7 @@ class OperatorSettings:
         values: dict[str, Any] = {
             "namespaces": namespaces,
             "all_namespaces": _truthy(env.get("COLONIES_OPERATOR_ALL_NAMESPACES")),
+            "leader_election": _truthy(env.get("COLONIES_OPERATOR_LEADER_ELECTION")),
             "liveness_endpoint": env.get("COLONIES_OPERATOR_LIVENESS", cls.liveness_endpoint),
             "metrics_port": int(env.get("COLONIES_OPERATOR_METRICS_PORT") or cls.metrics_port),
             "server_host": env.get("COLONIES_SERVER_HOST", ""),

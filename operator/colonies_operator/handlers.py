@@ -27,7 +27,8 @@ STUCK_SECONDS = 600  # an assign loop that did not go round this long (it wakes 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # One replica (the chart's Deployment uses strategy Recreate): no peering objects needed.
+    # One replica serves (the only one, or the Lease's holder: leadership.py); kopf's peering
+    # does not elect one (peers of equal priority both run), so it is not used.
     settings.peering.standalone = True
     # Our own names for kopf's bookkeeping on the resources it handles.
     settings.persistence.finalizer = "colonyos.io/finalizer"
@@ -78,6 +79,15 @@ def executors_alive(memo: kopf.Memo, **_: Any) -> dict[str, float]:
     if stuck:
         raise RuntimeError(f"executors stuck: {', '.join(stuck)}")
     return {key: round(age, 1) for key, age in ages.items()}
+
+
+@kopf.on.probe(id="leadership")
+def leadership(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Who serves: this replica, by holding the Lease, or alone (no leader election)."""
+    elector = memo.get("elector")
+    if elector is None:
+        return {"leading": True, "election": False}
+    return {"leading": elector.leading, "identity": elector.identity}
 
 
 @kopf.on.cleanup()

@@ -11,6 +11,8 @@ Two controllers run inside, driven by what happens to the objects and by the tes
 `jobs` (kube_jobs.py: the Job controller, garbage collection of dependents, the TTL
 controller) and `kubelet` (kubelet.py: pod phases, container states, logs, termination).
 
+Leases (kube_leases.py) are stored too, for the leader election.
+
 Knobs: the kubelet's and Job controller's (`start`, `log`, `succeed`, `fail`, `wait`,
 `unschedulable`, `evict`, `delete_pod`, `finish_termination`, `refuse_pods`, `accept_pods`,
 `create_pods`, `exceed_deadline`, `ttl_sweep`) are also attributes of FakeKube itself.
@@ -37,6 +39,7 @@ from colonies_operator.runtime.kube import Conflict, Gone, KubeApi, KubeError, N
 
 from tests.fakes import Faults, first_of
 from tests.fakes.kube_jobs import JobController, default_job
+from tests.fakes.kube_leases import FakeLeases
 from tests.fakes.kubelet import FakeKubelet
 from tests.fakes.selectors import matches_fields, matches_labels
 
@@ -44,9 +47,10 @@ URL = "https://apiserver.fake:6443"
 PATHS = {"Job": "/apis/batch/v1/namespaces/{ns}/jobs", "Pod": "/api/v1/namespaces/{ns}/pods",
          "Event": "/api/v1/namespaces/{ns}/events", "Secret": "/api/v1/namespaces/{ns}/secrets",
          "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
-         "ColonyExecutor": "/apis/colonyos.io/v1alpha1/namespaces/{ns}/colonyexecutors"}
+         "ColonyExecutor": "/apis/colonyos.io/v1alpha1/namespaces/{ns}/colonyexecutors",
+         "Lease": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"}
 RESOURCES = {"Job": "jobs.batch", "Pod": "pods", "Event": "events", "Secret": "secrets", "ConfigMap": "configmaps",
-             "ColonyExecutor": "colonyexecutors.colonyos.io"}
+             "ColonyExecutor": "colonyexecutors.colonyos.io", "Lease": "leases.coordination.k8s.io"}
 
 
 class StreamEnd:
@@ -57,9 +61,11 @@ class StreamEnd:
         self.reason = ""  # "down", "timeout" (a watch ends cleanly), "gone" (410 in the stream)
 
 
-class FakeKube(KubeApi):
+class FakeKube(FakeLeases, KubeApi):
     """A `KubeApi` (so it goes wherever one is expected) whose every method the runtime uses
     is answered in memory. KubeApi.__init__ is not called: there is no API client at all."""
+
+    URL = URL
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, auto_pods: bool = True, auto_schedule: bool = True,

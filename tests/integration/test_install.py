@@ -221,8 +221,10 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
     assert elsewhere.returncode == 1
     assert "FAIL  permissions in namespace default: missing create jobs.batch" in elsewhere.stdout
 
-    with running_operator(stack, "--namespace", namespace, name="operator-as-serviceaccount",
-                          env={"KUBECONFIG": str(kubeconfig)}) as running:
+    # with the leader election the chart turns on: its Lease is the one the chart's Role names
+    lease = {"COLONIES_OPERATOR_LEASE_NAMESPACE": namespace, "COLONIES_OPERATOR_LEASE_NAME": f"{RELEASE}-leader"}
+    with running_operator(stack, "--namespace", namespace, "--leader-election", name="operator-as-serviceaccount",
+                          env={"KUBECONFIG": str(kubeconfig)} | lease) as running:
         ex = await start_executor(api, colonies, namespace, stack)
         process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": "echo", "args": ["hello", "world"]})
         done = await ex.final(process.processid)
@@ -240,6 +242,7 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
     async with as_operator:
         core, batch = client.CoreV1Api(as_operator), client.BatchV1Api(as_operator)
         rbac = client.RbacAuthorizationV1Api(as_operator)
+        leases = client.CoordinationV1Api(as_operator)
         job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "x"}]}}}}
         cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "x"}}
@@ -250,6 +253,8 @@ async def test_the_operator_runs_hello_world_as_the_charts_service_account_and_n
             "list Secrets in its own namespace": lambda: core.list_namespaced_secret(namespace),
             "create a Job in another namespace": lambda: batch.create_namespaced_job("default", job),
             "create a ClusterRole": lambda: rbac.create_cluster_role(cluster_role),
+            "read a Lease other than its own": lambda: leases.read_namespaced_lease("other", namespace),
+            "list Leases": lambda: leases.list_namespaced_lease(namespace),
         }
         for what, call in outside_the_role.items():
             with pytest.raises(ApiException) as refused:

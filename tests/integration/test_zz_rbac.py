@@ -20,7 +20,7 @@ import pytest
 from colonies_operator.checks import Permission
 from teststack import audit
 from tests.helpers import OPERATOR_AGENTS, STOPPED_STACKS_REQUESTS, SUITE_GAPS
-from tests.packaging import by_kind, deploy_role, granted, render
+from tests.packaging import by_kind, deploy_roles, granted, render
 
 pytestmark = [pytest.mark.integration, pytest.mark.after_all]
 
@@ -50,8 +50,10 @@ def operator_requests(request: pytest.FixtureRequest, stack) -> set[audit.Reques
 
 @pytest.fixture(scope="module")
 def roles() -> dict[str, set[Permission]]:
-    [chart_role] = by_kind(render(), "Role")
-    return {"the chart's Role": granted(chart_role["rules"]), "deploy/rbac.yaml": granted(deploy_role()["rules"])}
+    """What each way to install grants, over its Roles (the operator's and the leader election's)."""
+    def union(roles: list[dict]) -> set[Permission]:
+        return set().union(*(granted(role["rules"]) for role in roles))
+    return {"the chart's Roles": union(by_kind(render(), "Role")), "deploy/rbac.yaml": union(deploy_roles())}
 
 
 def permission(request: audit.Request) -> Permission:

@@ -57,3 +57,22 @@ def test_permissions_read_as_rbac_names_them():
         "list colonyexecutors.colonyos.io", "watch colonyexecutors.colonyos.io",
         "patch colonyexecutors.colonyos.io", "patch colonyexecutors/status.colonyos.io",
     ]
+
+
+def test_a_malformed_leader_election_switch_is_named():
+    result, _ = checks.check_settings({"COLONIES_OPERATOR_LEADER_ELECTION": "maybe"}, checks.Scope(namespaces=("a",)))
+    assert str(result) == "FAIL  settings: COLONIES_OPERATOR_LEADER_ELECTION='maybe' is not a boolean (true or false)"
+
+
+async def test_lease_settings_a_leader_could_outlive_are_named_before_any_permission_is_asked():
+    env = {"COLONIES_OPERATOR_LEASE_SECONDS": "5"}  # not above the renew deadline (7 s)
+    result = await checks.check_lease_permissions(None, env, checks.Scope(own_namespace="ops"))
+    assert result.failed and "COLONIES_OPERATOR_LEASE_SECONDS=5" in result.detail
+    result = await checks.check_lease_permissions(None, {"COLONIES_OPERATOR_LEASE_RETRY_SECONDS": "soon"},
+                                                  checks.Scope(own_namespace="ops"))
+    assert result.detail == "COLONIES_OPERATOR_LEASE_RETRY_SECONDS='soon' is not a number of seconds"
+
+
+def test_the_leases_permissions_read_as_rbac_names_them():
+    assert [str(p) for p in checks.LEASE_PERMISSIONS] == [
+        "get leases.coordination.k8s.io", "create leases.coordination.k8s.io", "update leases.coordination.k8s.io"]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import colonies_operator
-from colonies_operator import checks, cli
+from colonies_operator import checks, cli, config as cfg, leadership
 from tests.packaging import CHART, DEPLOY, KUBE_VERSION, ROOT, binary, by_kind, granted, helm, render
 
 CRD = ROOT / "crds" / "colonyexecutor.yaml"
@@ -84,7 +84,10 @@ def test_the_default_chart_renders_a_restricted_single_replica_deployment_with_p
     assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Pod"}
     [deployment] = by_kind(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # leader election: an update is a handover from the old pod to the new standby
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert "affinity" not in deployment["spec"]["template"]["spec"] and not by_kind(objects, "PodDisruptionBudget")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -100,6 +103,10 @@ def test_the_default_chart_renders_a_restricted_single_replica_deployment_with_p
     assert env == {"COLONIES_SERVER_HOST": "colonies.example.com", "COLONIES_SERVER_PORT": "50080",
                    "COLONIES_TLS": "false", "COLONIES_COLONY_NAME": "dev",
                    "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                   "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+                   "COLONIES_OPERATOR_LEADER_ELECTION": "true", "COLONIES_OPERATOR_LEASE_NAME": "colonies-operator-leader",
+                   "COLONIES_OPERATOR_LEASE_SECONDS": "10", "COLONIES_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS": "7",
+                   "COLONIES_OPERATOR_LEASE_RETRY_SECONDS": "2",
                    # the CFS steps of Jobs run from the operator's own image
                    "COLONIES_OPERATOR_IMAGE": operator["image"]}
     [service] = by_kind(objects, "Service")
@@ -114,11 +121,15 @@ def test_the_deployments_arguments_are_ones_the_cli_accepts():
     assert args.all_namespaces is True and args.metrics_port == 9191 and args.log_level == "DEBUG"
 
 
+def roles(objects: list[dict[str, Any]], kind: str = "Role") -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in by_kind(objects, kind)}
+
+
 def test_the_role_grants_exactly_the_permissions_the_operator_uses():
     objects = render()
-    [role] = by_kind(objects, "Role")
+    role = roles(objects)["colonies-operator"]
     assert granted(role["rules"]) == set(checks.PERMISSIONS)
-    [binding] = by_kind(objects, "RoleBinding")
+    binding = roles(objects, "RoleBinding")["colonies-operator"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "colonies-operator"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "colonies-operator",
                                     "namespace": "colonies-operator"}]
@@ -126,9 +137,24 @@ def test_the_role_grants_exactly_the_permissions_the_operator_uses():
     assert secrets == {"get"}  # never list or watch (no enumerating Secrets), never create (no minting tokens)
 
 
+def test_the_lease_role_grants_exactly_the_leader_elections_permissions_on_its_lease_in_the_release_namespace():
+    objects = render()
+    role = roles(objects)["colonies-operator-leader-election"]
+    assert role["metadata"]["namespace"] == "colonies-operator"
+    assert granted(role["rules"]) == set(checks.LEASE_PERMISSIONS)
+    # what can be narrowed by name is: get and update of the one Lease
+    assert [r.get("resourceNames") for r in role["rules"] if set(r["verbs"]) & {"get", "update"}] == [
+        ["colonies-operator-leader"]]
+    binding = roles(objects, "RoleBinding")["colonies-operator-leader-election"]
+    assert binding["roleRef"]["name"] == "colonies-operator-leader-election"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "colonies-operator",
+                                    "namespace": "colonies-operator"}]
+    assert "colonies-operator-leader-election" not in roles(render("leaderElection.enabled=false"))
+
+
 def test_cluster_wide_rbac_is_a_cluster_role_and_the_operator_serves_all_namespaces():
     objects = render("rbac.clusterWide=true")
-    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+    assert set(roles(objects)) == set(roles(objects, "RoleBinding")) == {"colonies-operator-leader-election"}
     [role], [binding] = by_kind(objects, "ClusterRole"), by_kind(objects, "ClusterRoleBinding")
     assert granted(role["rules"]) == set(checks.PERMISSIONS)
     assert binding["subjects"][0]["namespace"] == "colonies-operator"
@@ -136,7 +162,7 @@ def test_cluster_wide_rbac_is_a_cluster_role_and_the_operator_serves_all_namespa
 
 
 def test_watch_namespaces_get_a_role_each_and_reach_the_operator_as_its_namespaces():
-    objects = render("watchNamespaces={team-a,team-b}")
+    objects = render("watchNamespaces={team-a,team-b}", "leaderElection.enabled=false")
     assert sorted(o["metadata"]["namespace"] for o in by_kind(objects, "Role")) == ["team-a", "team-b"]
     bindings = by_kind(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
@@ -180,7 +206,10 @@ def test_the_helm_test_pod_asks_the_health_endpoint_through_the_service_and_is_n
 
 @pytest.mark.parametrize("value, message", [
     ("replicaCount=two", "at '/replicaCount': got string, want integer"),
-    ("replicaCount=2", "at '/replicaCount': maximum: got 2, want 1"),
+    ("replicaCount=6", "at '/replicaCount': maximum: got 6, want 5"),
+    ("leaderElection.enabled=yes", "at '/leaderElection/enabled': got string, want boolean"),
+    ("leaderElection.leaseName=Leader_1", "at '/leaderElection/leaseName'"),
+    ("leaderElection.retryPeriodSeconds=0", "at '/leaderElection/retryPeriodSeconds': minimum: got 0, want 1"),
     ("replicaCont=1", "additional properties 'replicaCont' not allowed"),
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
     ("colonies.port=http", "at '/colonies/port': got string, want integer"),
@@ -192,6 +221,45 @@ def test_the_values_schema_rejects_bad_values_naming_the_value(value, message):
     error = render_error(value)
     assert "values don't meet the specifications of the schema" in error
     assert message in error
+
+
+def test_standbys_get_a_disruption_budget_of_one_and_are_spread_over_nodes_unless_affinity_is_given():
+    objects = render("replicaCount=3")
+    [deployment] = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    selector = {"app.kubernetes.io/name": "colonies-operator", "app.kubernetes.io/instance": "colonies-operator"}
+    [budget] = by_kind(objects, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    assert deployment["spec"]["template"]["spec"]["affinity"] == {"podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}}]}}
+    [own] = by_kind(render("replicaCount=2", "affinity.nodeAffinity.x=y"), "Deployment")
+    assert own["spec"]["template"]["spec"]["affinity"] == {"nodeAffinity": {"x": "y"}}
+
+
+def test_without_leader_election_one_replica_is_recreated_and_more_are_refused_with_a_reason():
+    objects = render("leaderElection.enabled=false")
+    [deployment] = by_kind(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not {e["name"] for e in container(objects)["env"]} & {"POD_NAME", "COLONIES_OPERATOR_LEADER_ELECTION"}
+    error = render_error("replicaCount=2", "leaderElection.enabled=false")
+    assert "replicaCount above 1 needs leaderElection.enabled" in error
+
+
+def test_lease_timings_where_a_leader_could_outlive_its_lease_are_refused_with_a_reason():
+    error = render_error("leaderElection.renewDeadlineSeconds=10")
+    assert "need retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds" in error
+
+
+def test_the_charts_lease_settings_are_ones_the_operator_accepts():
+    env = {e["name"]: e["value"] for e in container(render("leaderElection.leaseDurationSeconds=20",
+                                                           "leaderElection.leaseName=ops-leader"))["env"]
+           if "value" in e}
+    lease = leadership.LeaseSettings.from_env(env, "colonies-operator")
+    assert (lease.namespace, lease.name, lease.lease_seconds, lease.renew_deadline_seconds, lease.retry_seconds) == (
+        "colonies-operator", "ops-leader", 20, 7, 2)
+    assert cfg.OperatorSettings.from_env(env).leader_election is True
 
 
 def test_cluster_wide_rbac_and_watch_namespaces_together_are_refused_with_a_reason():

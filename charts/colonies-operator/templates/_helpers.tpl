@@ -41,6 +41,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
+{{/* The leader election's Lease: leaderElection.leaseName, else "<full name>-leader". */}}
+{{- define "colonies-operator.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (printf "%s-leader" (include "colonies-operator.fullname" .)) }}
+{{- end }}
+
 {{/*
 The namespaces that get a Role and RoleBinding: watchNamespaces, else the release namespace.
 */}}

@@ -336,3 +336,21 @@ class KubeApi:
         await self._json(api.patch_namespaced_custom_object_status(
             "colonyos.io", "v1alpha1", namespace, "colonyexecutors", name, {"status": dict(status)},
             _preload_content=False, _content_type="application/merge-patch+json"))
+
+    # --- the leader election Lease (leadership.py) ---------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._json(client.CoordinationV1Api(self.api_client).read_namespaced_lease(
+                name, namespace, _preload_content=False))
+        except NotFound:
+            return None
+
+    async def create_lease(self, namespace: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._json(client.CoordinationV1Api(self.api_client).create_namespaced_lease(
+            namespace, dict(lease), _preload_content=False))
+
+    async def replace_lease(self, namespace: str, name: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """A PUT carrying the resourceVersion read: 409 Conflict when the Lease changed since."""
+        return await self._json(client.CoordinationV1Api(self.api_client).replace_namespaced_lease(
+            name, namespace, dict(lease), _preload_content=False))
