@@ -121,9 +121,27 @@ def _no_proxy_for_loopback() -> None:
         os.environ[var] = ",".join(dict.fromkeys([*have, "127.0.0.1", "localhost", "::1"]))
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_WANTED = 1024
+
+
+def _enough_inotify_instances() -> None:
+    """kwok follows each pod's log with an inotify instance of its own, and the kernel's default
+    of 128 per user runs out with a few hundred pods (kwok then writes "failed to create
+    fsnotify watcher: too many open files" into the pod's log): raise it, as root, if lower."""
+    try:
+        have = int(INOTIFY_INSTANCES.read_text())
+        if have < INOTIFY_WANTED:
+            INOTIFY_INSTANCES.write_text(str(INOTIFY_WANTED))
+            progress.say(f"[stack] fs.inotify.max_user_instances {have} -> {INOTIFY_WANTED} (kwok's log follows)")
+    except OSError as exc:
+        progress.say(f"[stack] fs.inotify.max_user_instances left as it is: {exc}")
+
+
 def start(run_dir: Path | str) -> StackState:
     """Build what is missing, then start the stack in `run_dir` (or reuse the healthy one there)."""
     _no_proxy_for_loopback()
+    _enough_inotify_instances()
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
     realnode.ensure_installed()  # before the build: the busybox image is made from busybox-static
