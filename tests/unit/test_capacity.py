@@ -3,7 +3,8 @@
 import asyncio
 
 from colonies_operator.runtime.assigning import has_room
-from colonies_operator.runtime.capacity import BACKFILL_SECONDS, Capacity, Resources
+from colonies_operator.jobs.resources import Resources
+from colonies_operator.runtime.capacity import BACKFILL_SECONDS, Capacity
 
 GIB = 2**30
 

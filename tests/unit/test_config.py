@@ -9,7 +9,7 @@ import yaml
 
 from colonies_operator import config as cfg
 from colonies_operator.jobs import spec as spec_module
-from colonies_operator.runtime.capacity import Resources
+from colonies_operator.jobs.resources import Resources
 
 SETTINGS = cfg.OperatorSettings(server_host="colonies.example", server_port=443, server_tls=True, colony_name="dev")
 MINIMAL = {"colonyKeySecretRef": {"name": "colony-key"}}

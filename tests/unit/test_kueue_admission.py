@@ -12,7 +12,8 @@ from colonies_operator import config as cfg
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.jobs import builder, kueue
 from colonies_operator.colonies.crypto import Key
-from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.jobs.resources import Resources
+from colonies_operator.runtime.capacity import Capacity
 from tests.fakes.colonies import FakeColoniesServer
 from tests.fakes.kube import FakeKube
 from tests.unit.runtime_harness import NAMESPACE, eventually, for_a_while, running

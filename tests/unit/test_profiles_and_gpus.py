@@ -4,7 +4,7 @@ import pytest
 
 from colonies_operator import config as cfg
 from colonies_operator.jobs import builder, spec
-from colonies_operator.runtime.capacity import Resources
+from colonies_operator.jobs.resources import Resources
 from tests.unit.test_builder import run_of
 from tests.unit.test_config import MINIMAL, SETTINGS
 

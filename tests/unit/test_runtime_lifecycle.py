@@ -61,8 +61,10 @@ async def test_jobs_are_adopted_by_executor_id_and_a_closed_process_is_only_mark
     # the operator is gone; one Job ended and its report landed just before the crash, its mark did not
     kube.succeed(closed_job)
     await first.runtime.me.close_successful(closed.processid, [])
+    # restarted as a restarted operator is: same key, type and name (a new name would free the
+    # old one, and Colonies would take the old name's processes away: a race with the adoption)
     async with running(server=server, kube=kube, executor_key=key, colony_key=colony_key,
-                       executorType=first.executor_type) as again:
+                       executorType=first.executor_type, executorName=first.runtime.config.executor_name) as again:
         await eventually(lambda: ran.processid in again.runtime.running, "the running one to be adopted")
         assert closed.processid not in again.runtime.supervisors
         kube.log(ran_job, ["two"])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process
 from colonies_operator.jobs import builder, kueue, spec
-from colonies_operator.runtime.capacity import Resources
+from colonies_operator.jobs.resources import Resources
 from colonies_operator.runtime.context import End, report
 from colonies_operator.runtime.supervisor import Supervisor
 

@@ -35,7 +35,8 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
 from colonies_operator.colonies.models import Process
 from colonies_operator.metrics import Metrics
-from colonies_operator.runtime.capacity import Capacity, Resources
+from colonies_operator.jobs.resources import Resources
+from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.placement import Placement
 
 log = logging.getLogger(__name__)

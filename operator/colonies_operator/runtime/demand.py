@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from colonies_operator.colonies.client import ColoniesClient
 from colonies_operator.colonies.models import Process, ProcessState
+from colonies_operator.config.executor import MIN_WAITING_POLL_SECONDS as MIN_POLL_SECONDS
 
 log = logging.getLogger(__name__)
 
 PAGE = 100               # the server's most per getprocessesmsg
-MIN_POLL_SECONDS = 2.0   # never poll faster, whatever a caller asks
 
 
 @dataclass(frozen=True)

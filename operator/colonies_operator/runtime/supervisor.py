@@ -25,7 +25,7 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, kueue, spec, statuses
 from colonies_operator.runtime import io, jobops, logs, placement, snapshots
-from colonies_operator.runtime.capacity import Resources
+from colonies_operator.jobs.resources import Resources
 from colonies_operator.runtime.context import Context, End, Fenced
 from colonies_operator.runtime.ending import Ending
 from colonies_operator.runtime.following import LogFollower
