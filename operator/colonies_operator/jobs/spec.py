@@ -24,13 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from colonies_operator.cfs.mounts import Filesystem, SnapshotMount, SyncDir
+from colonies_operator.cfs.mounts import Filesystem
 from colonies_operator.colonies.models import Process
-from colonies_operator.jobs import image_reference, quantity
+from colonies_operator.jobs import image_reference, quantity, spec_fs
+from colonies_operator.jobs.readers import SpecError, got, integer, non_negative, obj, string, strings
+from colonies_operator.jobs.spec_fs import PROCESS_ID_PLACEHOLDER
 
 SUPPORTED_FUNCNAME: Final = "execute"
 PROCESS_ID_ENV: Final = "COLONIES_PROCESS_ID"
-PROCESS_ID_PLACEHOLDER: Final = "{processid}"
 SHELL: Final = ("/bin/sh", "-c")
 
 _PROCESS_ID: Final = re.compile(r"[0-9a-f]{64}")
@@ -38,23 +39,10 @@ _PROCESS_ID: Final = re.compile(r"[0-9a-f]{64}")
 _ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 # A label value, at most 63 characters: the GPU name becomes a nodeSelector value.
 _LABEL_VALUE: Final = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-# Mount points that would hide what every image needs.
-_SYSTEM_DIRS: Final = frozenset({"bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "usr", "colonies"})
 # Kubernetes' rules for a Secret's name (a DNS-1123 subdomain) and for the keys of its data.
 _SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
 MAX_SECRET_NAME: Final = 253  # also the longest key
-_JSON_TYPES: Final = {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object"}
-
-
-class SpecError(ValueError):
-    """A funcspec this executor will not run. `field` is the dotted path of the culprit;
-    the message names it too, so `str(err)` alone is what the user reads."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"invalid funcspec: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -120,57 +108,6 @@ def is_label_value(text: str) -> bool:
     return bool(_LABEL_VALUE.fullmatch(text))
 
 
-def _got(value: Any) -> str:
-    if value is None:
-        return "null"
-    text = repr(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{_JSON_TYPES.get(type(value), type(value).__name__)} ({text})"
-
-
-def _object(value: Any, field: str, expected: str) -> Mapping[str, Any]:
-    """An optional JSON object; null reads as empty."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(field, f"{field} must be an object ({expected}), got {_got(value)}")
-    return value
-
-
-def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise SpecError(field, f"{field} must be a string, got {_got(value)}")
-    return value
-
-
-def _strings(value: Any, field: str) -> tuple[str, ...]:
-    """An optional list of strings; null reads as empty."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise SpecError(field, f"{field} must be a list of strings, got {_got(value)}")
-    return tuple(_string(item, f"{field}[{i}]") for i, item in enumerate(value))
-
-
-def _integer(value: Any, field: str) -> int:
-    """An optional JSON integer; null reads as 0. Bools and floats are refused, as the
-    server's Go types would refuse them."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(field, f"{field} must be an integer, got {_got(value)}")
-    return value
-
-
-def _count(value: Any, field: str, cap: int | None, unit: str) -> int:
-    number = _integer(value, field)
-    if number < 0:
-        raise SpecError(field, f"{field} must not be negative, got {number}")
-    if cap is not None and number > cap:
-        raise SpecError(field, f"{field} {number} is over this executor's limit of {cap} {unit}")
-    return number
-
-
 def _quantity(value: Any, field: str, policy_cap: int | None, default: int | None,
               parse: Callable[[Any], int], show: Callable[[int], str]) -> int | None:
     """A cpu or memory condition: 0 or empty means unset, which gives the policy default."""
@@ -198,7 +135,7 @@ def _image(kwargs: Mapping[str, Any], policy: SpecPolicy) -> str:
     field = "kwargs.docker-image"
     if kwargs.get("docker-image") is None:
         raise SpecError(field, f"{field} is missing: expected the container image to run, e.g. 'ubuntu:24.04'")
-    image = _string(kwargs["docker-image"], field)
+    image = string(kwargs["docker-image"], field)
     if not image or any(c.isspace() for c in image):
         raise SpecError(field, f"{field} {image!r} is not an image reference: expected e.g. 'ubuntu:24.04'")
     if problem := image_reference.problem(image):
@@ -215,13 +152,13 @@ def _shell_command(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     Arguments are joined with single spaces and no quoting, exactly as the kube executor
     does: existing funcspecs rely on the shell seeing them (pipes, globs, variables).
     """
-    cmd = _string(kwargs["cmd"], "kwargs.cmd")
-    script = " ".join((cmd, *_strings(kwargs.get("args"), "kwargs.args")))
+    cmd = string(kwargs["cmd"], "kwargs.cmd")
+    script = " ".join((cmd, *strings(kwargs.get("args"), "kwargs.args")))
     if not script.strip():
         raise SpecError("kwargs.cmd", "kwargs.cmd is empty: expected the command to run, e.g. 'echo'")
     init = kwargs.get("init-cmd")
     # A trailing ";" in init-cmd would make "init;; cmd", a shell syntax error.
-    init = _string(init, "kwargs.init-cmd").rstrip().rstrip(";") if init is not None else ""
+    init = string(init, "kwargs.init-cmd").rstrip().rstrip(";") if init is not None else ""
     return (*SHELL, f"{init}; {script}" if init.strip() else script)
 
 
@@ -239,10 +176,10 @@ def _command(kwargs: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...
     if kwargs.get("init-cmd") is not None:
         raise SpecError("kwargs.init-cmd", "kwargs.init-cmd needs kwargs.cmd: "
                                            "the shell-free kwargs.command form runs no shell")
-    command = _strings(kwargs["command"], "kwargs.command")
+    command = strings(kwargs["command"], "kwargs.command")
     if not command:
         raise SpecError("kwargs.command", "kwargs.command is empty: expected the program and its arguments")
-    return command, _strings(kwargs.get("args"), "kwargs.args")
+    return command, strings(kwargs.get("args"), "kwargs.args")
 
 
 def _env_name(name: Any, field: str, shown: str) -> str:
@@ -257,9 +194,9 @@ def _env_name(name: Any, field: str, shown: str) -> str:
 
 def _env(value: Any, process_id: str) -> tuple[tuple[str, str], ...]:
     pairs = [(PROCESS_ID_ENV, process_id)]
-    for name, text in _object(value, "env", "environment variable names to string values").items():
+    for name, text in obj(value, "env", "environment variable names to string values").items():
         field = f"env.{str(name)[:64]}"
-        pairs.append((_env_name(name, field, field), _string(text, field)))
+        pairs.append((_env_name(name, field, field), string(text, field)))
     return tuple(pairs)
 
 
@@ -276,7 +213,7 @@ def _member(entry: Mapping[str, Any], member: str, field: str, expected: str) ->
     """`entry[member]`, a required string; `field` is its dotted path."""
     if entry.get(member) is None:
         raise SpecError(field, f"{field} is missing: expected {expected}")
-    return _string(entry[member], field)
+    return string(entry[member], field)
 
 
 def _secret_name(entry: Mapping[str, Any], field: str, allowed: tuple[str, ...]) -> str:
@@ -312,14 +249,14 @@ def _secrets(value: Any, env: tuple[tuple[str, str], ...], policy: SpecPolicy) -
         return ()
     if not isinstance(value, list):
         raise SpecError("kwargs.secrets", f"kwargs.secrets must be a list of {{name, key, env}} objects, "
-                                          f"got {_got(value)}")
+                                          f"got {got(value)}")
     plain = {name for name, _ in env}
     seen: dict[str, str] = {}
     entries = []
     for i, entry in enumerate(value):
         field = f"kwargs.secrets[{i}]"
         if not isinstance(entry, Mapping):
-            raise SpecError(field, f"{field} must be an object ({{name, key, env}}), got {_got(entry)}")
+            raise SpecError(field, f"{field} must be an object ({{name, key, env}}), got {got(entry)}")
         name = _secret_name(entry, f"{field}.name", policy.allowed_secrets)
         key = _secret_key(entry, f"{field}.key")
         env_field = f"{field}.env"
@@ -336,88 +273,11 @@ def _secrets(value: Any, env: tuple[tuple[str, str], ...], policy: SpecPolicy) -
     return tuple(entries)
 
 
-def _bool(value: Any, field: str) -> bool:
-    """An optional JSON boolean; null reads as false."""
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise SpecError(field, f"{field} must be true or false, got {_got(value)}")
-    return value
-
-
-def _objects(value: Any, field: str, expected: str) -> list[Mapping[str, Any]]:
-    """An optional list of JSON objects; null reads as empty."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise SpecError(field, f"{field} must be a list of objects ({expected}), got {_got(value)}")
-    return [_object(item, f"{field}[{i}]", expected) or {} for i, item in enumerate(value)]
-
-
-def _path(value: Any, field: str, process_id: str, *, absolute: bool) -> str:
-    """A POSIX path with no ".." in it, {processid} substituted; a mount must be absolute
-    and not "/", a directory is taken relative to the mount."""
-    text = _string(value, field).replace(PROCESS_ID_PLACEHOLDER, process_id)
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if ".." in parts or "\0" in text:
-        raise SpecError(field, f"{field} {text!r} must not contain '..'")
-    if absolute and (not text.startswith("/") or not parts):
-        raise SpecError(field, f"{field} {text!r} must be an absolute path below '/', e.g. '/cfs'")
-    if absolute and parts[0] in _SYSTEM_DIRS:
-        raise SpecError(field, f"{field} {text!r} would hide the image's /{parts[0]}: choose another path, e.g. '/cfs'")
-    return "/" + "/".join(parts)
-
-
-def _label(value: Any, field: str, process_id: str) -> str:
-    text = _string(value, field).replace(PROCESS_ID_PLACEHOLDER, process_id).strip()
-    if not text.strip("/"):
-        raise SpecError(field, f"{field} is empty: expected a CFS label (a directory path such as '/data')")
-    return text
-
-
-def _filesystem(value: Any, process_id: str, policy: SpecPolicy) -> Filesystem | None:
-    """`fs`: CFS snapshots and synced directories under a mount. The server echoes
-    `{mount: "", snapshots: null, dirs: null}` for a funcspec without fs, so only a non-empty
-    member counts as asking for it; an executor without storage refuses it rather than run
-    the process without its files."""
-    fs = _object(value, "fs", "mount, snapshots, dirs")
-    asked = [str(key) for key, member in fs.items() if member]
-    if not asked:
-        return None
-    if not policy.storage:
-        raise SpecError("fs", f"fs sets {', '.join(asked)}: this executor has no storage for CFS (its ColonyExecutor "
-                              "sets no spec.storage), so the process would run without its files; remove fs, or "
-                              "run it on an executor with storage")
-    mount = _path(fs.get("mount"), "fs.mount", process_id, absolute=True)
-    snapshots = []
-    for i, item in enumerate(_objects(fs.get("snapshots"), "fs.snapshots", "snapshotid, label, dir")):
-        field = f"fs.snapshots[{i}]"
-        snapshot_id = _string(item.get("snapshotid"), f"{field}.snapshotid")
-        if not snapshot_id or snapshot_id == "{snapshotid}":
-            raise SpecError(f"{field}.snapshotid", f"{field}.snapshotid is {snapshot_id!r}: expected a snapshot id "
-                                                   "(`colonies fs snapshot create`, or submit with "
-                                                   "`colonies function submit --snapshot`, which fills it in)")
-        _bool(item.get("keepfiles"), f"{field}.keepfiles")
-        snapshots.append(SnapshotMount(snapshot_id, _label(item.get("label"), f"{field}.label", process_id),
-                                       _path(item.get("dir"), f"{field}.dir", process_id, absolute=False),
-                                       _bool(item.get("keepsnapshot"), f"{field}.keepsnapshot")))
-    dirs = []
-    for i, item in enumerate(_objects(fs.get("dirs"), "fs.dirs", "label, dir, onconflicts")):
-        field = f"fs.dirs[{i}]"
-        _bool(item.get("keepfiles"), f"{field}.keepfiles")
-        conflicts = _object(item.get("onconflicts"), f"{field}.onconflicts", "onstart, onclose")
-        keep = [_bool(_object(conflicts.get(when), f"{field}.onconflicts.{when}", "keeplocal").get("keeplocal"),
-                      f"{field}.onconflicts.{when}.keeplocal") for when in ("onstart", "onclose")]
-        dirs.append(SyncDir(_label(item.get("label"), f"{field}.label", process_id),
-                            _path(item.get("dir"), f"{field}.dir", process_id, absolute=False), *keep))
-    return Filesystem(mount, tuple(snapshots), tuple(dirs))
-
-
 def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy, nodes: int) -> tuple[int, str, int]:
     """(count per container, name, memory in MiB) of conditions.gpu."""
-    gpu = _object(conditions.get("gpu"), "conditions.gpu", "count, name, mem, nodecount")
-    count = _count(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
-    name = "" if gpu.get("name") is None else _string(gpu["name"], "conditions.gpu.name")
+    gpu = obj(conditions.get("gpu"), "conditions.gpu", "count, name, mem, nodecount")
+    count = non_negative(gpu.get("count"), "conditions.gpu.count", policy.max_gpus, "GPUs per container")
+    name = "" if gpu.get("name") is None else string(gpu["name"], "conditions.gpu.name")
     # The name only matters (as a nodeSelector value) when GPUs are asked for, as in the
     # kube executor; an odd name on a cpu-only process is left alone.
     if count and not is_label_value(name):
@@ -428,7 +288,7 @@ def _gpu(conditions: Mapping[str, Any], policy: SpecPolicy, nodes: int) -> tuple
         memory = 0 if gpu.get("mem") in (None, "") else quantity.parse_memory(gpu["mem"])
     except quantity.QuantityError as err:
         raise SpecError("conditions.gpu.mem", f"conditions.gpu.mem: {err}") from None
-    nodecount = _count(gpu.get("nodecount"), "conditions.gpu.nodecount", None, "nodes")
+    nodecount = non_negative(gpu.get("nodecount"), "conditions.gpu.nodecount", None, "nodes")
     if count and nodecount and nodecount != nodes:
         # Every pod of a Job has the same containers: GPUs on some nodes only cannot be built.
         raise SpecError("conditions.gpu.nodecount", f"conditions.gpu.nodecount {nodecount} differs from "
@@ -442,7 +302,7 @@ def _profile(kwargs: Mapping[str, Any], policy: SpecPolicy) -> tuple[str, SpecPo
     """kwargs.profile → (its name, its policy); no profile: ("", the executor's policy)."""
     if kwargs.get("profile") is None:
         return "", policy
-    name = _string(kwargs["profile"], "kwargs.profile")
+    name = string(kwargs["profile"], "kwargs.profile")
     if name not in policy.profiles:
         offered = ", ".join(sorted(policy.profiles)) or "none"
         raise SpecError("kwargs.profile", f"kwargs.profile {name!r} is not a profile of this executor "
@@ -452,8 +312,8 @@ def _profile(kwargs: Mapping[str, Any], policy: SpecPolicy) -> tuple[str, SpecPo
 
 def _deadline(spec: Mapping[str, Any], conditions: Mapping[str, Any]) -> int | None:
     """walltime bounds the Job; without it maxexectime does (the server only unassigns)."""
-    walltime = _integer(conditions.get("walltime"), "conditions.walltime")
-    maxexectime = _integer(spec.get("maxexectime"), "maxexectime")
+    walltime = integer(conditions.get("walltime"), "conditions.walltime")
+    maxexectime = integer(spec.get("maxexectime"), "maxexectime")
     return walltime if walltime > 0 else maxexectime if maxexectime > 0 else None
 
 
@@ -466,28 +326,28 @@ def parse_process(process: Process, policy: SpecPolicy) -> RunSpec:
     process_id = process.processid
     if not isinstance(process_id, str) or not _PROCESS_ID.fullmatch(process_id):
         raise SpecError("processid", f"processid {process_id!r} is not a 64-character hex process id")
-    spec = _object(process.spec.raw, "spec", "a function spec")
+    spec = obj(process.spec.raw, "spec", "a function spec")
     funcname = spec.get("funcname")
     if funcname != SUPPORTED_FUNCNAME:
         what = "funcname is missing" if funcname is None else f"unsupported funcname {funcname!r}"
         raise SpecError("funcname", f"{what}: this executor runs only {SUPPORTED_FUNCNAME!r}")
     if spec.get("kwargs") is None:
         raise SpecError("kwargs", "kwargs is missing: expected an object with docker-image and cmd")
-    kwargs = _object(spec["kwargs"], "kwargs", "docker-image, cmd, args")
+    kwargs = obj(spec["kwargs"], "kwargs", "docker-image, cmd, args")
     profile, policy = _profile(kwargs, policy)
     image = _image(kwargs, policy)
     command, args = _command(kwargs)
     env = _env(spec.get("env"), process_id)
-    fs = _filesystem(spec.get("fs"), process_id, policy)
+    fs = spec_fs.filesystem(spec.get("fs"), process_id, policy.storage)
     secrets = _secrets(kwargs.get("secrets"), env, policy)
-    conditions = _object(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
+    conditions = obj(spec.get("conditions"), "conditions", "cpu, mem, gpu, nodes, ...")
     cpu = _quantity(conditions.get("cpu"), "conditions.cpu", policy.max_cpu_millis,
                     policy.default_cpu_millis, quantity.parse_cpu, quantity.format_cpu)
     memory = _quantity(conditions.get("mem"), "conditions.mem", policy.max_memory_bytes,
                        policy.default_memory_bytes, quantity.parse_memory, quantity.format_memory)
-    nodes = _count(conditions.get("nodes"), "conditions.nodes", policy.max_nodes, "nodes")
+    nodes = non_negative(conditions.get("nodes"), "conditions.nodes", policy.max_nodes, "nodes")
     gpu_count, gpu_name, gpu_memory = _gpu(conditions, policy, nodes or 1)
-    per_node = _count(conditions.get("processespernode"), "conditions.processespernode",
+    per_node = non_negative(conditions.get("processespernode"), "conditions.processespernode",
                       policy.max_processes_per_node, "processes per node")
     return RunSpec(
         process_id=process_id,
