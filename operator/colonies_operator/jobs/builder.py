@@ -187,17 +187,6 @@ def _metadata(run: spec.RunSpec, settings: JobSettings) -> tuple[dict[str, str],
     return {**overlay.get("labels", {}), **labels}, {**overlay.get("annotations", {}), **annotations}
 
 
-def _merged(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `overlay` merged in: nested dicts merge, anything else is replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _resources(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     """Requests equal limits (Guaranteed QoS when both are set): what is accounted for
     against the executor's capacity is what the container can use."""
@@ -250,7 +239,7 @@ def _containers(run: spec.RunSpec, settings: JobSettings) -> list[dict[str, Any]
 
 
 def _container_security(settings: JobSettings) -> dict[str, Any]:
-    return _merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    return podtemplate.merged({"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                    settings.job_template.get("containerSecurityContext", {}))
 
 
@@ -274,7 +263,7 @@ def _pod_spec(run: spec.RunSpec, settings: JobSettings) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "restartPolicy": "Never",  # a failed container fails the attempt; Colonies retries
         "enableServiceLinks": False,  # no env var per Service of the namespace in user code
-        "securityContext": _merged(_pod_security(settings.security_profile), overlay.get("securityContext", {})),
+        "securityContext": podtemplate.merged(_pod_security(settings.security_profile), overlay.get("securityContext", {})),
         "containers": _containers(run, settings),
     }
     template_spec = overlay.get("podTemplate", {}).get("spec") or {}

@@ -176,12 +176,12 @@ def pod_metadata(template: Mapping[str, Any], labels: Mapping[str, str],
             "annotations": {**(given.get("annotations") or {}), **annotations}}
 
 
-def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """`base` with `over` merged in: nested objects merge, anything else `over` replaces."""
     out = copy.deepcopy(dict(base))
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(out[key], value)
+            out[key] = merged(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -193,7 +193,7 @@ def _by_name(items: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
 
 def _main(template_main: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
     """One program container: the template's `main` under the funcspec's container."""
-    container = _merged({k: v for k, v in template_main.items() if k != "name"},
+    container = merged({k: v for k, v in template_main.items() if k != "name"},
                         {k: v for k, v in ours.items() if k not in ("env", "volumeMounts")})
     ours_env = list(ours.get("env") or [])
     taken = {e["name"] for e in ours_env}
@@ -215,7 +215,7 @@ def _main(template_main: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str
 def _sidecar(container: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, Any]:
     """A template's init container or sidecar, with the floor over its securityContext."""
     return {**copy.deepcopy(dict(container)),
-            "securityContext": _merged(container.get("securityContext") or {}, floor)}
+            "securityContext": merged(container.get("securityContext") or {}, floor)}
 
 
 def _affinity(template: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,7 +248,7 @@ def merge_pod(template: Mapping[str, Any], ours: Mapping[str, Any], floor: Mappi
             # A Localhost seccomp profile of the template is at least as strict as the floor's
             # RuntimeDefault (`check` refuses Unconfined), so it stays.
             theirs = given.get(key) or {}
-            pod[key] = _merged(theirs, {k: v for k, v in value.items()
+            pod[key] = merged(theirs, {k: v for k, v in value.items()
                                         if k != "seccompProfile" or "seccompProfile" not in theirs})
         elif key == "nodeSelector":
             pod[key] = {**(given.get(key) or {}), **value}
