@@ -34,7 +34,7 @@ from tests.fixtures.operator import (
     running_operator,
     start_executor,
 )
-from tests.helpers import fresh_stack
+from tests.helpers import fresh_stack, wait_for
 from teststack import images_operator
 from teststack.state import StackState
 
@@ -180,6 +180,54 @@ async def test_helm_install_runs_the_operator_as_a_pod_on_the_real_node_and_helm
     for kind in INSTALLED:
         assert not found(stack, "-n", namespace, kind, RELEASE), f"{kind} {RELEASE} is still there"
     assert found(stack, "crd", CRD_NAME)  # Helm never deletes what crds/ installed
+
+
+def lease_holder(stack: StackState, namespace: str) -> str:
+    """The pod whose replica holds the chart's Lease ("" when none does)."""
+    leases = json.loads(kubectl(stack, "-n", namespace, "get", "leases", "-o", "json").stdout)["items"]
+    holders = [(lease["spec"].get("holderIdentity") or "") for lease in leases]
+    assert len(holders) == 1, leases
+    return holders[0].rsplit("_", 1)[0]  # "<pod name>_<12 hex>"
+
+
+async def test_two_replicas_on_the_real_node_one_serves_and_the_other_takes_over_when_its_pod_is_deleted(
+        stack, api, namespace, colonies, operator_image):
+    install_chart(stack, namespace, {**on_the_real_node(stack, operator_image), "replicaCount": 2})
+    kubectl(stack, "-n", namespace, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s")
+    pdb = json.loads(kubectl(stack, "-n", namespace, "get", "pdb", RELEASE, "-o", "json").stdout)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    pods = json.loads(kubectl(stack, "-n", namespace, "get", "pods", "-l", "app.kubernetes.io/name=colonies-operator",
+                              "-o", "json").stdout)["items"]
+    assert len(pods) == 2 and all(p["spec"]["nodeName"] == stack.real_node.name for p in pods)
+    leader = await wait_for(lambda: lease_holder(stack, namespace) or None, 60, "a replica to hold the Lease",
+                            interval=0.5)
+    assert leader in {p["metadata"]["name"] for p in pods}
+
+    node = stack.real_node
+    ex = await start_executor(api, colonies, namespace, stack,
+                              jobTemplate={"nodeSelector": node.node_selector, "tolerations": [node.toleration]})
+    program = "for i in $(seq 1 15); do echo line $i; sleep 1; done"
+    process = await ex.submit(kwargs={"docker-image": "busybox:1.36", "cmd": program})
+
+    async def logging() -> bool:
+        return len(await ex.log_lines(process.processid)) >= 3
+    await wait_for(logging, 120, "the process to be running and logging")
+    # What a node drain or `kubectl delete pod` does to the leader: SIGTERM, then it is gone.
+    kubectl(stack, "-n", namespace, "delete", "pod", leader, "--wait=false")
+
+    async def new_leader() -> str | None:
+        holder = lease_holder(stack, namespace)
+        return holder if holder and holder != leader else None
+    successor = await wait_for(new_leader, 60, "the standby to take the Lease", interval=0.5)
+    assert successor in {p["metadata"]["name"] for p in pods}  # the standby, not the pod that replaces the leader
+    done = await ex.final(process.processid, timeout=120)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, 16)]
+    assert len(await ex.jobs()) == 1  # re-adopted, never run again
+
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ex.name)
+    kubectl(stack, "-n", namespace, "wait", "--for=delete", f"colonyexecutor/{ex.name}", "--timeout=120s")
+    helm(stack, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s")
 
 
 # --- RBAC: the chart's ServiceAccount is all the operator has -------------------------------

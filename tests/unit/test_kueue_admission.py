@@ -209,3 +209,17 @@ async def test_after_a_restart_a_job_still_waiting_for_kueue_is_adopted_as_queue
             kube.succeed(job)
         for p in (waiting, admitted):
             assert (await again.ended(p.processid)).state is ProcessState.SUCCESS
+
+
+async def test_a_job_of_a_profile_kueue_admits_holds_its_profile_pool_and_gives_it_back_when_done():
+    async with running(kueue={"queueName": "colonies"}, profiles={"big": {"capacity": {"cpu": "1"}}}) as h:
+        process = await h.submit(kwargs={"docker-image": "busybox", "cmd": "true", "profile": "big"},
+                                 conditions={"cpu": "600m"})
+        job = await h.job_of(process.processid)
+        assert h.runtime.capacity.pool_used.get("big", Resources()) == Resources()  # queued: nothing held
+        await admit(h, job)
+        await eventually(lambda: h.runtime.capacity.pool_used.get("big", Resources()).cpu_millis == 600, "the pool held once admitted")
+        h.kube.start(job)
+        h.kube.succeed(job)
+        assert (await h.ended(process.processid)).state is ProcessState.SUCCESS
+        await eventually(lambda: h.runtime.capacity.pool_used["big"] == Resources(), "the pool given back")
