@@ -3,8 +3,8 @@
 kube-apiserver writes one JSON line per request at level Metadata (who, with which
 User-Agent, which verb on which resource, the answer's code; no bodies) to
 `<run>/audit/audit.log`, in blocking mode, so a request is in the log by the time its answer
-is: a test can read what just happened. Left out: node leases, which kwok renews forever and
-nobody here reads; and the RequestReceived stage (each request is logged once it is
+is: a test can read what just happened. Left out: node leases, which kwok renews forever, and the
+control plane's own leader-election leases (kube-node-lease, kube-system), which nobody here reads; and the RequestReceived stage (each request is logged once it is
 answered, a watch or log stream also once it started). Every component of the stack uses the
 same admin certificate, so a client is told apart by its User-Agent: the operator's is
 `colonies-operator/<version>`, kopf's is `kopf/<version>`.
@@ -27,7 +27,10 @@ POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
-        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+        # Node leases (kwok renews them forever) and the control plane's own leader election;
+        # the operator's Lease (leader election, in its own namespace) is logged like the rest.
+        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+         "namespaces": ["kube-node-lease", "kube-system"]},
         {"level": "Metadata"},
     ],
 }

@@ -55,11 +55,24 @@ async def test_the_shell_free_example_gets_its_process_id_substituted(big_execut
     assert await big_executor.log_lines(process.processid) == [f"no shell involved for process {process.processid}"]
 
 
+GPU_FEATURE_DISCOVERY = {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                         "nvidia.com/gpu.memory": "81920"}
+
+
+@pytest.fixture
+async def labelled_gpu_node(api, stack):
+    """The stack's GPU node, labelled as GPU Feature Discovery labels an 80 GB A100 for the
+    test's duration (other tests make GPU nodes of their own)."""
+    core = client.CoreV1Api(api)
+    await core.patch_node(stack.kube.gpu_node, {"metadata": {"labels": GPU_FEATURE_DISCOVERY}})
+    try:
+        yield stack.kube.gpu_node
+    finally:
+        await core.patch_node(stack.kube.gpu_node, {"metadata": {"labels": dict.fromkeys(GPU_FEATURE_DISCOVERY)}})
+
+
 async def test_the_gpu_example_runs_in_the_gpu_profile_of_the_profiles_example_on_an_a100(
-        api, colonies, namespace, stack, operator):
-    # the stack's GPU node, labelled as GPU Feature Discovery labels an 80 GB A100
-    await client.CoreV1Api(api).patch_node(stack.kube.gpu_node, {"metadata": {"labels": {
-        "pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"}}})
+        api, colonies, namespace, stack, operator, labelled_gpu_node):
     resource = yaml.safe_load((EXAMPLES / "colonyexecutor-profiles.yaml").read_text())
     spec = {k: v for k, v in resource["spec"].items() if k != "executorType"}  # each test has its own type
     ex = await start_executor(api, colonies, namespace, stack, **spec)
@@ -68,4 +81,4 @@ async def test_the_gpu_example_runs_in_the_gpu_profile_of_the_profiles_example_o
     assert done.state is ProcessState.SUCCESS, done.errors
     pods = await client.CoreV1Api(api).list_namespaced_pod(
         namespace, label_selector=f"colonyos.io/process={process.processid[:20]},colonyos.io/profile=gpu")
-    assert [p.spec.node_name for p in pods.items] == [stack.kube.gpu_node]
+    assert [p.spec.node_name for p in pods.items] == [labelled_gpu_node]

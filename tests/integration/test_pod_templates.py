@@ -36,9 +36,9 @@ async def node_of(ex, process_id: str) -> str:
     return pods.items[0].spec.node_name
 
 
-def gpu_node(name: str, labels: dict[str, str], gpus: dict[str, str]) -> dict:
+def gpu_node(name: str, labels: dict[str, str], gpus: dict[str, str], suffix: str) -> dict:
     node = kube.node_manifest(name, gpu=False)
-    node["metadata"]["labels"].update(labels)
+    node["metadata"]["labels"].update({**labels, TAINT: suffix})
     node["status"]["capacity"].update(gpus)
     node["status"]["allocatable"].update(gpus)
     node["spec"] = {"taints": [{"key": TAINT, "value": "yes", "effect": "NoSchedule"}]}
@@ -52,9 +52,9 @@ async def gpu_nodes(api) -> AsyncIterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:6]
     names = {"a100": f"gpu-a100-{suffix}", "t4": f"gpu-t4-{suffix}", "amd": f"gpu-amd-{suffix}"}
     manifests = [
-        gpu_node(names["a100"], {PRODUCT: A100, MEMORY: "81920"}, {"nvidia.com/gpu": "8"}),
-        gpu_node(names["t4"], {PRODUCT: T4, MEMORY: "16384"}, {"nvidia.com/gpu": "4"}),
-        gpu_node(names["amd"], {"amd.com/gpu.product": "MI300X"}, {"amd.com/gpu": "4"}),
+        gpu_node(names["a100"], {PRODUCT: A100, MEMORY: "81920"}, {"nvidia.com/gpu": "8"}, suffix),
+        gpu_node(names["t4"], {PRODUCT: T4, MEMORY: "16384"}, {"nvidia.com/gpu": "4"}, suffix),
+        gpu_node(names["amd"], {"amd.com/gpu.product": "MI300X"}, {"amd.com/gpu": "4"}, suffix),
     ]
     core = client.CoreV1Api(api)
     for manifest in manifests:
@@ -65,7 +65,7 @@ async def gpu_nodes(api) -> AsyncIterator[dict[str, str]]:
             return all(any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
                        for n in nodes)
         await wait_for(ready, 60, "the kwok GPU nodes to be Ready")
-        yield names
+        yield {**names, "suffix": suffix}
     finally:
         for name in names.values():
             await core.delete_node(name)
@@ -74,11 +74,17 @@ async def gpu_nodes(api) -> AsyncIterator[dict[str, str]]:
 TOLERATE = {"tolerations": [{"key": TAINT, "operator": "Exists"}]}
 
 
+def only_on(gpu_nodes: dict[str, str]) -> dict:
+    """A jobTemplate for this test's GPU nodes alone: other tests may label the stack's own GPU
+    node as an A100 too (test_examples does)."""
+    return {**TOLERATE, "nodeSelector": {TAINT: gpu_nodes["suffix"]}}
+
+
 async def test_gpu_name_memory_and_nodecount_choose_the_node_or_fail_naming_why(
         api, colonies, namespace, stack, operator, gpu_nodes):
     ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 8},
                               gpu={"nodeLabel": PRODUCT, "products": {"a100": A100, "t4": T4}},
-                              jobTemplate=TOLERATE)
+                              jobTemplate=only_on(gpu_nodes))
     wants = {
         "a100 with 40 GiB": ({"count": 1, "name": "a100", "mem": "40Gi"}, gpu_nodes["a100"]),
         "any GPU with 60 GiB": ({"count": 1, "mem": "60Gi"}, gpu_nodes["a100"]),
@@ -107,7 +113,7 @@ async def test_an_amd_executor_requests_amd_gpus_and_counts_them_against_its_cap
         api, colonies, namespace, stack, operator, gpu_nodes):
     ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 2},
                               gpu={"resourceName": "amd.com/gpu", "nodeLabel": "amd.com/gpu.product"},
-                              jobTemplate=TOLERATE)
+                              jobTemplate=only_on(gpu_nodes))
     processes = [await ex.submit(conditions={"gpu": {"count": 2, "name": "MI300X"}}, env={"KWOK_RUN_FOR": "3s"})
                  for _ in range(3)]
     most_at_once = 0
@@ -226,7 +232,8 @@ async def test_a_pod_template_brings_shm_a_configmap_a_sidecar_and_env_on_the_re
 async def test_a_profile_with_a_capacity_of_its_own_runs_its_processes_within_it(
         api, colonies, namespace, stack, operator, gpu_nodes):
     ex = await start_executor(
-        api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 8}, jobTemplate=TOLERATE,
+        api, colonies, namespace, stack, capacity={"cpu": "8", "memory": "16Gi", "gpu": 8},
+        jobTemplate=only_on(gpu_nodes),
         gpu={"nodeLabel": PRODUCT}, profiles={"a100": {"capacity": {"gpu": 2}}})
     kwargs = {"docker-image": "busybox:1.36", "cmd": "echo", "profile": "a100"}
     pool = [await ex.submit(kwargs=kwargs, conditions={"gpu": {"count": 2, "name": A100}}, env={"KWOK_RUN_FOR": "3s"})
