@@ -29,6 +29,7 @@ class Observer:
     namespace: str
     jobs: dict[str, JobSeen] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)  # pod name → first seen Running
+    finished: dict[str, float] = field(default_factory=dict)  # Job name → first seen Complete or Failed
     pods_of_job: dict[str, str] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -49,12 +50,17 @@ class Observer:
     def _job(self, obj: dict[str, Any], now: float) -> None:
         meta = obj.get("metadata") or {}
         name = meta.get("name")
-        if not name or name in self.jobs:
+        if not name:
             return
-        annotations = meta.get("annotations") or {}
-        labels = meta.get("labels") or {}
-        pid = annotations.get(builder.PROCESS_ID_ANNOTATION) or labels.get(NAIVE_PROCESS_LABEL) or ""
-        self.jobs[name] = JobSeen(name, pid, int(labels.get(builder.ATTEMPT_LABEL) or 0), now)
+        if name not in self.jobs:
+            annotations = meta.get("annotations") or {}
+            labels = meta.get("labels") or {}
+            pid = annotations.get(builder.PROCESS_ID_ANNOTATION) or labels.get(NAIVE_PROCESS_LABEL) or ""
+            self.jobs[name] = JobSeen(name, pid, int(labels.get(builder.ATTEMPT_LABEL) or 0), now)
+        if name not in self.finished and any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                for c in (obj.get("status") or {}).get("conditions") or []):
+            self.finished[name] = now
 
     def _pod(self, obj: dict[str, Any], now: float) -> None:
         meta = obj.get("metadata") or {}

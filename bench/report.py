@@ -42,11 +42,14 @@ def _verdict(value: Any, target: tuple[str, float] | None) -> str:
     return "MET" if ok else "NOT MET"
 
 
+STEPS_ROW = "P1 highest sustained rate held, p99 submitted → Job created ≤ 1 s (steps {rates}/s)"
+
+
 def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str, float] | None, str]]:
     """(figure, operator, baseline 1, baseline 2, unit, target, target text)"""
     r = data.get("results", {})
     b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
-    li, p6 = r.get("p2_light", {}), r.get("p6_real", {})
+    li, p6, st, dr = r.get("p2_light", {}), r.get("p6_real", {}), r.get("p1_steps", {}), r.get("p1_drain", {})
     at_once = f"assigned_to_container_running_{p6.get('batch')}_at_once_s"
     out = [
         (f"P1 burst launch rate, backlog {b.get('processes')} (Jobs/s)", _get(b, "operator", "jobs_per_second"),
@@ -54,6 +57,16 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
         (f"P1 sustained launch rate, offered {s.get('offered_per_second')}/s for {s.get('seconds')} s (Jobs/s)",
          _get(s, "operator", "jobs_per_second"), _get(s, "ceiling", "jobs_per_second"),
          _get(s, "naive", "jobs_per_second"), "", (">=", 20), "≥ 20"),
+        (STEPS_ROW.format(rates=",".join(f"{x:g}" for x in st.get("rates") or [])),
+         _get(st, "operator", "highest_rate_held"), None, _get(st, "naive", "highest_rate_held"), "", None,
+         "≥ 0.8× b0, ≥ 5× b2"),
+        (f"P1 capacity-bound drain: {dr.get('processes')} processes, {dr.get('slots')} slots, "
+         f"{dr.get('pod_run_for')} each (÷ the bound slots/run time)", dr.get("of_capacity_bound"), None, None, "",
+         (">=", 0.9), "≥ 0.9"),
+        ("P1 drain: a Job finished → the next created p50", _get(dr, "finished_to_next_created_s", "p50"), None,
+         None, "ms", ("<=", 0.1), "≤ 100 ms"),
+        ("P1 drain: a Job finished → the next created p99", _get(dr, "finished_to_next_created_s", "p99"), None,
+         None, "ms", None, ""),
         ("P1 sustained submitted → Job created p50", _get(s, "operator", "submitted_to_job_created_s", "p50"),
          _get(s, "ceiling", "submitted_to_job_created_s", "p50"), _get(s, "naive", "submitted_to_job_created_s", "p50"),
          "ms", None, "(baseline 1: → assigned)"),
@@ -78,6 +91,9 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
          _get(li, "naive", "assigned_to_job_created_s", "p99"), "ms", ("<=", 1.0), "≤ 1 s"),
         ("P2 same, operator's histogram p50 / p99, light load",
          _pair(_get(li, "operator", "histogram_assigned_to_job_created_s")), None, None, "", None, ""),
+        ("Operator's own share of a launch p50 / p99 (assigned → create sent): burst; sustained; light",
+         "; ".join(_pair(_get(x, "operator", "histogram_own_share_s")) or "—" for x in (b, s, li)), None, None, "",
+         None, "p50 ≤ 20 ms, p99 ≤ 100 ms"),
         ("apiserver's own POST jobs latency p50 / p99: burst; sustained; light",
          "; ".join(_pair(_get(x, "operator", "apiserver_job_create_s")) or "—" for x in (b, s, li)), None,
          "; ".join(_pair(_get(x, "naive", "apiserver_job_create_s")) or "—" for x in (b, s, li)), "", None, ""),
@@ -124,18 +140,34 @@ def _pair(h: Any) -> str | None:
     return f"{_fmt(h.get('p50'), 'ms')} / {_fmt(h.get('p99'), 'ms')}"
 
 
+def baseline0(data: dict[str, Any]) -> dict[str, Any]:
+    """Baseline 0 (the Kubernetes ceiling) of the figures it has, by figure name."""
+    r = data.get("results", {})
+    names = [row[0] for row in rows(data)]
+    values = {names[0]: _get(r, "p1_burst", "kube_ceiling", "jobs_per_second"),
+              next(n for n in names if n.startswith("P1 highest")):
+                  _get(r, "p1_steps", "kube_ceiling", "highest_rate_held")}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def table(data: dict[str, Any]) -> str:
-    header = ("figure", "operator", "baseline 1", "baseline 2", "op ÷ b1", "op ÷ b2", "target", "")
+    header = ("figure", "operator", "baseline 0", "op ÷ b0", "baseline 1", "baseline 2", "op ÷ b1", "op ÷ b2",
+              "target", "")
+    zero = baseline0(data)
     body = []
     for name, op, b1, b2, unit, target, target_text in rows(data):
-        body.append((name, _fmt(op, unit), _fmt(b1, unit) if b1 is not None else "",
+        b0 = zero.get(name)
+        body.append((name, _fmt(op, unit), _fmt(b0, unit) if b0 is not None else "",
+                     _ratio(op, b0) if b0 is not None else "", _fmt(b1, unit) if b1 is not None else "",
                      _fmt(b2, unit) if b2 is not None else "", _ratio(op, b1) if b1 is not None else "",
                      _ratio(op, b2) if b2 is not None else "", target_text, _verdict(op, target)))
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
-    notes = ["", "baseline 1: minimal async executor, assign + close, no Kubernetes (the ceiling);",
+    notes = ["", "baseline 0: the same Jobs created by a bare loop with the operator's client, no Colonies "
+                 "(the Kubernetes ceiling);",
+             "baseline 1: minimal async executor, assign + close, no Kubernetes (the Colonies ceiling);",
              "baseline 2: pycolonies + synchronous kubernetes client, a thread per process (tutorial style).",
              "Ratios are operator ÷ baseline: above 1 is better for rates, below 1 is better for times and counts.",
              "(watch) = Colonies' start time of the process → our Job watch saw the Job, same machine clock."]
@@ -153,8 +185,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     series = data.get("series", {})
     fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
-    colors = {"operator": "tab:blue", "ceiling": "tab:green", "naive": "tab:red"}
-    labels = {"operator": "operator", "ceiling": "baseline 1 (assign+close, no k8s)",
+    colors = {"operator": "tab:blue", "kube_ceiling": "tab:purple", "ceiling": "tab:green", "naive": "tab:red"}
+    labels = {"operator": "operator", "kube_ceiling": "baseline 0 (the same Jobs, no Colonies)",
+              "ceiling": "baseline 1 (assign+close, no k8s)",
               "naive": "baseline 2 (pycolonies + kubernetes, threads)"}
 
     def per_second(times: list[float], width: float) -> tuple[list[float], list[float]]:

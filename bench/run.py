@@ -1,6 +1,7 @@
 """The benchmark: P1 launch rate (burst and sustained), P2 assigned → Job created (under those
 loads and at a light one), P3 Kubernetes requests per process, P4 in-flight scale, P5 recovery
-after SIGKILL; the operator as it ships next to baseline 1 (bench.ceiling) and baseline 2
+after SIGKILL; the operator as it ships next to baseline 0 (bench.kube_ceiling: the same Jobs
+created with no Colonies, the Kubernetes ceiling), baseline 1 (bench.ceiling) and baseline 2
 (bench.naive), all in one run on one stack.
 """
 
@@ -12,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import sys
 import time
 import uuid
@@ -30,7 +30,8 @@ from colonies_operator.colonies.client import (
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.kube import KubeApi
 
-from bench import env, profile, report
+from bench import drain, env, profile, report, steps
+from bench.figures import rate, summary
 from bench.env import say
 from bench.observe import Observer
 from teststack import procs
@@ -40,25 +41,11 @@ FINAL = (ProcessState.SUCCESS, ProcessState.FAILED, ProcessState.CANCELLED)
 IN_FLIGHT = "colonies_operator_processes_in_flight"
 SUCCEEDED = "colonies_operator_processes_total"
 BIG_CAPACITY = {"cpu": "100000", "memory": "100000Gi"}
+# assigned → the Job's create sent: the operator's own share of a launch, before the apiserver's
+OWN_SHARE = "colonies_operator_assigned_to_job_create_sent_seconds"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def rate(times: list[float]) -> float | None:
-    """Events per second from the first event to the last."""
-    if len(times) < 2:
-        return None
-    span = max(times) - min(times)
-    return (len(times) - 1) / span if span > 0 else None
-
-
-def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    return statistics.quantiles(ordered, n=1000, method="inclusive")[min(998, max(0, round(q * 1000) - 1))]
 
 
 @dataclass
@@ -157,16 +144,20 @@ class Bench:
             self.operator = None
 
     def start_baseline(self, module: str, executor_type: str, count: int, namespace: str | None,
-                       deadline: float) -> tuple[procs.Proc, Path, Path]:
+                       deadline: float, rate: float = 0) -> tuple[procs.Proc, Path, Path]:
         c = self.state.colonies
         out = self.out / f"{module}-{executor_type}.json"
         ready = self.out / f"{module}-{executor_type}.ready"
-        argv = [sys.executable, "-m", f"bench.{module}", "--host", c.host, "--port", str(c.port),
-                "--colony", c.colony_name, "--colony-prvkey", c.colony_prvkey, "--executor-type", executor_type,
-                "--count", str(count), "--out", str(out), "--ready-file", str(ready), "--deadline", str(deadline)]
-        if module == "naive":
+        argv = [sys.executable, "-m", f"bench.{module}", "--count", str(count), "--out", str(out),
+                "--ready-file", str(ready), "--deadline", str(deadline)]
+        if module != "kube_ceiling":  # baseline 0 has no Colonies
+            argv += ["--host", c.host, "--port", str(c.port), "--colony", c.colony_name,
+                     "--colony-prvkey", c.colony_prvkey, "--executor-type", executor_type]
+        if module in ("naive", "kube_ceiling"):
             argv += ["--namespace", namespace or "", "--kubeconfig", self.state.kubeconfig]
-        else:
+        if module == "kube_ceiling":
+            argv += ["--run-for", self.args.run_for, "--rate", str(rate)]
+        if module == "ceiling":
             argv += ["--concurrency", str(self.args.assign_concurrency)]
         pypath = os.pathsep.join([str(env.ROOT / "operator"), str(env.ROOT)])
         proc = procs.start(f"{module}-{executor_type}", argv, self.out / "logs" / f"{module}-{executor_type}.log",
@@ -286,6 +277,8 @@ async def burst(b: Bench) -> None:
             env.histogram_delta(None, scrape, "colonies_operator_assigned_to_job_created_seconds"))
         out["operator"]["histogram_assign_roundtrip_s"] = hist_summary(
             env.histogram_delta(None, scrape, "colonies_operator_assign_roundtrip_seconds"))
+        out["operator"]["histogram_own_share_s"] = hist_summary(
+            env.histogram_delta(None, scrape, OWN_SHARE))
     b.series["burst"]["operator"] = [t - launched[0] for t in launched] if launched else []
     b.series["latency_burst_operator"] = b.latencies(obs, done)
     if spy:
@@ -293,6 +286,8 @@ async def burst(b: Bench) -> None:
     await obs.stop()
     b.series["burst_scrape"] = scrape
 
+    if "kube" in b.args.executors:
+        await burst_kube_ceiling(b, out)
     if "ceiling" not in b.args.executors:
         return
     # baseline 1: assign + close, no Kubernetes
@@ -338,6 +333,34 @@ async def burst(b: Bench) -> None:
     }
     b.series["burst"]["naive"] = [t - launched[0] for t in launched] if launched else []
     b.series["latency_burst_naive"] = b.latencies(obs, done)
+    await obs.stop()
+
+
+async def burst_kube_ceiling(b: Bench, out: dict[str, Any]) -> None:
+    """Baseline 0: the same number of the same Jobs, created by a bare loop with the operator's
+    client and concurrency, no Colonies; timed by the same watch as the operator's."""
+    n = out["processes"]
+    ns = b.namespace("burst-kube")
+    obs = await b.observer(ns)
+    await b.settle("P1 burst, baseline 0")
+    api_before = b.scrape_apiserver()
+    cpu0 = b.cpu.sample()
+    t0 = time.time()
+    proc, result, _ = b.start_baseline("kube_ceiling", f"bench-burst-kube-{b.run_id}", n, ns, 300)
+    await b.wait_jobs(obs, n, 300, "baseline 0 burst")
+    launched = obs.launch_times()
+    api_after = b.scrape_apiserver()
+    await b.wait_proc(proc, 60)
+    data = json.loads(result.read_text()) if result.exists() else {}
+    out["kube_ceiling"] = {
+        "jobs_per_second": rate(launched),
+        "start_to_first_job_s": launched[0] - t0 if launched else None,
+        "first_to_last_job_s": launched[-1] - launched[0] if launched else None,
+        "errors": len(data.get("errors") or []),
+        "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0),
+        "apiserver_job_create_s": apiserver_job_creates(api_before, api_after),
+    }
+    b.series["burst"]["kube_ceiling"] = [t - launched[0] for t in launched] if launched else []
     await obs.stop()
 
 
@@ -408,6 +431,7 @@ async def sustained(b: Bench, phase: str = "sustained") -> None:
         o["kube_requests"] = {k: v - by_before.get(k, 0) for k, v in after.kube_by().items() if v - by_before.get(k, 0)}
         o["histogram_assigned_to_job_created_s"] = hist_summary(
             env.histogram_delta(before, after, "colonies_operator_assigned_to_job_created_seconds"))
+        o["histogram_own_share_s"] = hist_summary(env.histogram_delta(before, after, OWN_SHARE))
         o["histogram_event_loop_lag_s"] = hist_summary(
             env.histogram_delta(before, after, "colonies_operator_event_loop_lag_seconds"))
         o["rpcs_per_process"] = rpcs_delta(before, after, n)
@@ -646,12 +670,6 @@ async def recovery(b: Bench) -> None:
 
 # --- summaries -----------------------------------------------------------------------------------------
 
-def summary(values: list[float]) -> dict[str, Any] | None:
-    if not values:
-        return None
-    return {"n": len(values), "p50": quantile(values, 0.5), "p90": quantile(values, 0.9),
-            "p99": quantile(values, 0.99), "max": max(values), "mean": statistics.fmean(values)}
-
 
 def hist_summary(buckets: list[tuple[float, float]]) -> dict[str, Any] | None:
     if not buckets or buckets[-1][1] <= 0:
@@ -728,8 +746,8 @@ async def real(b: Bench) -> None:
     b.series["latency_real_one"], b.series["latency_real_batch"] = one, many
 
 
-PHASES = {"burst": burst, "light": light, "sustained": sustained, "recovery": recovery, "scale": scale,
-          "real": real}
+PHASES = {"burst": burst, "light": light, "sustained": sustained, "steps": steps.steps, "drain": drain.drain,
+          "recovery": recovery, "scale": scale, "real": real}
 
 
 async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> dict[str, Any]:
@@ -764,6 +782,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-for", default="2s", help="how long each P1 pod runs (kwok)")
     ap.add_argument("--sustained-rate", type=float, default=30, help="P1 sustained submissions per second")
     ap.add_argument("--sustained-seconds", type=float, default=60)
+    ap.add_argument("--step-rates", default="10,20,40,60,80",
+                    help="P1 steps: offered rates per second, climbed until submitted → Job created p99 > 1 s")
+    ap.add_argument("--step-seconds", type=float, default=20, help="P1 steps: seconds of each step")
+    ap.add_argument("--drain", type=int, default=1000, help="P1 drain: backlog of processes")
+    ap.add_argument("--drain-slots", type=int, default=16, help="P1 drain: the executor's maxConcurrentJobs")
+    ap.add_argument("--drain-run-for", default="3s", help="P1 drain: how long each pod runs (kwok)")
     ap.add_argument("--light-rate", type=float, default=5, help="P2 at a light load: submissions per second")
     ap.add_argument("--light-seconds", type=float, default=30)
     ap.add_argument("--in-flight", type=int, default=5000, help="P4 target of processes in flight")
@@ -776,8 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-batch", type=int, default=20, help="P6: then the same number, this many at once")
     ap.add_argument("--nodes", type=int, default=6, help="extra kwok nodes of 1000 pods each")
     ap.add_argument("--assign-concurrency", type=int, default=4, help="baseline 1's concurrent assign loops")
-    ap.add_argument("--executors", default="operator,ceiling,naive",
-                    help="P1: which of operator,ceiling,naive to run (the operator always runs)")
+    ap.add_argument("--executors", default="operator,kube,ceiling,naive",
+                    help="P1: which of operator,kube (baseline 0),ceiling (baseline 1),naive (baseline 2) to run "
+                         "(the operator always runs)")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="do not run py-spy on the operator")
     ap.add_argument("--stack-dir", help="reuse the healthy stack in this run dir instead of a fresh one")
     ap.add_argument("--keep-stack", action="store_true", help="keep the fresh stack's run dir (logs)")

@@ -30,6 +30,12 @@ class Metrics:
         self.job_created_seconds = Histogram(
             f"{PREFIX}_assigned_to_job_created_seconds", "From a process assigned to its Job created",
             registry=self.registry, buckets=LATENCY_BUCKETS)
+        # The operator's own share of a launch: what comes before the apiserver's (the create's
+        # round trip is the rest of assigned → created).
+        self.job_create_sent_seconds = Histogram(
+            f"{PREFIX}_assigned_to_job_create_sent_seconds",
+            "From a process assigned to its Job's create request sent (the operator's own share of a launch)",
+            registry=self.registry, buckets=(0.001, 0.0025, *LATENCY_BUCKETS))
         self.loop_lag_seconds = Histogram(
             f"{PREFIX}_event_loop_lag_seconds", "How late the event loop runs a timer",
             registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))

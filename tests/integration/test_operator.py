@@ -76,6 +76,7 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
         ("colonies_operator_log_lines_shipped_total", {}),
         ("colonies_operator_assign_roundtrip_seconds_count", {}),
         ("colonies_operator_assigned_to_job_created_seconds_count", {}),
+        ("colonies_operator_assigned_to_job_create_sent_seconds_count", {}),
     ]:
         assert total(after, name, **labels) > total(before, name, **labels), (name, labels)
     assert total(after, "colonies_operator_event_loop_lag_seconds_count") > 0

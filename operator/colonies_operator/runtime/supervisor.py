@@ -262,8 +262,10 @@ class Supervisor(Ending):
         while True:
             await self._others_gone()
             try:
+                sent = time.monotonic()
                 created = await self.ctx.kube.create_job(self.namespace, body)
                 if self.assigned_at is not None:
+                    self.ctx.metrics.job_create_sent_seconds.observe(sent - self.assigned_at)
                     self.ctx.metrics.job_created_seconds.observe(time.monotonic() - self.assigned_at)
                 await io.ensure_input(self.ctx, self.run_spec, created)
                 return None

@@ -1,0 +1,131 @@
+"""P1 highest sustained rate: the offered rate steps up (10, 20, 40, 60, 80/s by default) until
+submitted → Job created p99 passes 1 s; the last step held is the figure. The operator, baseline
+0 (the same Jobs created at that rate with no Colonies: the Kubernetes ceiling) and baseline 2
+each climb on their own, in the same run.
+
+Each step waits for its processes to end before the next begins, so a step measures its own
+rate and not the backlog of the one before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from bench import env
+from bench.env import say
+from bench.figures import summary
+from bench.observe import Observer
+from teststack import procs
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+P99_LIMIT_S = 1.0  # submitted → Job created p99 a step may reach and still count as held
+BIG_CAPACITY = {"cpu": "100000", "memory": "100000Gi", "maxConcurrentJobs": 100000}
+
+
+def held(climbed: list[dict[str, Any]]) -> float | None:
+    """The highest rate before the first step whose p99 passed the limit (None: not even the first)."""
+    best = None
+    for step in climbed:
+        p99 = (step.get("submitted_to_job_created_s") or {}).get("p99")
+        if p99 is None or p99 > P99_LIMIT_S:
+            break
+        best = step["rate"]
+    return best
+
+
+def _step(rate: float, launched: int, latencies: list[float]) -> dict[str, Any]:
+    return {"rate": rate, "launched": launched, "submitted_to_job_created_s": summary(latencies)}
+
+
+def _latencies(obs: Observer, due: dict[str, float]) -> list[float]:
+    return [job.seen - due[job.process_id] for job in obs.jobs.values() if job.process_id in due]
+
+
+async def _climb(b: Bench, who: str, rates: list[float], seconds: float, obs: Observer,
+                 offer: Any) -> list[dict[str, Any]]:
+    """Step up through `rates`; `offer(rate)` offers one step and returns process id → due time."""
+    climbed = []
+    for rate in rates:
+        await b.settle(f"P1 steps, {who} at {rate:g}/s")
+        due = await offer(rate)
+        deadline = time.monotonic() + 120
+        while sum(j.process_id in due for j in obs.jobs.values()) < len(due) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        step = _step(rate, sum(j.process_id in due for j in obs.jobs.values()), _latencies(obs, due))
+        climbed.append(step)
+        p99 = (step["submitted_to_job_created_s"] or {}).get("p99")
+        say(f"P1 steps, {who} at {rate:g}/s: p99 submitted → Job created "
+            f"{'—' if p99 is None else f'{p99 * 1000:.0f} ms'}")
+        if p99 is None or p99 > P99_LIMIT_S or step["launched"] < len(due):
+            break
+        await asyncio.sleep(float(b.args.run_for.rstrip("s")) + 2)  # its pods end before the next step
+    return climbed
+
+
+async def _operator(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+    if b.operator is None:
+        b.start_operator("operator")
+    ns = b.namespace("steps")
+    etype = f"bench-steps-{b.run_id}"
+    env.create_executor(b.state, ns, "steps", etype, capacity=BIG_CAPACITY, assignTimeoutSeconds=5)
+    deadline = time.monotonic() + 60
+    while not env.executor_ready(b.state, ns, "steps") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    obs = await b.observer(ns)
+    try:
+        async def offer(rate: float) -> dict[str, float]:
+            return await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), rate, seconds)
+        return await _climb(b, "operator", rates, seconds, obs, offer)
+    finally:
+        await obs.stop()
+
+
+async def _kube(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+    ns = b.namespace("steps-kube")
+    obs = await b.observer(ns)
+    try:
+        async def offer(rate: float) -> dict[str, float]:
+            count = int(rate * seconds)
+            proc, result, _ = b.start_baseline("kube_ceiling", f"bench-steps-kube-{rate:g}-{b.run_id}", count, ns,
+                                               seconds + 120, rate=rate)
+            await b.wait_proc(proc, seconds + 150)
+            return json.loads(result.read_text())["scheduled"] if result.exists() else {}
+        return await _climb(b, "baseline 0", rates, seconds, obs, offer)
+    finally:
+        await obs.stop()
+
+
+async def _naive(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+    ns = b.namespace("steps-naive")
+    etype = f"bench-steps-naive-{b.run_id}"
+    obs = await b.observer(ns)
+    total = int(sum(rates) * seconds)
+    proc, _, ready = b.start_baseline("naive", etype, total, ns, len(rates) * (seconds + 300))
+    try:
+        await b.wait_file(ready, proc)
+
+        async def offer(rate: float) -> dict[str, float]:
+            return await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), rate, seconds)
+        return await _climb(b, "baseline 2", rates, seconds, obs, offer)
+    finally:
+        procs.stop(proc)
+        await obs.stop()
+
+
+async def steps(b: Bench) -> None:
+    rates = [float(r) for r in b.args.step_rates.split(",")]
+    seconds = b.args.step_seconds
+    out: dict[str, Any] = {"rates": rates, "step_seconds": seconds, "p99_limit_s": P99_LIMIT_S,
+                           "pod_run_for": b.args.run_for}
+    b.results["p1_steps"] = out
+    for key, who, climb in (("operator", "operator", _operator), ("kube_ceiling", "kube", _kube),
+                            ("naive", "naive", _naive)):
+        if who != "operator" and who not in b.args.executors:
+            continue
+        climbed = await climb(b, rates, seconds)
+        out[key] = {"steps": climbed, "highest_rate_held": held(climbed)}

@@ -1,0 +1,42 @@
+"""The benchmark's new figures: baseline 0 (bench/kube_ceiling.py) and its column, the highest
+sustained rate held (bench/steps.py), and the slot handovers of a capacity-bound drain."""
+
+from bench import kube_ceiling, report
+from colonies_operator.jobs import builder
+
+
+def test_baseline_0_creates_the_jobs_the_operator_builds_one_per_made_up_process():
+    made = kube_ceiling.jobs(3, "bench-ns", "2s", 5)
+    assert len({j["metadata"]["name"] for j in made}) == 3
+    job = made[0]
+    assert job["metadata"]["name"].startswith(builder.JOB_NAME_PREFIX)
+    main = job["spec"]["template"]["spec"]["containers"][0]
+    assert main["image"] == "busybox:1.36" and main["command"] == ["/bin/sh", "-c", "echo bench"]
+    assert {"name": "KWOK_RUN_FOR", "value": "2s"} in main["env"]
+    assert main["resources"]["requests"] == {"cpu": "1m", "memory": "1Mi"}
+
+
+def test_the_table_shows_the_burst_rate_against_baseline_0():
+    data = {"results": {"p1_burst": {"processes": 200, "operator": {"jobs_per_second": 40.0},
+                                     "kube_ceiling": {"jobs_per_second": 50.0},
+                                     "ceiling": {"jobs_per_second": 100.0}}}}
+    burst = next(line for line in report.table(data).splitlines() if line.startswith("P1 burst launch rate"))
+    assert "40.0" in burst and "50.0" in burst and "0.80×" in burst and "0.40×" in burst
+
+
+def test_the_highest_rate_held_is_the_last_step_before_p99_passes_one_second():
+    from bench.steps import held
+    climb = [{"rate": r, "submitted_to_job_created_s": {"p99": p99}} for r, p99 in ((10, 0.1), (20, 0.4), (40, 1.7))]
+    assert held(climb) == 20
+    assert held(climb[:2]) == 20  # every step held: the last one
+    assert held([{"rate": 10, "submitted_to_job_created_s": {"p99": 3.0}}]) is None
+    data = {"results": {"p1_steps": {"rates": [10, 20, 40], "operator": {"highest_rate_held": 20},
+                                     "kube_ceiling": {"highest_rate_held": 40}, "naive": {"highest_rate_held": 10}}}}
+    row = next(line for line in report.table(data).splitlines() if line.startswith("P1 highest"))
+    assert "0.50×" in row and "2.00×" in row  # ÷ baseline 0, ÷ baseline 2
+
+
+def test_a_finished_job_hands_its_slot_to_the_next_job_created_after_it():
+    from bench.drain import handovers
+    assert handovers(finished=[10.0, 13.0], created=[0.0, 10.5, 13.25]) == [0.5, 0.25]
+    assert handovers(finished=[20.0], created=[0.0, 10.0]) == []  # nothing created after it
