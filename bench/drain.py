@@ -7,7 +7,6 @@ finished is followed by the next one created (its slot handed on).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from typing import TYPE_CHECKING, Any
@@ -45,11 +44,8 @@ async def drain(b: Bench) -> None:
         b.start_operator("operator")
     ns = b.namespace("drain")
     etype = f"bench-drain-{b.run_id}"
-    env.create_executor(b.state, ns, "drain", etype, capacity=BIG | {"maxConcurrentJobs": slots},
-                        assignTimeoutSeconds=5)
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "drain") and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await b.ready_executor(ns, "drain", etype, capacity=BIG | {"maxConcurrentJobs": slots},
+                           assignTimeoutSeconds=5)
     obs = await b.observer(ns)
     try:
         await b.settle("P1 drain")

@@ -192,6 +192,13 @@ class Bench:
                 say(f"{what}: stack at {used:.2f} cores; starting")
                 return
 
+    async def ready_executor(self, namespace: str, name: str, executor_type: str, **spec: Any) -> None:
+        """Create a ColonyExecutor and wait (up to a minute) for it to be Ready."""
+        env.create_executor(self.state, namespace, name, executor_type, **spec)
+        deadline = time.monotonic() + 60
+        while not env.executor_ready(self.state, namespace, name) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
     async def observer(self, namespace: str, pods: bool = False) -> Observer:
         obs = Observer(self.kube, namespace, pods=pods)
         await obs.start()
@@ -401,11 +408,8 @@ async def sustained(b: Bench, phase: str = "sustained") -> None:
         b.start_operator("operator")
     ns = b.namespace(phase)
     etype = f"bench-{phase}-{b.run_id}"
-    env.create_executor(b.state, ns, phase, etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
-                        assignTimeoutSeconds=5)
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, phase) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await b.ready_executor(ns, phase, etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 50},
+                           assignTimeoutSeconds=5)
     obs = await b.observer(ns)
     await b.settle(f"{key} ({per_s}/s for {seconds:.0f}s), operator")
     before, api_before = b.scrape(), b.scrape_apiserver()
@@ -498,11 +502,8 @@ async def scale(b: Bench) -> None:
     assert op is not None
     ns = b.namespace("scale")
     etype = f"bench-scale-{b.run_id}"
-    env.create_executor(b.state, ns, "scale", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": target},
-                        assignTimeoutSeconds=5)
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "scale") and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await b.ready_executor(ns, "scale", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": target},
+                           assignTimeoutSeconds=5)
     obs = await b.observer(ns, pods=True)
     await b.settle("P4")
     key = f"{ns}/scale"
@@ -589,11 +590,8 @@ async def recovery(b: Bench) -> None:
     assert b.operator is not None
     ns = b.namespace("recovery")
     etype = f"bench-recovery-{b.run_id}"
-    env.create_executor(b.state, ns, "recovery", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 10},
-                        assignTimeoutSeconds=5, logs={"flushSeconds": 0.5})
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "recovery") and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await b.ready_executor(ns, "recovery", etype, capacity=BIG_CAPACITY | {"maxConcurrentJobs": n + 10},
+                           assignTimeoutSeconds=5, logs={"flushSeconds": 0.5})
     obs = await b.observer(ns, pods=True)
     await b.settle("P5")
     key = f"{ns}/recovery"
@@ -717,12 +715,9 @@ async def real(b: Bench) -> None:
         b.start_operator("operator")
     ns = b.namespace("real")
     etype = f"bench-real-{b.run_id}"
-    env.create_executor(b.state, ns, "real", etype, capacity={"cpu": "2", "memory": "2Gi", "maxConcurrentJobs": 50},
-                        assignTimeoutSeconds=5,
+    await b.ready_executor(ns, "real", etype, capacity={"cpu": "2", "memory": "2Gi", "maxConcurrentJobs": 50},
+                           assignTimeoutSeconds=5,
                         jobTemplate={"nodeSelector": node.node_selector, "tolerations": [node.toleration]})
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "real") and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
     c = b.state.colonies
     spec = {"funcname": "execute", "maxwaittime": -1, "maxexectime": 120, "maxretries": 0,
             "conditions": {"colonyname": c.colony_name, "executortype": etype, "nodes": 1, "processespernode": 1,

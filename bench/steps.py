@@ -14,7 +14,6 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import env
 from bench.env import say
 from bench.figures import summary
 from bench.observe import Observer
@@ -72,10 +71,7 @@ async def _operator(b: Bench, rates: list[float], seconds: float) -> list[dict[s
         b.start_operator("operator")
     ns = b.namespace("steps")
     etype = f"bench-steps-{b.run_id}"
-    env.create_executor(b.state, ns, "steps", etype, capacity=BIG_CAPACITY, assignTimeoutSeconds=5)
-    deadline = time.monotonic() + 60
-    while not env.executor_ready(b.state, ns, "steps") and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await b.ready_executor(ns, "steps", etype, capacity=BIG_CAPACITY, assignTimeoutSeconds=5)
     obs = await b.observer(ns)
     try:
         async def offer(rate: float) -> dict[str, float]:
