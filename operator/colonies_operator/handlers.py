@@ -107,7 +107,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # ends at once (nolar/kopf#797). A deleted resource's daemon then finishes its removal (fail
 # what runs, delete the Jobs, unregister) shielded from that cancel, within
 # `cancellation_timeout`: kopf waits that long before it leaves a daemon orphaned.
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10, cancellation_timeout=110)
+# `backoff`: the daemon catches what it expects; if a bug still ends it, its processes wait
+# for the restart (they are adopted then), so it comes back in 5 s, not kopf's default 60.
+@kopf.daemon(GROUP, VERSION, PLURAL, backoff=5, cancellation_backoff=10, cancellation_timeout=110)
 async def colonyexecutor_daemon(
     name: str, namespace: str, uid: str, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
     status: kopf.Status, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any,

@@ -96,6 +96,8 @@ class FakeColoniesServer:
         self._expiry = asyncio.Event()
         self.subscriptions_down = False
         self._lose_assign_replies = 0
+        self.env_lands_late = False                            # submits store env only at land_env()
+        self.late_env: dict[str, dict[str, str]] = {}          # process id → env not stored yet
         self._last_ns = 0
         self._assign = AssignHandlers(self)
         self.files = SnapshotHandlers(self)
@@ -115,6 +117,16 @@ class FakeColoniesServer:
     def lose_next_assign_reply(self) -> None:
         """The next assign is processed (a process may be assigned) but its reply is lost."""
         self._lose_assign_replies += 1
+
+    def land_env(self) -> None:
+        """Store the env of every process submitted while `env_lands_late` was set.
+
+        v1.9.12 stores a submission in two statements, the process row and then its env as
+        attributes (postgresql/processes.go AddProcess): an assign that runs in between hands
+        the process over with no env. `env_lands_late` holds that gap open."""
+        for pid, env in self.late_env.items():
+            self.processes[pid].spec["env"] = env
+        self.late_env.clear()
 
     def expire_waits(self) -> None:
         """Every assign long poll and subscription open now ends as if its timeout passed."""

@@ -59,6 +59,8 @@ class ProcessHandlers:
         if normal["maxwaittime"] > 0:
             p.waitdeadline_ns = now + normal["maxwaittime"] * 1_000_000_000
         self.server.processes[p.id] = p
+        if self.server.env_lands_late and normal["env"]:
+            self.server.late_env[p.id], p.spec["env"] = p.spec["env"], {}
         rendered = self.server.render(p)
         self.server.events.signal(rendered)
         return rendered

@@ -62,6 +62,7 @@ class ExecutorConfig:
     profiles: Mapping[str, builder.Profile] = field(default_factory=dict)  # spec.profiles
     profile_budgets: Mapping[str, Resources] = field(default_factory=dict)  # profiles.<name>.capacity
     kueue: kueue.KueueSettings | None = None  # Kueue admits the Jobs (spec.kueue)
+    env_settle_seconds: float = 0.5          # the operator's setting (runtime/settling.py)
 
     @property
     def generated_key_secret(self) -> str:
@@ -212,6 +213,7 @@ def executor_config(namespace: str, name: str, spec: Mapping[str, Any], settings
         profiles=profiles,
         profile_budgets=profile_budgets,
         kueue=_kueue(spec),
+        env_settle_seconds=settings.env_settle_seconds,
     )
 
 

@@ -26,6 +26,9 @@ class OperatorSettings:
     server_tls: bool = False
     colony_name: str = ""
     image: str = ""  # the operator's own image: the CFS steps of Jobs run from it
+    # A process assigned with no env this soon after its submission is read again once this
+    # much time has passed since it (runtime/settling.py: Colonies stores env after the process).
+    env_settle_seconds: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: Any) -> OperatorSettings:
@@ -41,6 +44,7 @@ class OperatorSettings:
             "server_tls": truthy(env.get("COLONIES_TLS")),
             "colony_name": env.get("COLONIES_COLONY_NAME", ""),
             "image": env.get("COLONIES_OPERATOR_IMAGE", ""),
+            "env_settle_seconds": float(env.get("COLONIES_OPERATOR_ENV_SETTLE_SECONDS") or cls.env_settle_seconds),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -11,7 +11,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.client import ColoniesClient
@@ -23,6 +23,7 @@ from colonies_operator.runtime.placement import Placement
 from colonies_operator.runtime.watch import JobWatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Fenced(Exception):
@@ -63,6 +64,8 @@ class Context:
     job_settings: builder.JobSettings
     logs: Any  # config.LogSettings
     pending_grace_seconds: float
+    policy: Any = None  # jobs.spec.SpecPolicy: what a process read again is checked against
+    env_settle_seconds: float = 0.0  # runtime/settling.py
     unschedulable_grace_seconds: float | None = None  # capacity.elastic's elasticPendingSeconds; else the above
     placement: Placement = field(default_factory=Placement)
     metrics: Metrics = field(default_factory=Metrics)
@@ -70,14 +73,13 @@ class Context:
     on_change: Callable[[], None] = lambda: None
 
 
-async def report(call: Callable[[], Awaitable[None]], what: str) -> None:
-    """Retry a Colonies report until it lands or is refused for good: a result is never
+async def report(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Retry a Colonies call until it lands or is refused for good: a result is never
     dropped because the server was briefly away. Rejections propagate."""
     delay = 1.0
     while True:
         try:
-            await call()
-            return
+            return await call()
         except (errors.ColoniesUnreachable, errors.ColoniesServerError) as exc:
             log.warning("%s failed, retrying in %.0fs: %s", what, delay, exc)
             await asyncio.sleep(delay)

@@ -90,6 +90,7 @@ class ExecutorRuntime:
         return Context(colonies=self.me, kube=self.kube, watch=self.watch, capacity=self.capacity,
                        job_settings=self.job_settings, logs=self.config.logs,
                        pending_grace_seconds=self.config.pending_grace_seconds, stats=self.stats,
+                       policy=self.config.policy, env_settle_seconds=self.config.env_settle_seconds,
                        unschedulable_grace_seconds=self.config.elastic_pending_seconds if self.config.elastic else None,
                        placement=self.placement,
                        metrics=self.metrics, on_change=self._changed)

@@ -37,6 +37,10 @@ if getattr(sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER:
     sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
+# The apiserver could not be reached at all (restarting, network): no answer, so no KubeError.
+UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
 class KubeError(Exception):
     """The apiserver refused a request; `status` is the HTTP code, `reason` its Status reason."""
 

@@ -20,7 +20,7 @@ from colonies_operator.colonies import errors
 from colonies_operator.colonies.crypto import Key
 from colonies_operator.runtime.capacity import Capacity
 from colonies_operator.runtime.executor import ExecutorRuntime
-from colonies_operator.runtime.kube import KubeError
+from colonies_operator.runtime.kube import UNREACHABLE, KubeError
 from colonies_operator.runtime.registration import NameConflict
 from colonies_operator.runtime import templates
 from colonies_operator.runtime.shared import Shared
@@ -244,6 +244,9 @@ class ExecutorResource:
             return await self.shared.kube.read_secret(self.namespace, name)
         except KubeError as exc:
             raise Problem("SecretUnreadable", f"reading Secret {self.namespace}/{name} failed: {exc}") from None
+        except UNREACHABLE as exc:
+            raise Problem("ApiserverUnreachable", f"reading Secret {self.namespace}/{name} failed: the apiserver "
+                                                  f"did not answer ({exc or type(exc).__name__})") from None
 
     def _key(self, data: Mapping[str, str], ref: cfg.SecretRef, reason: str) -> Key:
         # Whoever reads the ColonyExecutor reads this message: it names only what the spec
@@ -317,8 +320,8 @@ class ExecutorResource:
         try:
             await self.shared.kube.patch_executor_status(self.namespace, self.name, status)
             self._published = comparable
-        except KubeError as exc:
-            log.info("status of %s/%s not updated: %s", self.namespace, self.name, exc)
+        except (KubeError, *UNREACHABLE) as exc:  # the next round tries again; what runs runs on
+            log.info("status of %s/%s not updated: %s", self.namespace, self.name, exc or type(exc).__name__)
 
 
 def _identity(config: cfg.ExecutorConfig) -> tuple[Any, ...]:

@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
 from colonies_operator.jobs import builder, diagnosis, kueue, spec, statuses
-from colonies_operator.runtime import io, jobops, logs, placement, snapshots
+from colonies_operator.runtime import io, jobops, logs, placement, settling, snapshots
 from colonies_operator.jobs.resources import Resources
-from colonies_operator.runtime.context import Context, End, Fenced
+from colonies_operator.runtime.context import Context, End, Fenced, report
 from colonies_operator.runtime.ending import Ending
 from colonies_operator.runtime.following import LogFollower
 from colonies_operator.runtime.kube import Conflict, KubeError
@@ -130,7 +130,7 @@ class Supervisor(Ending):
                 await io.ensure_input(self.ctx, self.run_spec, await self._cached_job(self.job_name) or {})
                 created_at = None
             else:
-                ended = await self._make_job()
+                ended = await self._second_look() or await self._make_job()
                 if ended is not None:
                     return ended
                 created_at = time.monotonic()
@@ -253,6 +253,25 @@ class Supervisor(Ending):
         callback, self._on_created = self._on_created, None
         if callback is not None:
             callback()
+
+    async def _second_look(self) -> End | None:
+        """Take the process as stored if it may have been handed over before its env was
+        (runtime/settling.py); a bad env read then fails it like any bad funcspec."""
+        def read() -> Awaitable[Process]:
+            return report(lambda: self.ctx.colonies.get_process(self.pid), f"reading {self.pid[:12]} again")
+
+        process = await self._until(settling.settled(self.process, read, self.ctx.env_settle_seconds,
+                                                     self.assigned_at))
+        if process is self.process:
+            return None
+        try:
+            run = spec.parse_process(process, self.ctx.policy)
+            job = builder.build_job(run, self.ctx.job_settings)
+        except (spec.SpecError, ValueError) as exc:
+            return await self._fail_with(str(exc), [], job_exists=False)
+        log.info("process %s: its env arrived after it was assigned; the Job has it", self.pid[:12])
+        self.process, self.run_spec, self.job, self.follower.run = process, run, job, run
+        return None
 
     async def _make_job(self) -> End | None:
         """Create this assignment's Job once no other Job of the process runs; None when it exists."""

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from colonies_operator.jobs import builder, spec
-from colonies_operator.runtime.kube import KubeApi, KubeError
+from colonies_operator.runtime.kube import UNREACHABLE, KubeApi, KubeError
 
 if TYPE_CHECKING:
     from colonies_operator.config import ExecutorConfig
@@ -49,4 +49,6 @@ async def refusal(kube: KubeApi, config: ExecutorConfig) -> str | None:
             if exc.status == 422:
                 return f"spec.{field}.podTemplate: the apiserver refuses the Jobs it makes: {exc.message}"
             log.debug("dry run of %s's %s: %s (not a template problem)", config.resource_name, field, exc)
+        except UNREACHABLE as exc:  # no answer: nothing learnt about the template; the Jobs will tell
+            log.info("dry run of %s's %s: the apiserver did not answer (%s)", config.resource_name, field, exc)
     return None
