@@ -468,11 +468,6 @@ async def test_two_executors_sharing_a_type_run_each_process_exactly_once(api, c
     await client.CoreV1Api(api).delete_namespace(other_ns)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "kwok sometimes ends one of these pods after its default 1 s although it is steered to run for "
-    "600 s (seen twice in a row in full CI runs, at this position; never alone): that process then "
-    "succeeds before maxexectime re-queues it. The operator's part passed in every run where the "
-    "pods ran as steered."))
 async def test_an_unassigned_process_moves_between_two_executors_and_each_stops_its_old_attempt(
         api, colonies, namespace, stack, operator):
     """Across two executors Colonies alone decides who runs an attempt: the one it took an
@@ -482,8 +477,7 @@ async def test_an_unassigned_process_moves_between_two_executors_and_each_stops_
     other_ns = await new_namespace(api)
     await start_executor(api, colonies, other_ns, stack, executorType=first.executor_type)
     async with recording(api, namespace, other_ns) as seen:
-        # pods that never end by themselves, so only Colonies' maxexectime ends an attempt (with
-        # "30s", one pod once ended after kwok's default 1 s and its process succeeded; cause unknown)
+        # pods that never end by themselves, so only Colonies' maxexectime ends an attempt
         processes = [await first.submit(maxexectime=4, maxretries=2, env={"KWOK_RUN_FOR": RUN_LONG})
                      for _ in range(4)]
         for p in processes:

@@ -119,13 +119,13 @@ async def all_pods_started(ex: Executor, count: int) -> bool:
     return sum(p.status.phase in ("Running", "Succeeded") for p in pods.items) == count
 
 
-async def ends_once_with_exact_logs(ex: Executor, processes: list[Any], lines: int, jobs: int | None = None) -> None:
+async def ends_once_with_exact_logs(ex: Executor, processes: list[Any], lines: int) -> None:
     for process in processes:
         done = await ex.final(process.processid, timeout=180)
         assert done.state is ProcessState.SUCCESS, done.errors
         assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, lines + 1)]
     # one Job per process: nothing ran twice
-    assert len(await ex.jobs()) == (len(processes) if jobs is None else jobs)
+    assert len(await ex.jobs()) == len(processes)
 
 
 async def test_the_standby_does_nothing_then_takes_over_a_sigkilled_leader_and_readopts_every_process(
@@ -168,11 +168,7 @@ async def test_the_standby_does_nothing_then_takes_over_a_sigkilled_leader_and_r
         await wait_for(adopted, 60, "the new leader to adopt every open process")
         readopted = time.monotonic() - killed
         assert leadership(b)["leading"] is True and leadership(b)["identity"] == b_identity
-        # kwok now and then ends a pod after its default 1 s although it is steered to run longer
-        # (the xfail of test_hard_paths): such a process ended before the kill, under the first
-        # leader alone; every process open at the kill must end once with all its lines.
-        open_ones = [p for p, state in zip(processes, states) if state is ProcessState.RUNNING]
-        await ends_once_with_exact_logs(ex, open_ones, lines, jobs=len(processes))
+        await ends_once_with_exact_logs(ex, processes, lines)
         await wait_for(lambda: scrape_total(b.metrics_url, "colonies_operator_processes_total",
                                             outcome="succeeded") == open_at_kill, 30, "every process to be counted")
     print(f"\nleader SIGKILLed with {open_at_kill} of {count} processes open: the standby held the Lease after "
