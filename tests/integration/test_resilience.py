@@ -24,7 +24,7 @@ from teststack import colonies_server, kube as stack_kube, procs
 from teststack.state import StackState
 from tests.fixtures.colonies import Colonies
 from tests.fixtures.kube import new_namespace
-from tests.fixtures.operator import Executor, running_operator, start_executor
+from tests.fixtures.operator import Executor, RunningOperator, running_operator, start_executor
 from tests.helpers import fresh_stack, scrape_total, wait_for
 
 pytestmark = pytest.mark.integration
@@ -187,9 +187,11 @@ async def test_sigkill_with_jobs_running_then_restart_reports_each_once_with_exa
           f"(including the operator's start); {count * lines} log lines compared")
 
 
-async def run_through_a_restart(own, stack, namespace: str, restart, run_for: str, lines: int) -> None:
+async def run_through_a_restart(own, stack, namespace: str, restart, run_for: str, lines: int,
+                                operator: RunningOperator) -> None:
     """Five processes running while `restart(stack)` happens, and one submitted right after:
-    every one ends SUCCESS, and each log holds each line exactly once."""
+    every one ends SUCCESS, each log holds each line exactly once, and the executor's runtime
+    ran on through it (it is not rebuilt, so no supervisor stopped)."""
     ex = await executor_in(own, namespace, stack, logs={"flushSeconds": 0.5})
     processes = [await ex.submit(env={"KWOK_RUN_FOR": run_for, "KWOK_LOG_LINES": str(lines)}) for _ in range(5)]
     await wait_for(lambda: pod_running(ex, processes[-1].processid), 60, "the pods to run")
@@ -200,14 +202,18 @@ async def run_through_a_restart(own, stack, namespace: str, restart, run_for: st
         assert done.state is ProcessState.SUCCESS, done.errors
     for process in processes:
         assert await ex.log_lines(process.processid) == [f"line {i}" for i in range(1, lines + 1)]
+    assert scrape_total(operator.metrics_url, "colonies_operator_executor_runtime_starts_total",
+                        executor=f"{namespace}/{ex.name}") == 1
 
 
 async def test_a_colonies_server_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
-    await run_through_a_restart(own, own_stack, rs_namespace, colonies_server.restart_colonies, "6s", 100)
+    await run_through_a_restart(own, own_stack, rs_namespace, colonies_server.restart_colonies, "6s", 100,
+                                own_operator)
 
 
 async def test_an_apiserver_restart_while_processes_run_loses_nothing(own, own_stack, rs_namespace, own_operator):
-    await run_through_a_restart(own, own_stack, rs_namespace, stack_kube.restart_apiserver, "8s", 50)
+    await run_through_a_restart(own, own_stack, rs_namespace, stack_kube.restart_apiserver, "8s", 50,
+                                own_operator)
 
 
 async def test_a_huge_log_and_a_5mb_line_are_capped_with_a_visible_line_and_memory_stays_bounded(
