@@ -15,7 +15,7 @@ from bench import env
 from bench.figures import summary
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import Bench
 
 BIG = {"cpu": "100000", "memory": "100000Gi"}
 

@@ -31,6 +31,7 @@ class Observer:
     running: dict[str, float] = field(default_factory=dict)  # pod name → first seen Running
     finished: dict[str, float] = field(default_factory=dict)  # Job name → first seen Complete or Failed
     pods_of_job: dict[str, str] = field(default_factory=dict)
+    uids: dict[str, set[str]] = field(default_factory=dict)  # process id → uids of every Job seen for it
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _listed: int = 0
@@ -52,11 +53,13 @@ class Observer:
         name = meta.get("name")
         if not name:
             return
+        annotations = meta.get("annotations") or {}
+        labels = meta.get("labels") or {}
+        pid = annotations.get(builder.PROCESS_ID_ANNOTATION) or labels.get(NAIVE_PROCESS_LABEL) or ""
         if name not in self.jobs:
-            annotations = meta.get("annotations") or {}
-            labels = meta.get("labels") or {}
-            pid = annotations.get(builder.PROCESS_ID_ANNOTATION) or labels.get(NAIVE_PROCESS_LABEL) or ""
             self.jobs[name] = JobSeen(name, pid, int(labels.get(builder.ATTEMPT_LABEL) or 0), now)
+        if pid and meta.get("uid"):
+            self.uids.setdefault(pid, set()).add(meta["uid"])
         if name not in self.finished and any(
                 c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                 for c in (obj.get("status") or {}).get("conditions") or []):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import Bench
 
 RATE = 100  # samples per second
 PROFILES = Path(__file__).resolve().parent / "profiles"

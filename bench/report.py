@@ -50,6 +50,9 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
     r = data.get("results", {})
     b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
     li, p6, st, dr = r.get("p2_light", {}), r.get("p6_real", {}), r.get("p1_steps", {}), r.get("p1_drain", {})
+    sk = r.get("soak", {})
+    soak_run = (f"{_get(sk, 'settings', 'seconds'):.0f} s at {_get(sk, 'settings', 'rate'):g}/s, "
+                f"{len(sk.get('faults') or [])} faults" if sk.get("settings") else "")
     at_once = f"assigned_to_container_running_{p6.get('batch')}_at_once_s"
     out = [
         (f"P1 burst launch rate, backlog {b.get('processes')} (Jobs/s)", _get(b, "operator", "jobs_per_second"),
@@ -130,6 +133,16 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
          _get(p6, at_once, "p50"), None, None, "ms", None, ""),
         (f"P6 real node: assigned → container running p99, {p6.get('batch')} at once",
          _get(p6, at_once, "p99"), None, None, "ms", ("<=", 5.0), "≤ 5 s (pod-startup SLO)"),
+        (f"Soak ({soak_run}): processes submitted", sk.get("submitted"), None, None, "", None, ""),
+        ("Soak: processes not ended (lost)", sk.get("not_final"), None, None, "", ("<=", 0), "0"),
+        ("Soak: ends the faults do not explain", sk.get("unexplained"), None, None, "", ("<=", 0), "0"),
+        ("Soak: processes run in more than one Job", sk.get("ran_in_more_than_one_job"), None, None, "",
+         ("<=", 0), "0"),
+        ("Soak: log lines lost + duplicated",
+         (sk["log_lines_lost"] + sk["log_lines_duplicated"]) if "log_lines_lost" in sk else None, None, None, "",
+         ("<=", 0), "0"),
+        ("Soak: operator RSS, last ÷ first window", _get(sk, "rss", "last_over_first"), None, None, "",
+         ("<=", 1.1), "≤ 1.1"),
     ]
     return out
 

@@ -20,7 +20,7 @@ from bench.observe import Observer
 from teststack import procs
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import Bench
 
 P99_LIMIT_S = 1.0  # submitted → Job created p99 a step may reach and still count as held
 BIG_CAPACITY = {"cpu": "100000", "memory": "100000Gi", "maxConcurrentJobs": 100000}

@@ -312,21 +312,43 @@ def start(run: Path, step: Step, on_proc: Callable[[procs.Proc], None]) -> tuple
     return tuple(started), k
 
 
+def _compact_etcd(port: int) -> None:
+    """One write (a key of our own), then a compaction at the revision it made."""
+    import base64
+    import json
+    import urllib.request
+
+    def call(path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read())
+
+    key = base64.b64encode(b"/teststack/compaction-marker").decode()
+    revision = call("/v3/kv/put", {"key": key, "value": base64.b64encode(str(time.time()).encode()).decode()})
+    call("/v3/kv/compaction", {"revision": revision["header"]["revision"], "physical": True})
+
+
 def _timed(fn: Callable[[], None]) -> float:
     began = time.monotonic()
     fn()
     return time.monotonic() - began
 
 
-def restart_apiserver(state: StackState) -> StackState:
+def restart_apiserver(state: StackState, *, expire_watches: bool = False) -> StackState:
     """Stop kube-apiserver by pid and start it again with the same flags and port.
 
     Returns the new state (also written to state.json). Watches of every client break and
-    must resume: that is what a test of this wants to see.
+    must resume: that is what a test of this wants to see. With `expire_watches`, etcd is
+    compacted while the apiserver is down (after one write of its own, so the revision every
+    client last saw is older than the compaction): every watch resumed from where it was
+    answers 410 Gone, and its client must list again.
     """
     from teststack import state as st
 
     old = state.proc("kube-apiserver")
+    if expire_watches:
+        procs.stop(old)
+        _compact_etcd(state.kube.etcd_port)
     proc = procs.restart(old)
     check = _checks(state.kube)["kube-apiserver"]
     procs.wait_http(check, timeout=120, what="kube-apiserver (restart)", proc=proc)
