@@ -50,7 +50,8 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
     r = data.get("results", {})
     b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
     li, p6, st, dr = r.get("p2_light", {}), r.get("p6_real", {}), r.get("p1_steps", {}), r.get("p1_drain", {})
-    sk = r.get("soak", {})
+    sk, sh = r.get("soak", {}), r.get("p1_shared", {})
+    split = " / ".join(str(v) for v in (sh.get("split") or {}).values())
     soak_run = (f"{_get(sk, 'settings', 'seconds'):.0f} s at {_get(sk, 'settings', 'rate'):g}/s, "
                 f"{len(sk.get('faults') or [])} faults" if sk.get("settings") else "")
     at_once = f"assigned_to_container_running_{p6.get('batch')}_at_once_s"
@@ -76,6 +77,10 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
         ("P1 sustained submitted → Job created p99", _get(s, "operator", "submitted_to_job_created_s", "p99"),
          _get(s, "ceiling", "submitted_to_job_created_s", "p99"), _get(s, "naive", "submitted_to_job_created_s", "p99"),
          "ms", None, "(baseline 1: → assigned)"),
+        (f"P1 shared type: {sh.get('processes')} processes, 3 executors on 2 operators (Jobs/s; split {split})",
+         sh.get("jobs_per_second"), None, None, "", None, ""),
+        ("P1 shared type: processes run in more than one Job", sh.get("processes_in_more_than_one_job"), None, None,
+         "", ("<=", 0), "0"),
         ("P2 assigned → Job created p50, burst (watch)", _get(b, "operator", "assigned_to_job_created_s", "p50"), None,
          _get(b, "naive", "assigned_to_job_created_s", "p50"), "ms", ("<=", 0.1), "≤ 100 ms"),
         ("P2 assigned → Job created p99, burst (watch)", _get(b, "operator", "assigned_to_job_created_s", "p99"), None,

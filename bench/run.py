@@ -23,7 +23,7 @@ from colonies_operator.colonies.client import Connection, RetryPolicy, ServerAdd
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.kube import KubeApi
 
-from bench import compare, drain, env, profile, report, soak, steps
+from bench import compare, drain, env, profile, report, shared, soak, steps
 from bench.figures import rate, summary
 from bench.env import say
 from bench.harness import Bench
@@ -543,7 +543,7 @@ async def real(b: Bench) -> None:
 
 
 PHASES = {"burst": burst, "light": light, "sustained": sustained, "steps": steps.steps, "drain": drain.drain,
-          "recovery": recovery, "scale": scale, "real": real, "soak": soak.phase}
+          "shared": shared.shared, "recovery": recovery, "scale": scale, "real": real, "soak": soak.phase}
 DEFAULT_PHASES = [p for p in PHASES if p != "soak"]  # the soak (20 minutes of faults) runs when named
 
 
@@ -586,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain", type=int, default=1000, help="P1 drain: backlog of processes")
     ap.add_argument("--drain-slots", type=int, default=16, help="P1 drain: the executor's maxConcurrentJobs")
     ap.add_argument("--drain-run-for", default="3s", help="P1 drain: how long each pod runs (kwok)")
+    ap.add_argument("--shared", type=int, default=1000,
+                    help="P1 shared type: backlog drained by three executors of one type, on two operators")
     ap.add_argument("--light-rate", type=float, default=5, help="P2 at a light load: submissions per second")
     ap.add_argument("--light-seconds", type=float, default=30)
     ap.add_argument("--in-flight", type=int, default=5000, help="P4 target of processes in flight")

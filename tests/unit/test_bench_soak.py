@@ -64,3 +64,9 @@ def test_a_run_is_compared_with_the_reference_figure_by_figure():
     lost = next(line for line in text.splitlines() if line.startswith("Soak: processes not ended"))
     assert lost.split()[-1] == "="
     assert "compared with ref.json (2 cores; 2 cores, 24 GiB)" in text
+
+
+def test_a_shared_backlog_reports_its_split_and_every_process_run_twice_or_never():
+    from bench.shared import once_each
+    out = once_each(["a", "b", "c", "d"], {"ns1": {"a": {"u1"}, "b": {"u2"}}, "ns2": {"c": {"u3"}, "b": {"u4"}}})
+    assert out == {"split": {"ns1": 2, "ns2": 2}, "processes_in_more_than_one_job": 1, "processes_without_a_job": 1}
