@@ -28,3 +28,24 @@ def summary(values: list[float]) -> dict[str, Any] | None:
         return None
     return {"n": len(values), "p50": quantile(values, 0.5), "p90": quantile(values, 0.9),
             "p99": quantile(values, 0.99), "max": max(values), "mean": statistics.fmean(values)}
+
+
+BENCH_OWN = "bench (submitting, watching)"
+
+
+def cpu_per_process(cpu: dict[str, dict[str, float]] | None, count: int) -> dict[str, float] | None:
+    """CPU seconds each process cost each component (the bench's own submitting and watching
+    left out), the largest first, with their sum under "all"."""
+    if not cpu or count <= 0:
+        return None
+    parts = {name: v["cpu_seconds"] / count for name, v in cpu.items() if name != BENCH_OWN and v["cpu_seconds"]}
+    out = dict(sorted(parts.items(), key=lambda kv: -kv[1]))
+    out["all"] = sum(parts.values())
+    return out
+
+
+def cpu_bound(per_process: dict[str, float] | None, cores: int) -> float | None:
+    """The most processes per second these cores could run at that cost: the machine's bound."""
+    if not per_process or not per_process.get("all"):
+        return None
+    return cores / per_process["all"]

@@ -61,6 +61,11 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
         (f"P1 sustained launch rate, offered {s.get('offered_per_second')}/s for {s.get('seconds')} s (Jobs/s)",
          _get(s, "operator", "jobs_per_second"), _get(s, "ceiling", "jobs_per_second"),
          _get(s, "naive", "jobs_per_second"), "", (">=", 20), "≥ 20"),
+        ("P1 burst: CPU seconds per process, every stack component (launch to close)",
+         _get(b, "operator", "cpu_seconds_per_process", "all"), _get(b, "ceiling", "cpu_seconds_per_process", "all"),
+         None, "ms", None, ""),
+        ("P1 burst launch rate ÷ the machine's bound at that CPU cost (cores ÷ CPU s per process)",
+         _get(b, "operator", "of_cpu_bound"), None, None, "", None, ""),
         (STEPS_ROW.format(rates=",".join(f"{x:g}" for x in st.get("rates") or [])),
          _get(st, "operator", "highest_rate_held"), None, _get(st, "naive", "highest_rate_held"), "", None,
          "≥ 0.8× b0, ≥ 5× b2"),
@@ -163,6 +168,8 @@ def baseline0(data: dict[str, Any]) -> dict[str, Any]:
     r = data.get("results", {})
     names = [row[0] for row in rows(data)]
     values = {names[0]: _get(r, "p1_burst", "kube_ceiling", "jobs_per_second"),
+              next(n for n in names if n.startswith("P1 burst: CPU seconds")):
+                  _get(r, "p1_burst", "kube_ceiling", "cpu_seconds_per_process", "all"),
               next(n for n in names if n.startswith("P1 highest")):
                   _get(r, "p1_steps", "kube_ceiling", "highest_rate_held")}
     return {name: value for name, value in values.items() if value is not None}

@@ -24,7 +24,7 @@ from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.kube import KubeApi
 
 from bench import compare, drain, env, profile, report, shared, soak, steps
-from bench.figures import rate, summary
+from bench.figures import cpu_bound, cpu_per_process, rate, summary
 from bench.env import say
 from bench.harness import Bench
 from bench.observe import Observer
@@ -87,6 +87,10 @@ async def burst(b: Bench) -> None:
             env.histogram_delta(None, scrape, "colonies_operator_assign_roundtrip_seconds"))
         out["operator"]["histogram_own_share_s"] = hist_summary(
             env.histogram_delta(None, scrape, OWN_SHARE))
+    per_process = cpu_per_process(out["operator"]["cpu"], n)
+    out["operator"]["cpu_seconds_per_process"] = per_process
+    out["operator"]["of_cpu_bound"] = ((out["operator"]["jobs_per_second"] or 0) / cpu_bound(per_process, os.cpu_count())
+                                       if cpu_bound(per_process, os.cpu_count()) else None)
     b.series["burst"]["operator"] = [t - launched[0] for t in launched] if launched else []
     b.series["latency_burst_operator"] = b.latencies(obs, done)
     if spy:
@@ -108,8 +112,9 @@ async def burst(b: Bench) -> None:
     await b.wait_proc(proc, 330)
     data = json.loads(result.read_text())
     times = sorted(t for _, t in data["assigned"])
+    cpu = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
     out["ceiling"] = {"jobs_per_second": rate(times), "first_to_last_s": times[-1] - times[0] if times else None,
-                      "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)}
+                      "cpu": cpu, "cpu_seconds_per_process": cpu_per_process(cpu, n)}
     b.series["burst"]["ceiling"] = [t - times[0] for t in times] if times else []
 
     if "naive" not in b.args.executors:
@@ -160,12 +165,14 @@ async def burst_kube_ceiling(b: Bench, out: dict[str, Any]) -> None:
     api_after = b.scrape_apiserver()
     await b.wait_proc(proc, 60)
     data = json.loads(result.read_text()) if result.exists() else {}
+    cpu = env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0)
     out["kube_ceiling"] = {
+        "cpu_seconds_per_process": cpu_per_process(cpu, n),
         "jobs_per_second": rate(launched),
         "start_to_first_job_s": launched[0] - t0 if launched else None,
         "first_to_last_job_s": launched[-1] - launched[0] if launched else None,
         "errors": len(data.get("errors") or []),
-        "cpu": env.CpuMeter.delta(cpu0, b.cpu.sample(), time.time() - t0),
+        "cpu": cpu,
         "apiserver_job_create_s": apiserver_job_creates(api_before, api_after),
     }
     b.series["burst"]["kube_ceiling"] = [t - launched[0] for t in launched] if launched else []

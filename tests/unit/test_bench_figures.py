@@ -40,3 +40,22 @@ def test_a_finished_job_hands_its_slot_to_the_next_job_created_after_it():
     from bench.drain import handovers
     assert handovers(finished=[10.0, 13.0], created=[0.0, 10.5, 13.25]) == [0.5, 0.25]
     assert handovers(finished=[20.0], created=[0.0, 10.0]) == []  # nothing created after it
+
+
+def test_cpu_per_process_sets_the_machines_bound_for_a_burst():
+    from bench.figures import cpu_bound, cpu_per_process
+    cpu = {"kube-apiserver": {"cpu_seconds": 2.0, "cores": 1.0}, "operator": {"cpu_seconds": 1.0, "cores": 0.5},
+           "bench (submitting, watching)": {"cpu_seconds": 5.0, "cores": 2.5}}
+    per = cpu_per_process(cpu, 100)
+    assert list(per) == ["kube-apiserver", "operator", "all"] and per["all"] == 0.03
+    assert round(cpu_bound(per, 2), 3) == 66.667
+    assert cpu_per_process({}, 100) is None and cpu_bound(None, 2) is None
+    data = {"results": {"p1_burst": {"processes": 100,
+                                     "operator": {"jobs_per_second": 50.0, "cpu_seconds_per_process": per,
+                                                  "of_cpu_bound": 0.75},
+                                     "kube_ceiling": {"jobs_per_second": 100.0,
+                                                      "cpu_seconds_per_process": {"all": 0.01}}}}}
+    lines = report.table(data).splitlines()
+    cost = next(line for line in lines if line.startswith("P1 burst: CPU seconds per process"))
+    assert "30 ms" in cost and "10 ms" in cost and "3.00×" in cost
+    assert "0.75" in next(line for line in lines if line.startswith("P1 burst launch rate ÷ the machine"))
