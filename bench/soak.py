@@ -4,7 +4,8 @@ Processes are submitted at a steady rate; each runs a while (drawn from a range)
 numbered lines. Every `fault_every` seconds one fault is injected, drawn in a fixed, seeded
 order that goes through every kind once per round: SIGKILL the operator (it is started again),
 restart the Colonies server, restart the apiserver, expire every watch (etcd compacted while
-the apiserver is down: watches resume into 410 Gone), SIGSTOP etcd, SIGSTOP the operator,
+the apiserver is down: a watch resumed from where it was gets 410 Gone; kopf's do, the
+operator's own Job and Pod watches list again after any break), SIGSTOP etcd, SIGSTOP the operator,
 delete a running Job by hand, cancel running processes.
 
 At the end every process must be in a final state the faults explain (CANCELLED only if we
@@ -151,11 +152,13 @@ class Soak:
         self.operator = operator
         self.s = settings
         self.say = say
-        self.rng = random.Random(settings.seed)
+        self.runs = random.Random(settings.seed)        # how long each process runs
+        self.choices = random.Random(settings.seed + 1)  # which Job a fault deletes, which processes it cancels
         self.colony = state.colonies.colony_name
         self.submitted: list[str] = []
         self.expected: dict[str, list[str]] = {}
         self.submit_errors = 0
+        self.submit_error = ""  # the first one's words
         self.explained = Explained()
         self.faults: list[dict[str, Any]] = []
         self.rss: list[tuple[float, int]] = []
@@ -185,7 +188,8 @@ class Soak:
         logs = await self._logs([p for p in self.submitted if processes.get(p) is not None
                                  and processes[p].state is ProcessState.SUCCESS])
         out = verdict(self.submitted, processes, self.explained, observer.uids, logs, self.expected)
-        out.update({"settings": asdict(self.s), "submit_errors": self.submit_errors, "faults": self.faults,
+        out.update({"settings": asdict(self.s), "submit_errors": self.submit_errors,
+                    "submit_error_first": self.submit_error, "faults": self.faults,
                     "rss": rss_flatness(self.rss, self.s.rss_window),
                     "seconds": round(time.monotonic() - self.started, 1)})
         return out
@@ -199,14 +203,15 @@ class Soak:
             delay = self.started + i / self.s.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._submit_one(self.rng.randint(*self.s.run_for))))
+            tasks.append(asyncio.create_task(self._submit_one(self.runs.randint(*self.s.run_for))))
         await asyncio.gather(*tasks)
 
     async def _submit_one(self, run_for: int) -> None:
         try:
             p = await self.user.submit(self.spec(run_for, self.s.log_lines))
-        except Exception:  # noqa: BLE001 - the server was restarting: not the operator's to run
+        except Exception as exc:  # noqa: BLE001 - the server was restarting: not the operator's to run
             self.submit_errors += 1
+            self.submit_error = self.submit_error or f"{type(exc).__name__}: {exc}"[:300]
             return
         self.submitted.append(p.processid)
         self.expected[p.processid] = [f"line {i}" for i in range(1, self.s.log_lines + 1)]
@@ -264,7 +269,7 @@ class Soak:
             "deletionTimestamp")]
         if not running:
             return "no running Job"
-        job = self.rng.choice(sorted(running, key=lambda j: j["metadata"]["name"]))
+        job = self.choices.choice(sorted(running, key=lambda j: j["metadata"]["name"]))
         pid = (job["metadata"].get("annotations") or {}).get("colonyos.io/process-id", "")
         self.explained.jobs_deleted.add(pid)
         await self.kube.delete_job(self.namespace, job["metadata"]["name"], propagation="Background")
@@ -274,7 +279,7 @@ class Soak:
         running = await self.user.get_processes(self.colony, ProcessState.RUNNING, count=100,
                                                 executor_type=self.executor_type)
         ours = sorted(p.processid for p in running if p.processid in self.expected)
-        chosen = self.rng.sample(ours, min(self.s.cancel, len(ours)))
+        chosen = self.choices.sample(ours, min(self.s.cancel, len(ours)))
         for pid in chosen:
             self.explained.cancelled.add(pid)  # before: the cancel may land and its reply be lost
             try:

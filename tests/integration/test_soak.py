@@ -25,7 +25,7 @@ from tests.helpers import fresh_stack
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = SoakSettings(seconds=120, rate=2, run_for=(3, 12), log_lines=30, fault_every=120 / (len(FAULTS) + 1),
+SETTINGS = SoakSettings(seconds=120, rate=2, run_for=(3, 12), log_lines=30, fault_every=120 / len(FAULTS),
                         seed=13, stop_etcd_seconds=10, stop_operator_seconds=15, cancel=3, drain_timeout=300,
                         rss_window=30)
 
