@@ -122,3 +122,40 @@ async def test_the_loop_waits_for_a_create_slot_rather_than_assign_faster_than_j
         await for_a_while(0.5)
         assigned = sum(h.state(p.processid) is ProcessState.RUNNING for p in processes)
         assert assigned <= assigning.CREATES_IN_FLIGHT
+
+
+async def test_a_long_poll_with_room_for_the_largest_process_yet_is_not_restarted_when_a_job_ends():
+    async with running(capacity={"cpu": "8", "memory": "16Gi"}, assignTimeoutSeconds=300) as h:
+        first = await h.submit()
+        job = await h.job_of(first.processid)
+        await for_a_while(0.3)  # the long poll now advertises 7.9 cpu: room for any 100m process
+        assigns = h.server.calls["assign"]
+        h.kube.start(job)
+        h.kube.succeed(job)
+        await eventually(lambda: h.state(first.processid) is ProcessState.SUCCESS, "the first to end")
+        await for_a_while(0.5)
+        # restarting would only risk its answer (the server may assign as the connection closes)
+        assert h.server.calls["assign"] == assigns
+        second = await h.submit()
+        await h.job_of(second.processid)  # the same long poll takes it
+
+
+async def test_a_long_poll_ended_early_makes_fencing_look_for_a_lost_answer_within_seconds(monkeypatch):
+    from colonies_operator.runtime import fencing
+    looks = []
+    async with running(capacity={"cpu": "300m", "memory": "16Gi"}, assignTimeoutSeconds=300) as h:
+        original = h.runtime.fencing.look_soon
+        monkeypatch.setattr(h.runtime.fencing, "look_soon", lambda: (looks.append(1), original()))
+        first = await h.submit(conditions={"cpu": "200m"})
+        job = await h.job_of(first.processid)
+        await for_a_while(0.2)  # the long poll advertises 100m: less than the 200m process
+        h.kube.start(job)
+        h.kube.succeed(job)
+        await eventually(lambda: looks, "the restarted long poll to ask for a look")
+        # an answer lost that way: the process is RUNNING on us and nobody runs it
+        h.server.lose_next_assign_reply()
+        lost = await h.submit(conditions={"cpu": "100m"})
+        await eventually(lambda: h.state(lost.processid) is ProcessState.RUNNING, "the lost assignment")
+        h.runtime.fencing.look_soon()
+        assert fencing.POLL_SECONDS == 10.0
+        await eventually(lambda: h.job_name(lost.processid), "the orphan to run", timeout=fencing.SOON_SECONDS * 3.5)

@@ -6,8 +6,12 @@ the other assigns' claims) and holds that part as a claim until it is answered, 
 advertised and what is admitted never together exceed the budget:
 
 - one long poll (`assignTimeoutSeconds`) advertises all unclaimed room while nothing waits;
-  when room appears during the poll (a Job ended), the poll is restarted with the new room,
-  so a process that fits now starts now, not when the poll times out;
+  when room appears during the poll (a Job ended) and the poll advertises less than the
+  largest process admitted so far, it is restarted with the new room, so a process that fits
+  now starts now, not when the poll times out. Only then: ending a poll can lose its answer
+  (the server may assign as the connection closes; that process is then RUNNING on us with
+  no reply), so each ended poll asks fencing for a look soon, which runs such a process
+  within about two seconds instead of two poll intervals;
 - while a backlog drains (the last assign found work at once), up to `SLICES` one-shot
   assigns run at once, each advertising the size of the last process admitted;
 - a heartbeat, an assign that can match nothing (`availablecpu: "-1m"`: the server selects
@@ -81,6 +85,7 @@ class Assigner:
     def __init__(self, colonies: ColoniesClient, capacity: Capacity, admit: Admit, *,
                  settings: Callable[[], AssignSettings], health: Health, metrics: Metrics,
                  on_forbidden: Callable[[], Awaitable[None]], on_change: Callable[[], None] = lambda: None,
+                 on_abandoned: Callable[[], None] = lambda: None,
                  placement: Placement | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.colonies = colonies
         self.capacity = capacity
@@ -91,6 +96,7 @@ class Assigner:
         self.metrics = metrics
         self._on_forbidden = on_forbidden
         self._on_change = on_change
+        self._on_abandoned = on_abandoned  # a long poll was ended early: its answer may be lost
         self._clock = clock
         self.draining = False
         self._halted = False              # stop() was called: run() returns
@@ -101,6 +107,7 @@ class Assigner:
         self._shots: set[asyncio.Task[None]] = set()
         self._backlog = False
         self._estimate: Resources | None = None
+        self._largest: Resources | None = None  # per dimension, the most one admitted process asked for
         self._creating = 0                # assigns whose Job is not created yet
         self._last_sent = clock()
         self._retry_at = 0.0              # after a failure, no assign before this
@@ -175,8 +182,10 @@ class Assigner:
             if not has_room(room, budget):
                 return
             if self._poll is not None:
-                # Room appeared while the long poll waits with less: restart it with all of it.
-                self._restart.set()
+                if self._largest is None or not self._largest.fits_in(self._poll_claim):
+                    # Room appeared while the long poll waits with too little for what runs
+                    # here: restart it with all of it.
+                    self._restart.set()
                 return
             if self._backlog and len(self._shots) < SLICES:
                 size = self._estimate if self._estimate and self._estimate.fits_in(room) else _claim(room)
@@ -226,6 +235,7 @@ class Assigner:
             restart.cancel()
         if not call.done():
             call.cancel()  # the server stops waiting when the connection closes
+            self._on_abandoned()
         try:
             process = await call
         except asyncio.CancelledError:
@@ -290,6 +300,9 @@ class Assigner:
     def note_admitted(self, request: Resources) -> None:
         """The size the next one-shots advertise while a backlog drains."""
         self._estimate = request
+        big = self._largest or request
+        self._largest = Resources(max(big.cpu_millis, request.cpu_millis), max(big.memory_bytes, request.memory_bytes),
+                                  max(big.gpus, request.gpus), 1)
 
     def _release_slot(self) -> None:
         self._creating -= 1

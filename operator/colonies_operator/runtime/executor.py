@@ -72,7 +72,8 @@ class ExecutorRuntime:
         self.job_settings = config.job_settings(self.me.id)
         self.assigner = Assigner(self.me, self.capacity, self.admit, settings=self._assign_settings,
                                  health=self.health, metrics=self.metrics, on_forbidden=self._registered_again,
-                                 on_change=on_change, placement=self.placement)
+                                 on_change=on_change, placement=self.placement,
+                                 on_abandoned=lambda: self.fencing.look_soon())
         self.fencing = Fencing(self.me, config.colony_name, config.executor_type, self.in_flight, self.fence,
                                attempt_of=self.attempt_of, on_orphan=self._orphan)
         self._fatal: BaseException | None = None

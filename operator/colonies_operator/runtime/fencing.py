@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIPTION_SECONDS = 300
 POLL_SECONDS = 10.0
+SOON_SECONDS = 1.0  # `look_soon`: two polls this far apart (an orphan is one seen in two in a row)
 PAGE = 100
 
 Fence = Callable[[str, str], None]  # (process id, reason)
@@ -84,7 +85,15 @@ class Fencing:
         self._fence = fence
         self._on_orphan = on_orphan
         self._suspects: set[str] = set()      # orphans seen in the last poll
+        self._soon = 0                        # quick polls still to make
+        self._woken = asyncio.Event()
         self.polls = 0
+
+    def look_soon(self) -> None:
+        """An assign's answer may have been lost (its long poll was ended early): poll twice,
+        `SOON_SECONDS` apart, so a process Colonies gave us meanwhile runs within seconds."""
+        self._soon = 2
+        self._woken.set()
 
     async def run(self) -> None:
         await asyncio.gather(self._subscribe(ProcessState.CANCELLED), self._poll())
@@ -118,7 +127,16 @@ class Fencing:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(POLL_SECONDS)
+            if self._soon:
+                self._soon -= 1
+                await asyncio.sleep(SOON_SECONDS)
+            else:
+                self._woken.clear()
+                try:
+                    await asyncio.wait_for(self._woken.wait(), POLL_SECONDS)
+                    continue  # asked to look soon
+                except TimeoutError:
+                    pass
             try:
                 await self.poll_once()
             except errors.ColoniesError as exc:
