@@ -184,9 +184,8 @@ class ExecutorRuntime:
 
     def fence(self, process_id: str, reason: str) -> None:
         supervisor = self.running.get(process_id)
-        if supervisor is not None and not supervisor.fenced:
+        if supervisor is not None and supervisor.fence(reason):
             log.info("process %s: %s; stopping its Job", process_id[:12], reason)
-            supervisor.fence(reason)
 
     def admit(self, process: Process, on_created: Callable[[], None] | None = None) -> None:
         """A process Colonies assigned to us → a supervisor (or a rejection), at once."""

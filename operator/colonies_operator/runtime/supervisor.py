@@ -77,13 +77,14 @@ class Supervisor(Ending):
     def fenced(self) -> bool:
         return bool(self._fenced)
 
-    def fence(self, reason: str) -> None:
-        """The process is no longer ours: stop, delete the Job, report nothing. Ignored once
-        the end is being reported (our own close makes the process look "closed")."""
+    def fence(self, reason: str) -> bool:
+        """The process is no longer ours: stop, delete the Job, report nothing. Ignored (False)
+        once the end is being reported (our own close makes the process look "closed")."""
         if self._closing or self._fenced:
-            return
+            return False
         self._fenced = reason
         self._event.set()
+        return True
 
     async def run(self) -> End:
         """Supervise to the end. The capacity `request` is released here."""
