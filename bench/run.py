@@ -574,6 +574,8 @@ async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> 
                     traceback.print_exc()
                     b.results.setdefault("errors", {})[phase] = f"{type(exc).__name__}: {exc}"
                 say(f"{phase} done in {time.monotonic() - began:.0f}s")
+                # what was measured so far survives a run stopped later
+                (out / "partial.json").write_text(json.dumps({"results": b.results}, indent=1, default=str))
         finally:
             b.stop_operator()
             await kube.close()
