@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.figures import cpu_bound
+
 
 def _get(d: Any, *path: str) -> Any:
     for key in path:
@@ -51,6 +53,7 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
     b, s, p4, p5 = r.get("p1_burst", {}), r.get("p1_sustained", {}), r.get("p4_scale", {}), r.get("p5_recovery", {})
     li, p6, st, dr = r.get("p2_light", {}), r.get("p6_real", {}), r.get("p1_steps", {}), r.get("p1_drain", {})
     sk, sh = r.get("soak", {}), r.get("p1_shared", {})
+    cores = (data.get("meta") or {}).get("cpus") or 2
     split = " / ".join(str(v) for v in (sh.get("split") or {}).values())
     soak_run = (f"{_get(sk, 'settings', 'seconds'):.0f} s at {_get(sk, 'settings', 'rate'):g}/s, "
                 f"{len(sk.get('faults') or [])} faults" if sk.get("settings") else "")
@@ -64,8 +67,9 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
         ("P1 burst: CPU seconds per process, every stack component (launch to close)",
          _get(b, "operator", "cpu_seconds_per_process", "all"), _get(b, "ceiling", "cpu_seconds_per_process", "all"),
          None, "ms", None, ""),
-        ("P1 burst launch rate ÷ the machine's bound at that CPU cost (cores ÷ CPU s per process)",
-         _get(b, "operator", "of_cpu_bound"), None, None, "", None, ""),
+        ("P1 burst: processes/s these cores could sustain at that CPU cost (cores ÷ CPU s per process)",
+         cpu_bound(_get(b, "operator", "cpu_seconds_per_process"), cores),
+         cpu_bound(_get(b, "ceiling", "cpu_seconds_per_process"), cores), None, "", None, ""),
         (STEPS_ROW.format(rates=",".join(f"{x:g}" for x in st.get("rates") or [])),
          _get(st, "operator", "highest_rate_held"), None, _get(st, "naive", "highest_rate_held"), "", None,
          "≥ 0.8× b0, ≥ 5× b2"),
@@ -170,6 +174,9 @@ def baseline0(data: dict[str, Any]) -> dict[str, Any]:
     values = {names[0]: _get(r, "p1_burst", "kube_ceiling", "jobs_per_second"),
               next(n for n in names if n.startswith("P1 burst: CPU seconds")):
                   _get(r, "p1_burst", "kube_ceiling", "cpu_seconds_per_process", "all"),
+              next(n for n in names if n.startswith("P1 burst: processes/s these cores")):
+                  cpu_bound(_get(r, "p1_burst", "kube_ceiling", "cpu_seconds_per_process"),
+                            (data.get("meta") or {}).get("cpus") or 2),
               next(n for n in names if n.startswith("P1 highest")):
                   _get(r, "p1_steps", "kube_ceiling", "highest_rate_held")}
     return {name: value for name, value in values.items() if value is not None}

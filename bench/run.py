@@ -24,7 +24,7 @@ from colonies_operator.colonies.models import ProcessState
 from colonies_operator.runtime.kube import KubeApi
 
 from bench import compare, drain, env, profile, report, shared, soak, steps
-from bench.figures import cpu_bound, cpu_per_process, rate, summary
+from bench.figures import cpu_per_process, rate, summary
 from bench.env import say
 from bench.harness import Bench
 from bench.observe import Observer
@@ -87,10 +87,7 @@ async def burst(b: Bench) -> None:
             env.histogram_delta(None, scrape, "colonies_operator_assign_roundtrip_seconds"))
         out["operator"]["histogram_own_share_s"] = hist_summary(
             env.histogram_delta(None, scrape, OWN_SHARE))
-    per_process = cpu_per_process(out["operator"]["cpu"], n)
-    out["operator"]["cpu_seconds_per_process"] = per_process
-    out["operator"]["of_cpu_bound"] = ((out["operator"]["jobs_per_second"] or 0) / cpu_bound(per_process, os.cpu_count())
-                                       if cpu_bound(per_process, os.cpu_count()) else None)
+    out["operator"]["cpu_seconds_per_process"] = cpu_per_process(out["operator"]["cpu"], n)
     b.series["burst"]["operator"] = [t - launched[0] for t in launched] if launched else []
     b.series["latency_burst_operator"] = b.latencies(obs, done)
     if spy:

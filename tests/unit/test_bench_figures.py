@@ -51,11 +51,11 @@ def test_cpu_per_process_sets_the_machines_bound_for_a_burst():
     assert round(cpu_bound(per, 2), 3) == 66.667
     assert cpu_per_process({}, 100) is None and cpu_bound(None, 2) is None
     data = {"results": {"p1_burst": {"processes": 100,
-                                     "operator": {"jobs_per_second": 50.0, "cpu_seconds_per_process": per,
-                                                  "of_cpu_bound": 0.75},
+                                     "operator": {"jobs_per_second": 50.0, "cpu_seconds_per_process": per},
                                      "kube_ceiling": {"jobs_per_second": 100.0,
                                                       "cpu_seconds_per_process": {"all": 0.01}}}}}
     lines = report.table(data).splitlines()
     cost = next(line for line in lines if line.startswith("P1 burst: CPU seconds per process"))
     assert "30 ms" in cost and "10 ms" in cost and "3.00×" in cost
-    assert "0.75" in next(line for line in lines if line.startswith("P1 burst launch rate ÷ the machine"))
+    bound = next(line for line in lines if line.startswith("P1 burst: processes/s these cores"))
+    assert "66.7" in bound and "200.0" in bound  # 2 cores ÷ 30 ms; baseline 0: 2 ÷ 10 ms
