@@ -20,7 +20,7 @@ TEMPLATE = {
         "containers": [{"name": "main", "volumeMounts": [{"name": "dataset", "mountPath": "/data", "readOnly": True},
                                                         {"name": "shm", "mountPath": "/dev/shm"}],
                         "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "COLONIES_PROCESS_ID", "value": "x"}],
-                        "workingDir": "/workspace", "securityContext": {"readOnlyRootFilesystem": True}}],
+                        "workingDir": "/program", "securityContext": {"readOnlyRootFilesystem": True}}],
         "initContainers": [PROXY],
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
         "tolerations": [{"key": "gpu", "operator": "Exists"}],
@@ -48,7 +48,7 @@ def test_the_template_brings_volumes_mounts_sidecars_and_scheduling_and_the_func
     main, = pod["containers"]
     assert (main["image"], main["command"]) == ("ubuntu:20.04", ["/bin/sh", "-c", "echo hello world"])
     assert main["volumeMounts"] == TEMPLATE["spec"]["containers"][0]["volumeMounts"]
-    assert main["workingDir"] == "/workspace"
+    assert main["workingDir"] == "/program"
     # our COLONIES_PROCESS_ID wins over the template's variable of the same name
     assert main["env"][0] == {"name": "NCCL_DEBUG", "value": "INFO"}
     assert [e["value"] for e in main["env"] if e["name"] == "COLONIES_PROCESS_ID"] == ["0123456789abcdef" * 4]
