@@ -180,6 +180,14 @@ def release(slot: Slot) -> None:
 
 
 def _undo(slot: Slot) -> None:
-    """Remove the machine's end of the pair (its route and the node's end go with it)."""
-    if slot.link in our_links():
+    """Remove the machine's end of the pair (its route and the node's end go with it).
+
+    The kernel removes the pair by itself when it tears down the node's namespace, which it
+    does asynchronously: a delete that fails because the link has just gone is no failure."""
+    if slot.link not in our_links():
+        return
+    try:
         _ip("link", "del", slot.link)
+    except RuntimeError:
+        if slot.link in our_links():
+            raise

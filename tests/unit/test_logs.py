@@ -182,3 +182,42 @@ async def test_a_cancel_that_arrives_with_a_full_batch_stops_the_flusher():
     for _ in range(10):
         await asyncio.sleep(0)
     assert task.cancelled()
+
+
+class LongLineKube:
+    """Serves one long line with no newline (the way a container's last `printf` ends), cut
+    by the operator's own splitter; the first stream breaks before the line's end reaches it."""
+
+    STAMP = b"2026-11-30T17:52:01.123456789Z "
+
+    def __init__(self, text: bytes, max_line: int, break_after: int) -> None:
+        self.text, self.max_line, self.break_after = text, max_line, break_after
+        self.streams = 0
+
+    async def pod_log(self, namespace, pod, container, *, follow, since_time=None):
+        self.streams += 1
+        splitter = LineSplitter(self.max_line)
+        pieces = splitter.feed(self.STAMP + self.text)
+        if self.streams == 1:  # the follow stream: cancelled before the stream's end flushes the tail
+            for piece in pieces[:self.break_after]:
+                yield piece
+            raise ConnectionResetError("stream dropped")
+        for piece in pieces + splitter.finish():
+            yield piece
+
+
+@pytest.mark.parametrize("break_after", [1, 3, 4])
+async def test_a_long_line_whose_stream_broke_part_way_is_resumed_from_the_piece_after_the_last_shipped(break_after):
+    from colonies_operator.runtime.logs import ship_container_log
+    text = b"x" * 100 + b"y" * 7  # 4 full pieces of 32 bytes (the first holds the stamp), then 7 bytes
+    kube = LongLineKube(text, max_line=32, break_after=break_after)
+    sink = Sink()
+    shipper = LogShipper(sink, flush_seconds=60)
+    cursor = Cursor()
+    with pytest.raises(ConnectionResetError):
+        await ship_container_log(kube, "ns", "p", "main", cursor, shipper, follow=True)
+    await ship_container_log(kube, "ns", "p", "main", cursor, shipper, follow=False)
+    await shipper.flush()
+    pieces = "".join(sink.sent).split("\n")[:-1]
+    assert "".join(pieces) == text.decode()
+    assert len(pieces) == 5  # each piece once

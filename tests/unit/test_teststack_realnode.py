@@ -105,6 +105,31 @@ def test_slots_are_disjoint_and_a_subnet_that_meets_a_machine_network_is_refused
     assert not hostnet.overlaps("10.213.1.0/24", ["192.0.2.0/24", "10.213.2.0/24", "fd00::/64"])
 
 
+def test_a_link_the_kernel_removes_while_it_is_being_released_counts_as_released(monkeypatch):
+    # The node's namespace is torn down asynchronously after its last process and mount go,
+    # taking both ends of the pair with it: the link can vanish between the look and the delete.
+    slot = hostnet.Slot(1)
+    links = {slot.link}
+
+    def ip(*args, check=True):
+        links.clear()  # the kernel got there first
+        raise RuntimeError(f"ip {' '.join(args)} failed: Cannot find device \"{slot.link}\"")
+    monkeypatch.setattr(hostnet, "our_links", lambda: set(links))
+    monkeypatch.setattr(hostnet, "_ip", ip)
+    hostnet._undo(slot)
+
+
+def test_a_link_that_stays_after_a_failed_delete_is_an_error(monkeypatch):
+    slot = hostnet.Slot(1)
+
+    def ip(*args, check=True):
+        raise RuntimeError("ip link del failed: Operation not permitted")
+    monkeypatch.setattr(hostnet, "our_links", lambda: {slot.link})
+    monkeypatch.setattr(hostnet, "_ip", ip)
+    with pytest.raises(RuntimeError, match="not permitted"):
+        hostnet._undo(slot)
+
+
 def test_the_kubelet_config_keeps_the_machine_and_the_node_apart(tmp_path):
     cfg = kubelet.config(node_ip="10.214.0.2", port=1234, healthz_port=5678, runtime_socket=tmp_path / "c.sock",
                          cgroup_root="/tsnode0", ca_cert="/pki/ca.crt", pod_logs=tmp_path / "logs")

@@ -1,10 +1,11 @@
 """Pod logs → Colonies `addlogmsg`, in order, without loss or repeats.
 
-A `Cursor` remembers the last timestamp shipped and how many lines carried it, so a
-stream reopened with `sinceTime` (which the apiserver honours at whole seconds) skips
-exactly what was already shipped. Followers push lines into one `LogShipper` per process,
-which batches them by size and by time into `addlogmsg` calls, caps the bytes per process
-with a visible truncation line, and keeps the last lines for the failure message.
+A `Cursor` remembers the last timestamp shipped and how many lines (or pieces of a long
+line) carried it, so a stream reopened with `sinceTime` (which the apiserver honours at
+whole seconds) skips exactly what was already shipped. Followers push lines into one
+`LogShipper` per process, which batches them by size and by time into `addlogmsg` calls,
+caps the bytes per process with a visible truncation line, and keeps the last lines for
+the failure message.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def since_time(nanos: int) -> str:
 
 @dataclass
 class Cursor:
-    """Where a container's log was shipped up to: (last timestamp, lines seen at it)."""
+    """Where a container's log was shipped up to: (last timestamp, lines seen at it; each
+    piece of a long line counts as a line at its head's timestamp)."""
 
     timestamp: int = -1
     count_at_timestamp: int = 0
@@ -251,12 +253,16 @@ async def ship_container_log(
     """
     stream = cursor.stream()
     since = since_time(cursor.timestamp) if cursor.timestamp >= 0 else None
-    accepted = False
+    head = -1  # the timestamp of the line the pieces being read belong to
     async for raw in kube.pod_log(namespace, pod, container, follow=follow, since_time=since):
         stamp, text = parse_line(raw)
         if stamp >= 0:
-            accepted = stream.accept(stamp)
-        if not accepted:  # a piece of a long line follows its head's fate
+            head = stamp
+        elif head < 0:
+            continue  # a piece whose line's head this stream never served
+        # Each piece of a long line counts at its line's timestamp, so a stream that broke (or
+        # was cancelled) part way through a line resumes at the first piece not yet shipped.
+        if not stream.accept(head):
             continue
         if cursor.skip:
             cursor.skip -= 1  # shipped before the operator restarted
