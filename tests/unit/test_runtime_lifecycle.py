@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from colonies_operator.colonies import errors
 from colonies_operator.colonies.crypto import Key
 from colonies_operator.colonies.models import ExecutorState, ProcessState
 from colonies_operator.runtime.registration import NameConflict
@@ -74,6 +75,29 @@ async def test_jobs_are_adopted_by_executor_id_and_a_closed_process_is_only_mark
         assert logs == "one\ntwo\n"
         annotations = again.jobs_of(closed.processid)[0]["metadata"]["annotations"]
         assert annotations.get("colonyos.io/reported") == "success"  # marked: never reported twice
+
+
+async def test_an_adopted_process_whose_shipped_lines_cannot_be_read_yet_waits_for_colonies_and_is_not_failed():
+    # A restart of an operator with thousands of processes in flight: their resume reads queued
+    # for the Colonies pool past its timeout, and each was failed as an operator bug.
+    server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
+    key = Key.generate()
+    async with running(server=server, kube=kube, executor_key=key) as first:
+        colony_key = Key(first.owner.key.private_hex)
+        ran = await first.submit()
+        job = await first.job_of(ran.processid)
+        kube.start(job)
+        kube.log(job, ["one"])
+        await eventually(lambda: server.logs, "the first line to be shipped")
+    server.fail_next("get_logs", errors.ColoniesUnreachable("http://colonies.test", 1, 30.0, "PoolTimeout"), times=2)
+    async with running(server=server, kube=kube, executor_key=key, colony_key=colony_key,
+                       executorType=first.executor_type, executorName=first.runtime.config.executor_name) as again:
+        await eventually(lambda: server.calls["get_logs"] >= 3, "the resume read to land at its third try")
+        kube.log(job, ["two"])
+        kube.succeed(job)
+        assert (await again.ended(ran.processid)).state is ProcessState.SUCCESS
+        logs = "".join(e.message for e in await again.user.get_all_logs("dev", ran.processid))
+        assert logs == "one\ntwo\n"
 
 
 async def test_an_orphan_found_at_start_is_run_and_one_that_had_started_is_failed():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.jobs import builder
 from colonies_operator.runtime import supervisor
@@ -155,3 +157,27 @@ async def test_a_supervisor_cancelled_in_the_turn_its_job_changes_still_stops():
         for _ in range(20):
             await asyncio.sleep(0)
         assert task.cancelled()
+
+
+async def test_an_apiserver_that_drops_the_reported_mark_leaves_the_success_and_the_mark_lands_at_the_next_try():
+    async with running() as h:
+        process = await h.submit()
+        job = await h.job_of(process.processid)
+        h.kube.start(job)
+        h.kube.fail_next("patch_job", aiohttp.ServerDisconnectedError(), times=2)  # an apiserver restart
+        h.kube.succeed(job)
+        assert (await h.ended(process.processid)).state is ProcessState.SUCCESS
+        await eventually(lambda: h.runtime.stats.succeeded == 1, "the supervisor to end as succeeded")
+        annotations = h.jobs_of(process.processid)[0]["metadata"].get("annotations") or {}
+        assert annotations.get("colonyos.io/reported") == "success"
+
+
+async def test_a_fenced_jobs_delete_that_meets_an_apiserver_restart_is_tried_again_until_the_job_is_gone():
+    async with running() as h:
+        process = await h.submit()
+        job = await h.job_of(process.processid)
+        h.kube.start(job)
+        h.kube.fail_next("delete_job", aiohttp.ClientConnectionError("Cannot connect to host"), times=2)
+        await h.user.cancel(process.processid)
+        await eventually(lambda: h.job_name(process.processid) is None, "the cancelled process's Job to be deleted")
+        await eventually(lambda: h.runtime.stats.fenced == 1, "the supervisor to end as fenced")

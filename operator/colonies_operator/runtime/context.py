@@ -25,6 +25,11 @@ from colonies_operator.runtime.watch import JobWatch
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Adopted processes reading what Colonies holds of their logs at once, per executor. After a
+# restart with thousands in flight, unbounded reads took the whole Colonies connection pool
+# from the running processes' log lines and results, and queued past the pool's timeout.
+RESUME_READS = 8
+
 
 class Fenced(Exception):
     """The process stopped being ours (cancelled, unassigned, re-assigned)."""
@@ -71,6 +76,7 @@ class Context:
     metrics: Metrics = field(default_factory=Metrics)
     stats: ExecutorStats = field(default_factory=ExecutorStats)
     on_change: Callable[[], None] = lambda: None
+    resume_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RESUME_READS))
 
 
 async def report(call: Callable[[], Awaitable[T]], what: str) -> T:

@@ -1,20 +1,25 @@
 """What a supervisor does to its Job besides creating it: Events, the reported mark, the
 Job controller's FailedCreate words, deletion; and two readings of a Job's state.
 
-All best effort where the outcome is already in Colonies: a Job already gone is no failure.
+All best effort where the outcome is already in Colonies: a Job already gone is no failure,
+and an apiserver that cannot be reached (a restart takes seconds) is waited for a while.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from colonies_operator.jobs import statuses
-from colonies_operator.runtime.kube import KubeApi, KubeError
+from colonies_operator.runtime.kube import UNREACHABLE, KubeApi, KubeError
 
 log = logging.getLogger(__name__)
+
+KUBE_PATIENCE = 60.0  # how long a best-effort call waits for an apiserver that cannot be reached
 
 REPORTED_ANNOTATION = "colonyos.io/reported"
 
@@ -29,22 +34,43 @@ def reported_patch(how: str, ttl_seconds: int | None) -> dict[str, Any]:
 
 
 async def mark_reported(kube: KubeApi, namespace: str, name: str, how: str, ttl_seconds: int | None) -> None:
-    try:
-        await kube.patch_job(namespace, name, reported_patch(how, ttl_seconds))
-    except KubeError as exc:  # the Job may be gone already; the report itself has landed
-        log.info("marking Job %s reported failed: %s", name, exc)
+    # the Job may be gone already; the report itself has landed
+    await patiently(lambda: kube.patch_job(namespace, name, reported_patch(how, ttl_seconds)),
+                    f"marking Job {name} reported", refused=logging.INFO)
 
 
 async def delete(kube: KubeApi, namespace: str, name: str) -> None:
+    await patiently(lambda: kube.delete_job(namespace, name), f"deleting Job {name}")
+
+
+async def patiently(call: Callable[[], Awaitable[Any]], what: str, *, refused: int = logging.WARNING) -> None:
+    """Make a call the apiserver may refuse (logged at `refused`), trying again while it cannot
+    be reached at all, for up to KUBE_PATIENCE seconds."""
+    delay, give_up = 0.5, time.monotonic() + KUBE_PATIENCE
+    while True:
+        try:
+            await call()
+            return
+        except KubeError as exc:
+            log.log(refused, "%s failed: %s", what, exc)
+            return
+        except UNREACHABLE as exc:
+            if time.monotonic() + delay > give_up:
+                log.warning("%s failed: the apiserver could not be reached for %.0fs: %s", what, KUBE_PATIENCE, exc)
+                return
+            log.info("%s: the apiserver could not be reached (%s); trying again", what, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def exists(kube: KubeApi, namespace: str, selector: str, name: str) -> bool | None:
+    """Whether the Job exists now (one LIST by name: the operator has no right to GET Jobs);
+    None when the apiserver could not be reached to say."""
     try:
-        await kube.delete_job(namespace, name)
-    except KubeError as exc:
-        log.warning("deleting Job %s failed: %s", name, exc)
-
-
-async def exists(kube: KubeApi, namespace: str, selector: str, name: str) -> bool:
-    """Whether the Job exists now (one LIST by name: the operator has no right to GET Jobs)."""
-    listing = await kube.list_jobs(namespace, selector, field_selector=f"metadata.name={name}")
+        listing = await kube.list_jobs(namespace, selector, field_selector=f"metadata.name={name}")
+    except UNREACHABLE as exc:
+        log.info("looking for Job %s: the apiserver could not be reached: %s", name, exc)
+        return None
     return bool(listing.get("items"))
 
 
@@ -70,7 +96,7 @@ async def failed_create_message(kube: KubeApi, namespace: str, name: str) -> str
     selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
     try:
         events = (await kube.list_events(namespace, selector)).get("items") or []
-    except KubeError as exc:
+    except (KubeError, *UNREACHABLE) as exc:  # read again at the next look
         log.info("reading the Events of Job %s failed: %s", name, exc)
         return None
     if not events:

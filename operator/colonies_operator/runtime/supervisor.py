@@ -127,7 +127,7 @@ class Supervisor(Ending):
             self.reserved = True
         try:
             if self.adopted:
-                await self.follower.load_resume_point(self.ctx.colonies, self.ctx.job_settings.colony_name, self.pid)
+                await self._load_resume_point()
                 await io.ensure_input(self.ctx, self.run_spec, await self._cached_job(self.job_name) or {})
                 created_at = None
             else:
@@ -153,9 +153,11 @@ class Supervisor(Ending):
                 if seen_job:
                     return await self._fail_with("JobDeleted: the Job was deleted before it finished", pods)
                 if created_at is not None and time.monotonic() - created_at > JOB_APPEAR_SECONDS:
-                    if not await self._job_exists():
+                    exists = await self._job_exists()  # None: the apiserver is away; ask at the next look
+                    if exists is False:
                         return await self._fail_with("JobDeleted: the Job was deleted before the operator saw it", [])
-                    created_at = None  # it exists; the watch will bring it
+                    if exists:
+                        created_at = None  # it exists; the watch will bring it
             else:
                 seen_job = True
                 self._account(job)
@@ -189,6 +191,13 @@ class Supervisor(Ending):
                 await self._wait(self._until_grace_ends(job, pods, now))
                 continue
             await self._wait(RECHECK_SECONDS)
+
+    async def _load_resume_point(self) -> None:
+        """What Colonies holds of this process's log, read again until it can be: a server away
+        (or a pool that is busy) delays the adopted process, never fails it."""
+        async with self.ctx.resume_reads:
+            await report(lambda: self.follower.load_resume_point(self.ctx.colonies, self.ctx.job_settings.colony_name,
+                                                                 self.pid), f"reading the shipped log of {self.pid[:12]}")
 
     def _account(self, job: dict[str, Any]) -> None:
         """Kueue admitted the Job (resumed it): its requests count from now, its queue place is
@@ -356,7 +365,7 @@ class Supervisor(Ending):
                     await self._delete_job(name)
             await self._wait(RECHECK_SECONDS)
 
-    async def _job_exists(self) -> bool:
+    async def _job_exists(self) -> bool | None:
         return await jobops.exists(self.ctx.kube, self.namespace, self.ctx.watch.selector, self.job_name)
 
     def _until_grace_ends(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> float:
