@@ -230,9 +230,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
             bins[max(0, int(t / width))] += 1 / width
         return [i * width for i in range(len(bins))], bins
 
-    for ax, key, title, width in (
-            (axes[0][0], "burst", "P1 burst: launches per second, 0.5 s bins (t = first launch)", 0.5),
-            (axes[0][1], "sustained", "P1 sustained: launches per second (t = first submission)", 1.0)):
+    rates = [(axes[0][0], "burst", "P1 burst: launches per second, 0.5 s bins (t = first launch)", 0.5)]
+    if series.get("sustained") or not _get(data, "results", "p1_steps"):
+        rates.append((axes[0][1], "sustained", "P1 sustained: launches per second (t = first submission)", 1.0))
+    else:  # a run without the sustained phase shows its steps there
+        _plot_steps(axes[0][1], data["results"]["p1_steps"], colors, labels)
+    for ax, key, title, width in rates:
         for kind, times in (series.get(key) or {}).items():
             x, y = per_second(times, width)
             ax.step(x, y, where="post", color=colors.get(kind), label=f"{labels.get(kind, kind)} ({len(times)})")
@@ -269,6 +272,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     ax = axes[1][1]
     ramp = series.get("scale_ramp") or []
+    if not ramp and series.get("soak_rss"):  # a run without the scale phase shows its soak there
+        _plot_soak(ax, series["soak_rss"], _get(data, "results", "soak") or {})
+        ramp = None
     if ramp:
         t = [p[0] for p in ramp]
         ax.plot(t, [p[1] for p in ramp], label="Jobs created", color="tab:purple")
@@ -279,11 +285,47 @@ def plot(data: dict[str, Any], path: Path) -> None:
         twin.plot(t, [p[4] for p in ramp], color="tab:grey", linestyle=":", label="operator RSS (MiB)")
         twin.set_ylabel("operator RSS (MiB)")
         twin.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"P4: ramp to {_get(data, 'results', 'p4_scale', 'target')} in flight")
-    ax.set_xlabel("seconds since submission")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", fontsize=8)
+    if ramp is not None:
+        ax.set_title(f"P4: ramp to {_get(data, 'results', 'p4_scale', 'target')} in flight")
+        ax.set_xlabel("seconds since submission")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_steps(ax: Any, steps: dict[str, Any], colors: dict[str, str], labels: dict[str, str]) -> None:
+    """p99 submitted → Job created per offered rate, for each contender, against the 1 s limit."""
+    for kind in ("operator", "kube_ceiling", "naive"):
+        held = [(st["rate"], st["submitted_to_job_created_s"]["p99"] * 1000) for st in _get(steps, kind, "steps") or []
+                if _get(st, "submitted_to_job_created_s", "p99") is not None]
+        if held:
+            ax.plot([r for r, _ in held], [ms for _, ms in held], marker="o", color=colors.get(kind),
+                    label=f"{labels.get(kind, kind)}: held {_get(steps, kind, 'highest_rate_held')}/s")
+    ax.axhline(1000 * (steps.get("p99_limit_s") or 1.0), color="grey", linestyle=":", label="limit p99 1 s")
+    ax.set_yscale("log")
+    ax.set_title(f"P1 steps: p99 submitted → Job created, {steps.get('step_seconds')} s per offered rate")
+    ax.set_xlabel("offered processes per second")
+    ax.set_ylabel("p99 milliseconds (log)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+
+def _plot_soak(ax: Any, rss: list[list[float]], soak: dict[str, Any]) -> None:
+    """The operator's RSS through the soak, with a line at each fault."""
+    ax.plot([t for t, _ in rss], [mib for _, mib in rss], color="tab:blue", label="operator RSS (MiB)")
+    for i, fault in enumerate(soak.get("faults") or []):
+        ax.axvline(fault["at_s"], color="tab:red", alpha=0.4, linestyle=":", label="a fault" if i == 0 else None)
+        ax.annotate(fault["fault"], (fault["at_s"], 0), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=6, va="bottom", ha="right")
+    settings = soak.get("settings") or {}
+    ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s, "
+                 f"{len(soak.get('faults') or [])} faults; lost {soak.get('log_lines_lost')} lines, "
+                 f"{soak.get('unexplained')} unexplained ends")
+    ax.set_xlabel("seconds since the soak began")
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)

@@ -371,4 +371,5 @@ async def phase(b: Bench) -> None:
     try:
         out.update(await soak.run())
     finally:
+        b.series["soak_rss"] = [(round(t, 1), round(kib / 1024, 1)) for t, kib in soak.rss if kib]
         b.state = soak.state  # the restarts gave components new pids

@@ -1,6 +1,8 @@
 """The benchmark's new figures: baseline 0 (bench/kube_ceiling.py) and its column, the highest
 sustained rate held (bench/steps.py), and the slot handovers of a capacity-bound drain."""
 
+import pytest
+
 from bench import kube_ceiling, report
 from colonies_operator.jobs import builder
 
@@ -59,3 +61,19 @@ def test_cpu_per_process_sets_the_machines_bound_for_a_burst():
     assert "30 ms" in cost and "10 ms" in cost and "3.00×" in cost
     bound = next(line for line in lines if line.startswith("P1 burst: processes/s these cores"))
     assert "66.7" in bound and "200.0" in bound  # 2 cores ÷ 30 ms; baseline 0: 2 ÷ 10 ms
+
+
+def test_a_run_without_sustained_and_scale_plots_its_steps_and_its_soak_in_their_places(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")  # a bench extra
+    from bench import report
+    drawn: list[str] = []
+    monkeypatch.setattr(report, "_plot_steps", lambda ax, *a: drawn.append("steps") or ax.plot([1], [1]))
+    monkeypatch.setattr(report, "_plot_soak", lambda ax, *a: drawn.append("soak") or ax.plot([1], [1]))
+    steps = {"operator": {"steps": [{"rate": 10.0, "submitted_to_job_created_s": {"p99": 0.2}}], "highest_rate_held": 10}}
+    data = {"results": {"p1_steps": steps, "soak": {"faults": [{"at_s": 60.0, "fault": "kill_operator"}]}},
+            "series": {"soak_rss": [(0.0, 90.0), (5.0, 91.0)]}}
+    report.plot(data, tmp_path / "run.png")
+    assert drawn == ["steps", "soak"] and (tmp_path / "run.png").stat().st_size > 0
+    monkeypatch.undo()
+    report.plot(data, tmp_path / "real.png")  # the real panels draw from the same data
+    assert (tmp_path / "real.png").stat().st_size > 0
