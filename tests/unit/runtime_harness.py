@@ -105,6 +105,14 @@ async def running(**spec: Any) -> AsyncIterator[Harness]:
             await asyncio.gather(task, return_exceptions=True)
 
 
+def restarted(first: Harness, executor_key: Key, **spec: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
+    """`first` started again as a restarted operator is: same key, type and name (a new name
+    would free the old one, and Colonies would take its processes away: a race with adoption)."""
+    return running(server=first.server, kube=first.kube, executor_key=executor_key,
+                   colony_key=Key(first.owner.key.private_hex), executorType=first.executor_type,
+                   executorName=first.runtime.config.executor_name, **spec)
+
+
 @contextlib.asynccontextmanager
 async def harness(*, server: FakeColoniesServer | None = None, kube: FakeKube | None = None,
                   executor_key: Key | None = None, **spec: Any) -> AsyncIterator[Harness]:

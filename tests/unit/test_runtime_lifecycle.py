@@ -13,7 +13,7 @@ from colonies_operator.colonies.models import ExecutorState, ProcessState
 from colonies_operator.runtime.registration import NameConflict
 from tests.fakes.colonies import FakeColoniesServer
 from tests.fakes.kube import FakeKube
-from tests.unit.runtime_harness import eventually, harness, running
+from tests.unit.runtime_harness import eventually, harness, restarted, running
 
 
 async def test_a_name_held_by_another_live_executor_is_a_name_conflict_and_the_holder_stays():
@@ -51,7 +51,6 @@ async def test_jobs_are_adopted_by_executor_id_and_a_closed_process_is_only_mark
     server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
     key = Key.generate()
     async with running(server=server, kube=kube, executor_key=key) as first:
-        colony_key = Key(first.owner.key.private_hex)
         ran = await first.submit()
         closed = await first.submit()
         ran_job, closed_job = await first.job_of(ran.processid), await first.job_of(closed.processid)
@@ -62,10 +61,7 @@ async def test_jobs_are_adopted_by_executor_id_and_a_closed_process_is_only_mark
     # the operator is gone; one Job ended and its report landed just before the crash, its mark did not
     kube.succeed(closed_job)
     await first.runtime.me.close_successful(closed.processid, [])
-    # restarted as a restarted operator is: same key, type and name (a new name would free the
-    # old one, and Colonies would take the old name's processes away: a race with the adoption)
-    async with running(server=server, kube=kube, executor_key=key, colony_key=colony_key,
-                       executorType=first.executor_type, executorName=first.runtime.config.executor_name) as again:
+    async with restarted(first, key) as again:
         await eventually(lambda: ran.processid in again.runtime.running, "the running one to be adopted")
         assert closed.processid not in again.runtime.supervisors
         kube.log(ran_job, ["two"])
@@ -83,15 +79,13 @@ async def test_an_adopted_process_whose_shipped_lines_cannot_be_read_yet_waits_f
     server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
     key = Key.generate()
     async with running(server=server, kube=kube, executor_key=key) as first:
-        colony_key = Key(first.owner.key.private_hex)
         ran = await first.submit()
         job = await first.job_of(ran.processid)
         kube.start(job)
         kube.log(job, ["one"])
         await eventually(lambda: server.logs, "the first line to be shipped")
     server.fail_next("get_logs", errors.ColoniesUnreachable("http://colonies.test", 1, 30.0, "PoolTimeout"), times=2)
-    async with running(server=server, kube=kube, executor_key=key, colony_key=colony_key,
-                       executorType=first.executor_type, executorName=first.runtime.config.executor_name) as again:
+    async with restarted(first, key) as again:
         await eventually(lambda: server.calls["get_logs"] >= 3, "the resume read to land at its third try")
         kube.log(job, ["two"])
         kube.succeed(job)
