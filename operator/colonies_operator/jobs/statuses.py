@@ -96,6 +96,20 @@ def container_terminated(pod: Obj, name: str) -> bool:
                for c in status(pod).get("containerStatuses") or [])
 
 
+def container_ran(pod: Obj, name: str) -> bool:
+    """Whether container `name` of `pod` ever started (so it has a log to read). One that could
+    not start ends with no start time, or the zero time (1970)."""
+    for c in status(pod).get("containerStatuses") or []:
+        if c.get("name") != name:
+            continue
+        state = c.get("state") or {}
+        if state.get("running"):
+            return True
+        started = parse_time((state.get("terminated") or {}).get("startedAt"))
+        return started is not None and started.year > 1970
+    return False
+
+
 def init_container_states(pods: Sequence[Obj], state: str) -> Iterator[tuple[Obj, str, Obj]]:
     """As `container_states`, for init containers and sidecars, in the spec's order."""
     for pod in ordered_pods(pods):

@@ -93,7 +93,8 @@ class LogFollower:
                 if task is not None:
                     task.cancel()  # a follow stream may never end by itself (kwok's never does)
                 self._drained.add(key)
-                self._tasks[key] = asyncio.create_task(self._drain(task, key, cursor, prefix))
+                ran = statuses.container_ran(pod, container)
+                self._tasks[key] = asyncio.create_task(self._drain(task, key, cursor, prefix, ran))
 
     async def finish(self, pods: list[dict[str, Any]]) -> None:
         """Read every finished container's log to its end."""
@@ -105,10 +106,13 @@ class LogFollower:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _ship(self, key: Key, cursor: logs.Cursor, prefix: str, *, follow: bool) -> None:
+    async def _ship(self, key: Key, cursor: logs.Cursor, prefix: str, *, follow: bool, ran: bool = False) -> None:
         """Follow (until cancelled) or drain one container's log, resuming from the cursor
         after any failure. A drain that keeps failing gives up after DRAIN_PATIENCE seconds
-        and says so in the log itself, rather than holding the result back forever."""
+        and says so in the log itself, rather than holding the result back forever.
+
+        A 400 ends a drain at once only for a container that never `ran`: for one that did, it
+        is a log source not ready yet (kwok's after an apiserver restart), and is asked again."""
         pod, container = key
         delay = 0.5
         give_up = asyncio.get_running_loop().time() + DRAIN_PATIENCE
@@ -124,8 +128,8 @@ class LogFollower:
             except asyncio.CancelledError:
                 raise
             except KubeError as exc:
-                if exc.status in (400, 404) and not follow:
-                    return  # the container never started or the pod is gone: nothing more to read
+                if not follow and (exc.status == 404 or (exc.status == 400 and not ran)):
+                    return  # the pod is gone, or the container never started: nothing more to read
                 failure = str(exc)
             except Exception as exc:  # a dropped stream: resume from the cursor
                 failure = f"{type(exc).__name__}: {exc}"
@@ -136,7 +140,8 @@ class LogFollower:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def _drain(self, previous: asyncio.Task[None] | None, key: Key, cursor: logs.Cursor, prefix: str) -> None:
+    async def _drain(self, previous: asyncio.Task[None] | None, key: Key, cursor: logs.Cursor, prefix: str,
+                     ran: bool) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
-        await self._ship(key, cursor, prefix, follow=False)
+        await self._ship(key, cursor, prefix, follow=False, ran=ran)
