@@ -217,8 +217,10 @@ class Soak:
         self.expected[p.processid] = [f"line {i}" for i in range(1, self.s.log_lines + 1)]
 
     async def _sample_rss(self) -> None:
+        """Every 5 s; a sample taken while the operator restarts is 0 and left out of the figures."""
         while True:
-            self.rss.append((time.monotonic() - self.started, procs.rss_kib(self.operator.pid)))
+            pid = self.operator.pid
+            self.rss.append((time.monotonic() - self.started, procs.rss_kib(pid) if pid else 0))
             await asyncio.sleep(5)
 
     # --- the faults ----------------------------------------------------------------------------
@@ -341,8 +343,8 @@ class _BenchOperator:
 
     @property
     def pid(self) -> int:
-        assert self.b.operator is not None
-        return self.b.operator.pid
+        """The operator's pid; 0 while a restart is between the old one and the new one."""
+        return self.b.operator.pid if self.b.operator is not None else 0
 
     def restart(self) -> None:
         old = self.b.operator

@@ -70,3 +70,12 @@ def test_a_shared_backlog_reports_its_split_and_every_process_run_twice_or_never
     from bench.shared import once_each
     out = once_each(["a", "b", "c", "d"], {"ns1": {"a": {"u1"}, "b": {"u2"}}, "ns2": {"c": {"u3"}, "b": {"u4"}}})
     assert out == {"split": {"ns1": 2, "ns2": 2}, "processes_in_more_than_one_job": 1, "processes_without_a_job": 1}
+
+
+def test_the_rss_sampler_reads_no_pid_while_the_operator_restarts():
+    # The sampler died at the soak's first operator restart, when the bench's operator was None
+    # for a moment: the RSS figure then covered the first 2 minutes of 20.
+    bench = SimpleNamespace(operator=None)
+    assert soak._BenchOperator(bench).pid == 0
+    bench.operator = SimpleNamespace(pid=4242)
+    assert soak._BenchOperator(bench).pid == 4242
