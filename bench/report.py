@@ -271,26 +271,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[1][1]
-    ramp = series.get("scale_ramp") or []
-    if not ramp and series.get("soak_rss"):  # a run without the scale phase shows its soak there
+    if not series.get("scale_ramp") and series.get("soak_rss"):  # a run without the scale phase shows its soak
         _plot_soak(ax, series["soak_rss"], _get(data, "results", "soak") or {})
-        ramp = None
-    if ramp:
-        t = [p[0] for p in ramp]
-        ax.plot(t, [p[1] for p in ramp], label="Jobs created", color="tab:purple")
-        ax.plot(t, [p[2] for p in ramp], label="pods Running", color="tab:orange")
-        ax.plot(t, [p[3] for p in ramp], label="processes in flight (operator)", color="tab:blue")
-        ax.set_ylabel("count")
-        twin = ax.twinx()
-        twin.plot(t, [p[4] for p in ramp], color="tab:grey", linestyle=":", label="operator RSS (MiB)")
-        twin.set_ylabel("operator RSS (MiB)")
-        twin.legend(loc="lower right", fontsize=8)
-    if ramp is not None:
-        ax.set_title(f"P4: ramp to {_get(data, 'results', 'p4_scale', 'target')} in flight")
-        ax.set_xlabel("seconds since submission")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize=8)
+    else:
+        _plot_ramp(ax, series.get("scale_ramp") or [], _get(data, "results", "p4_scale", "target"))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -329,3 +313,22 @@ def _plot_soak(ax: Any, rss: list[list[float]], soak: dict[str, Any]) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+
+
+def _plot_ramp(ax: Any, ramp: list[list[float]], target: Any) -> None:
+    """P4: Jobs, running pods and processes in flight through the ramp, and the operator's RSS."""
+    if ramp:
+        t = [p[0] for p in ramp]
+        ax.plot(t, [p[1] for p in ramp], label="Jobs created", color="tab:purple")
+        ax.plot(t, [p[2] for p in ramp], label="pods Running", color="tab:orange")
+        ax.plot(t, [p[3] for p in ramp], label="processes in flight (operator)", color="tab:blue")
+        ax.set_ylabel("count")
+        twin = ax.twinx()
+        twin.plot(t, [p[4] for p in ramp], color="tab:grey", linestyle=":", label="operator RSS (MiB)")
+        twin.set_ylabel("operator RSS (MiB)")
+        twin.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"P4: ramp to {target} in flight")
+    ax.set_xlabel("seconds since submission")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8)

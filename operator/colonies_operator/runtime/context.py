@@ -80,8 +80,9 @@ class Context:
 
 
 async def report(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Retry a Colonies call until it lands or is refused for good: a result is never
-    dropped because the server was briefly away. Rejections propagate."""
+    """Retry a Colonies call until it lands or is refused for good: a result (or a read the
+    process cannot go on without) is never dropped because the server was briefly away.
+    Rejections propagate."""
     delay = 1.0
     while True:
         try:
