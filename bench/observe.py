@@ -30,6 +30,7 @@ class Observer:
     jobs: dict[str, JobSeen] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)  # pod name → first seen Running
     finished: dict[str, float] = field(default_factory=dict)  # Job name → first seen Complete or Failed
+    pod_ended: dict[str, float] = field(default_factory=dict)  # Job name → a pod of it first seen terminal
     pods_of_job: dict[str, str] = field(default_factory=dict)
     uids: dict[str, set[str]] = field(default_factory=dict)  # process id → uids of every Job seen for it
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -68,8 +69,17 @@ class Observer:
     def _pod(self, obj: dict[str, Any], now: float) -> None:
         meta = obj.get("metadata") or {}
         name = meta.get("name")
-        if name and name not in self.running and (obj.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
+        phase = (obj.get("status") or {}).get("phase")
+        if name and name not in self.running and phase in ("Running", "Succeeded", "Failed"):
             self.running[name] = now
+        job = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
+        if job and job not in self.pod_ended and phase in ("Succeeded", "Failed"):
+            self.pod_ended[job] = now
+
+    def ended(self) -> list[float]:
+        """When each Job's work ended: its (single) pod seen terminal, or the Job seen finished
+        when that came first or no pod was watched."""
+        return sorted(min(t, self.pod_ended.get(name, t)) for name, t in self.finished.items())
 
     async def _run(self, kind: str) -> None:
         version = ""

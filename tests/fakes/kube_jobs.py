@@ -110,6 +110,7 @@ class JobController:
         self._doomed: set[str] = set()   # pod uids the controller deleted: never counted as failures
         self._busy: set[tuple[str, str]] = set()
         self._again: set[tuple[str, str]] = set()
+        self._paused: set[tuple[str, str]] | None = None  # Jobs changed while paused
 
     # --- knobs --------------------------------------------------------------------------------
 
@@ -143,6 +144,16 @@ class JobController:
         self._deadline.add((meta["namespace"], job))
         self.sync(meta["namespace"], job)
 
+    def pause(self) -> None:
+        """The controller falls behind (its batch period, a busy controller-manager): changes of
+        Jobs and pods are not synced until `resume()`."""
+        self._paused = set()
+
+    def resume(self) -> None:
+        behind, self._paused = self._paused or set(), None
+        for namespace, name in sorted(behind):
+            self.sync(namespace, name)
+
     def ttl_sweep(self) -> None:
         """The TTL controller's check of every finished Job against the clock."""
         for job in list(self.kube.objects["Job"].values()):
@@ -158,6 +169,9 @@ class JobController:
         """Bring the Job's status and pods up to date; re-entrant calls (a pod deleted by
         this sync going away at once) run again after the current one."""
         key = (namespace, name)
+        if self._paused is not None:
+            self._paused.add(key)
+            return
         if key in self._busy:
             self._again.add(key)
             return

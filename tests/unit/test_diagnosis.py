@@ -205,7 +205,7 @@ def test_each_failure_gets_its_reason_and_summary(case, job_, pods, seconds, rea
 
 @pytest.mark.parametrize("case, job_, pods, seconds, reason, summary, infrastructure", CASES, ids=[c[0] for c in CASES])
 def test_a_failed_outcome_always_has_a_diagnosis(case, job_, pods, seconds, reason, summary, infrastructure):
-    if diagnosis.job_outcome(job_, pods) is Outcome.FAILED:
+    if diagnosis.job_outcome(job_, pods, now=CREATED) is Outcome.FAILED:
         assert diagnosis.diagnose(job_, pods, now=CREATED, pending_grace_seconds=1e9) is not None
 
 
@@ -364,7 +364,8 @@ def test_a_diagnosis_is_frozen():
     (job(), [pod("Failed", (("main", terminated(1)),))], Outcome.FAILED),  # backoffLimit 0: the Job will fail
 ])
 def test_the_outcome_follows_the_job_conditions(job_, pods, outcome):
-    assert diagnosis.job_outcome(job_, pods) is outcome
+    assert diagnosis.job_outcome(job_, pods, now=CREATED) is outcome
+
 
 
 def succeeded(*messages, index=None, suffix="x7k2p") -> dict:
@@ -502,7 +503,7 @@ WAITING_MAIN = ("main", waiting("PodInitializing", ""))
 
 def test_a_failed_pull_fails_the_process_naming_the_label_and_file_and_the_program_never_ran():
     pods = [with_cfs(pod("Failed", (WAITING_MAIN,)), pull=terminated(1, message=PULL_FAILED))]
-    assert diagnosis.job_outcome(job(*BACKOFF_LIMIT), pods) is Outcome.FAILED
+    assert diagnosis.job_outcome(job(*BACKOFF_LIMIT), pods, now=CREATED) is Outcome.FAILED
     found = diagnosis.diagnose(job(*BACKOFF_LIMIT), pods, now=CREATED, pending_grace_seconds=300)
     assert found.summary == "CFSPullFailed(pull /in: 1 of 2 files not synced: /in/data.csv: S3 GET 7f3a: NoSuchKey (gone))"
     assert "the program did not run" in found.detail
@@ -512,7 +513,7 @@ def test_a_program_that_succeeded_whose_push_failed_is_not_a_success():
     pods = [with_cfs(pod("Succeeded", (("main", terminated(0, "Completed")),)),
                      push=terminated(1, message=PUSH_FAILED))]
     complete = job(cond("SuccessCriteriaMet"), cond("Complete"))
-    assert diagnosis.job_outcome(complete, pods) is Outcome.FAILED
+    assert diagnosis.job_outcome(complete, pods, now=CREATED) is Outcome.FAILED
     found = diagnosis.diagnose(complete, pods, now=CREATED, pending_grace_seconds=300)
     assert found.reason is Reason.CFS_PUSH_FAILED and "/out/result.bin" in found.summary
     assert "not reported as successful" in found.detail
@@ -527,7 +528,7 @@ def test_a_program_that_failed_is_reported_by_its_exit_code_even_when_the_push_f
 def test_a_push_that_succeeded_leaves_a_success_and_its_message_is_not_output():
     pods = [with_cfs(pod("Succeeded", (("main", terminated(0, "Completed", message="42")),)),
                      push=terminated(0, "Completed", message="pushed 3 files"))]
-    assert diagnosis.job_outcome(job(cond("Complete")), pods) is Outcome.SUCCEEDED
+    assert diagnosis.job_outcome(job(cond("Complete")), pods, now=CREATED) is Outcome.SUCCEEDED
     assert diagnosis.termination_output(pods).values == (42,)
 
 
@@ -544,7 +545,7 @@ def test_an_output_file_over_the_bound_fails_a_program_that_succeeded_with_the_s
                "(spec.output.maxBytes): write less, or put the data in CFS and return a reference")
     body["status"]["initContainerStatuses"] = [{"name": "colonies-output", "state": terminated(1, message=message)}]
     complete = job(cond("Complete"))
-    assert diagnosis.job_outcome(complete, [body]) is Outcome.FAILED
+    assert diagnosis.job_outcome(complete, [body], now=CREATED) is Outcome.FAILED
     found = diagnosis.diagnose(complete, [body], now=CREATED, pending_grace_seconds=300)
     assert found.reason is Reason.OUTPUT_FAILED
     assert found.summary.startswith("OutputFailed(/colonies/out.json is 2097152 bytes, over this executor's limit")
@@ -567,3 +568,31 @@ def test_the_grace_for_a_container_that_cannot_start_begins_when_the_pod_got_its
     assert diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=GRACE + 100), pending_grace_seconds=GRACE) is None
     found = diagnosis.diagnose(job(), pods, now=CREATED + timedelta(seconds=2 * GRACE + 51), pending_grace_seconds=GRACE)
     assert found.reason is Reason.IMAGE_PULL_FAILED
+
+
+def indexed(completions, deadline=None) -> dict:
+    body = job(deadline=deadline)
+    body["spec"] |= {"completions": completions, "parallelism": completions, "completionMode": "Indexed"}
+    return body
+
+
+# The Job controller marks a Job Complete in a sync it batches a second after its pods' last
+# update: the pods say it a second sooner, and the process's room is handed on that much sooner.
+@pytest.mark.parametrize("job_, pods, seconds, outcome", [
+    (job(), [succeeded("42")], 10, Outcome.SUCCEEDED),
+    (job(deadline=3600), [succeeded("42")], 10, Outcome.SUCCEEDED),
+    (indexed(2), [succeeded("b", index=1, suffix="b"), succeeded("a", index=0, suffix="a")], 10, Outcome.SUCCEEDED),
+    # not yet: a node still runs, or the same index succeeded twice
+    (indexed(2), [pod("Running", index=1, suffix="b"), succeeded("a", index=0, suffix="a")], 10, Outcome.RUNNING),
+    (indexed(2), [succeeded("a", index=0, suffix="a"), succeeded("a", index=0, suffix="c")], 10, Outcome.RUNNING),
+    # near the deadline the controller may sync after it and fail the Job: its conditions decide
+    (job(deadline=60), [succeeded("42")], 45, Outcome.RUNNING),
+    (job(deadline=60), [succeeded("42")], 10, Outcome.SUCCEEDED),
+    # a Job suspended again (Kueue) or one with no start time yet: wait for the controller
+    (dict(job(deadline=3600), spec=job()["spec"] | {"suspend": True}), [succeeded("42")], 10, Outcome.RUNNING),
+    (dict(job(deadline=3600), status={}), [succeeded("42")], 10, Outcome.RUNNING),
+    # a push that failed after the program succeeded is a failure either way
+    (job(), [with_cfs(succeeded("42"), push=terminated(1, message=PUSH_FAILED))], 10, Outcome.FAILED),
+])
+def test_pods_that_all_succeeded_end_the_job_before_its_conditions_say_so(job_, pods, seconds, outcome):
+    assert diagnosis.job_outcome(job_, pods, now=CREATED + timedelta(seconds=seconds)) is outcome

@@ -30,6 +30,23 @@ async def test_a_nul_byte_is_replaced_and_a_line_the_server_still_refuses_become
         assert logs[3:] == ["after", ""]
 
 
+async def test_a_process_whose_pods_all_succeeded_is_closed_before_the_job_controller_marks_the_job_complete():
+    async with running() as h:
+        process = await h.submit()
+        job = await h.job_of(process.processid)
+        h.kube.start(job)
+        h.kube.log(job, ["done"])
+        h.kube.jobs.pause()
+        h.kube.succeed(job, "42")
+        done = await h.ended(process.processid)
+        assert done.state is ProcessState.SUCCESS and done.output == (42,)
+        assert not h.kube.jobs.find(job).get("status", {}).get("conditions")
+        assert "".join(e.message for e in await h.user.get_all_logs("dev", process.processid)) == "done\n"
+        h.kube.jobs.resume()
+        await eventually(lambda: any(c["type"] == "Complete" for c in h.kube.jobs.find(job)["status"]["conditions"]),
+                         "the Job to complete")
+
+
 async def test_a_400_on_the_successful_close_after_a_cancel_is_fencing(monkeypatch):
     async with running() as h:
         process = await h.submit()

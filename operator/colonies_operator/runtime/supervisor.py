@@ -164,21 +164,21 @@ class Supervisor(Ending):
                 if placement.job_placed(job, pods):
                     self.ctx.placement.placed(self)
                 self.follower.follow(pods)
-                outcome = diagnosis.job_outcome(job, pods)
+                now = datetime.now(timezone.utc)
+                outcome = diagnosis.job_outcome(job, pods, now=now)
                 if outcome is not diagnosis.Outcome.RUNNING and settle_by is None:
                     log.debug("Job %s finished: %s; pods settled: %s", self.job_name, outcome.value, jobops.pods_settled(pods))
                 if outcome is not diagnosis.Outcome.RUNNING and not jobops.pods_settled(pods):
                     # Jobs and Pods come through separate watches: the Job may say "done" before
                     # its pods' final status arrives. Wait for it (bounded): the logs, the exit
                     # code and the output are read from the pods.
-                    now = time.monotonic()
-                    settle_by = settle_by or now + SETTLE_SECONDS
-                    if now < settle_by:
-                        await self._wait(settle_by - now)
+                    tick = time.monotonic()
+                    settle_by = settle_by or tick + SETTLE_SECONDS
+                    if tick < settle_by:
+                        await self._wait(settle_by - tick)
                         continue
                 if outcome is diagnosis.Outcome.SUCCEEDED:
                     return await self._succeed(pods)
-                now = datetime.now(timezone.utc)
                 found = diagnosis.diagnose(job, pods, now=now, pending_grace_seconds=self.ctx.pending_grace_seconds,
                                            unschedulable_grace_seconds=self.ctx.unschedulable_grace_seconds)
                 if found is None and outcome is diagnosis.Outcome.RUNNING and self._pods_refused_by_now(job, pods, now):
