@@ -80,6 +80,8 @@ class FakeKube(FakeLeases, KubeApi):
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, kind, type, object)
         self.rv = 0
         self.compacted = 0  # watches from an older resourceVersion get 410
+        self._snapshots: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # continue token → the LIST's rest
+        self._lists_paged = 0
         self.is_down = False
         self._changed = asyncio.Event()
         self._watch_end = StreamEnd()
@@ -230,21 +232,33 @@ class FakeKube(FakeLeases, KubeApi):
         self.jobs.sync(namespace, name)
         return copy.deepcopy(self.get("Job", namespace, name) or patched)
 
-    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str = "") -> dict[str, Any]:
-        return await self._list("list_jobs", "Job", namespace, selector, field_selector)
+    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str = "", limit: int | None = None,
+                        continue_: str | None = None) -> dict[str, Any]:
+        return await self._list("list_jobs", "Job", namespace, selector, field_selector, limit, continue_)
 
-    async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
-        return await self._list("list_pods", "Pod", namespace, selector)
+    async def list_pods(self, namespace: str, selector: str, *, limit: int | None = None,
+                        continue_: str | None = None) -> dict[str, Any]:
+        return await self._list("list_pods", "Pod", namespace, selector, "", limit, continue_)
 
-    async def _list(self, method: str, kind: str, namespace: str, selector: str,
-                    field_selector: str = "") -> dict[str, Any]:
+    async def _list(self, method: str, kind: str, namespace: str, selector: str, field_selector: str = "",
+                    limit: int | None = None, continue_: str | None = None) -> dict[str, Any]:
+        """A LIST; with `limit`, in pages of one snapshot, as the apiserver serves them."""
         path = self._path(kind, namespace)
         await self._enter(method, "GET", path)
-        items = [_as_item(o) for (ns, _), o in self.objects[kind].items()
-                 if ns == namespace and matches_labels(o, selector) and matches_fields(o, field_selector or "")]
+        if continue_:
+            version, items = self._snapshots.pop(continue_)
+        else:
+            version = str(self.rv)
+            items = [_as_item(o) for (ns, _), o in self.objects[kind].items()
+                     if ns == namespace and matches_labels(o, selector) and matches_fields(o, field_selector or "")]
+        meta: dict[str, Any] = {"resourceVersion": version}
+        if limit and len(items) > limit:
+            items, rest = items[:limit], items[limit:]
+            self._lists_paged += 1
+            meta["continue"] = token = f"{version}-{self._lists_paged}"
+            self._snapshots[token] = (version, rest)
         self.counter.record("GET", URL + path, 200)
-        return {"apiVersion": "v1", "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)},
-                "items": items}
+        return {"apiVersion": "v1", "kind": f"{kind}List", "metadata": meta, "items": items}
 
     # --- streams -----------------------------------------------------------------------------
 

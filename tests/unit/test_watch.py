@@ -2,6 +2,7 @@
 
 import asyncio
 
+from colonies_operator.runtime import watch as watch_module
 from colonies_operator.runtime.kube import Gone
 from colonies_operator.runtime.watch import JobWatch
 
@@ -26,13 +27,18 @@ class FakeKube:
         self.lists = {"Job": 0, "Pod": 0}
         self.go = asyncio.Event()  # scripted events wait for this
 
-    async def list_jobs(self, namespace, selector):
-        self.lists["Job"] += 1
-        return {"metadata": {"resourceVersion": "10"}, "items": list(self.jobs)}
+    async def list_jobs(self, namespace, selector, *, limit=None, continue_=None):
+        return self._page("Job", self.jobs, limit, continue_)
 
-    async def list_pods(self, namespace, selector):
-        self.lists["Pod"] += 1
-        return {"metadata": {"resourceVersion": "10"}, "items": list(self.pods)}
+    async def list_pods(self, namespace, selector, *, limit=None, continue_=None):
+        return self._page("Pod", self.pods, limit, continue_)
+
+    def _page(self, kind, items, limit, token):
+        self.lists[kind] += 1
+        start = int(token or 0)
+        end = start + limit if limit else len(items)
+        meta = {"resourceVersion": "10"} | ({"continue": str(end)} if end < len(items) else {})
+        return {"metadata": meta, "items": [dict(i) for i in items[start:end]]}
 
     async def watch(self, kind, namespace, selector, resource_version, *, timeout_seconds):
         script = self.scripts[kind].pop(0) if self.scripts[kind] else "hang"
@@ -117,4 +123,26 @@ async def test_the_jobs_of_a_process_follow_lists_and_events():
             break
         await asyncio.sleep(0.01)
     assert [j["metadata"]["name"] for j in watch.jobs_of_process(pid)] == ["colony-0123456789abcdef0123-1"]
+    await watch.stop()
+
+
+async def test_a_relist_reads_every_page_and_keeps_the_cached_objects_that_did_not_change(monkeypatch):
+    monkeypatch.setattr(watch_module, "LIST_PAGE", 2)
+    kube = FakeKube()
+    kube.jobs = [job(f"j{i}", "1") for i in range(5)]
+    kube.scripts["Job"] = [[Gone(410, "Expired", "too old")]]
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    assert sorted(watch.jobs) == [f"j{i}" for i in range(5)] and kube.lists["Job"] == 3
+    before = dict(watch.jobs)
+    kube.jobs[1] = job("j1", "20", done=True)
+    kube.go.set()
+    for _ in range(100):
+        if kube.lists["Job"] >= 6:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.lists["Job"] == 6
+    assert sorted(watch.jobs) == [f"j{i}" for i in range(5)]
+    assert all(watch.jobs[n] is before[n] for n in ("j0", "j2", "j3", "j4"))
+    assert watch.jobs["j1"] is not before["j1"] and watch.jobs["j1"]["status"]["conditions"][0]["type"] == "Complete"
     await watch.stop()

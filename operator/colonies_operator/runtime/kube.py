@@ -74,6 +74,11 @@ def _proxy_in_env() -> bool:
                                             "ALL_PROXY", "all_proxy"))
 
 
+def _paging(limit: int | None, continue_: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"limit": limit} if limit else {}
+    return out | ({"_continue": continue_} if continue_ else {})
+
+
 def _error(status: int, body: bytes) -> KubeError:
     err = KubeError.from_body(status, body)
     kind = {404: NotFound, 409: Conflict, 410: Gone}.get(status, KubeError)
@@ -240,13 +245,18 @@ class KubeApi:
         return await self._json(self.batch.patch_namespaced_job(
             name, namespace, dict(patch), _preload_content=False, _content_type="application/merge-patch+json"))
 
-    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str | None = None) -> dict[str, Any]:
-        kwargs = {"field_selector": field_selector} if field_selector else {}
+    async def list_jobs(self, namespace: str, selector: str, *, field_selector: str | None = None,
+                        limit: int | None = None, continue_: str | None = None) -> dict[str, Any]:
+        """Jobs matching the selectors; with `limit`, one page of them (`metadata.continue`
+        names the next)."""
+        kwargs = _paging(limit, continue_) | ({"field_selector": field_selector} if field_selector else {})
         return await self._json(self.batch.list_namespaced_job(namespace, label_selector=selector,
                                                                _preload_content=False, **kwargs))
 
-    async def list_pods(self, namespace: str, selector: str) -> dict[str, Any]:
-        return await self._json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
+    async def list_pods(self, namespace: str, selector: str, *, limit: int | None = None,
+                        continue_: str | None = None) -> dict[str, Any]:
+        return await self._json(self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                              _preload_content=False, **_paging(limit, continue_)))
 
     async def list_events(self, namespace: str, field_selector: str) -> dict[str, Any]:
         """Events (core/v1) matching `field_selector`, e.g. a Job's FailedCreate events."""

@@ -22,6 +22,7 @@ from colonies_operator.runtime.kube import Gone, KubeApi
 log = logging.getLogger(__name__)
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set by the Job controller on pods
+LIST_PAGE = 250  # objects per LIST page: a relist never holds thousands of raw objects at once
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -126,24 +127,41 @@ class JobWatch:
     # --- the two loops -----------------------------------------------------------------------
 
     async def _list(self, kind: str) -> str:
+        """LIST in pages, and swap the cache in whole at the end. A relist after an apiserver
+        restart or a 410 finds most objects unchanged: the cached object is kept for those, so
+        the relist allocates little beyond one page, and the operator's memory stays flat."""
+        cached = self.jobs if kind == "Job" else {n: p for pods in self.pods.values() for n, p in pods.items()}
+        listed: dict[str, dict[str, Any]] = {}
+        version, token = "", None
+        while True:
+            if kind == "Job":
+                page = await self.kube.list_jobs(self.namespace, self.selector, limit=LIST_PAGE, continue_=token)
+            else:
+                page = await self.kube.list_pods(self.namespace, self.selector, limit=LIST_PAGE, continue_=token)
+            for item in page.get("items") or []:
+                name = item["metadata"]["name"]
+                old = cached.get(name)
+                unchanged = old is not None and old["metadata"].get("resourceVersion") == item["metadata"].get("resourceVersion")
+                listed[name] = old if unchanged else _slim(item)  # type: ignore[assignment]
+            meta = page.get("metadata") or {}
+            version, token = str(meta.get("resourceVersion") or version), meta.get("continue")
+            if not token:
+                break
         if kind == "Job":
-            listing = await self.kube.list_jobs(self.namespace, self.selector)
-            self.jobs = {j["metadata"]["name"]: _slim(j) for j in listing.get("items") or []}
+            self.jobs = listed
             self._by_process = defaultdict(set)
             for name, job in self.jobs.items():
                 self._index(name, job)
         else:
-            listing = await self.kube.list_pods(self.namespace, self.selector)
             pods: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-            for pod in listing.get("items") or []:
-                pod = _slim(pod)
+            for name, pod in listed.items():
                 job = job_of_pod(pod)
                 if job:
-                    pods[job][pod["metadata"]["name"]] = pod
+                    pods[job][name] = pod
             self.pods = pods
         self.relists += 1
         self._wake_all()
-        return str(listing.get("metadata", {}).get("resourceVersion") or "")
+        return version
 
     async def _run(self, kind: str) -> None:
         resource_version = ""
