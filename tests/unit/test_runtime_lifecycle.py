@@ -73,6 +73,23 @@ async def test_jobs_are_adopted_by_executor_id_and_a_closed_process_is_only_mark
         assert annotations.get("colonyos.io/reported") == "success"  # marked: never reported twice
 
 
+async def test_a_job_whose_pods_ended_it_before_the_crash_is_marked_even_before_the_job_controller_says_complete():
+    server, kube = FakeColoniesServer(allow_reregister=True, timeout_scale=0.05), FakeKube()
+    key = Key.generate()
+    async with running(server=server, kube=kube, executor_key=key) as first:
+        closed = await first.submit()
+        job = await first.job_of(closed.processid)
+        kube.start(job)
+    # the pod succeeded and the report landed just before the crash; the Job controller is behind
+    kube.jobs.pause()
+    kube.succeed(job)
+    await first.runtime.me.close_successful(closed.processid, [])
+    async with restarted(first, key) as again:
+        await eventually(lambda: (again.jobs_of(closed.processid)[0]["metadata"].get("annotations") or {})
+                         .get("colonyos.io/reported") == "success", "the Job to be marked")
+        assert closed.processid not in again.runtime.supervisors
+
+
 async def test_an_adopted_process_whose_shipped_lines_cannot_be_read_yet_waits_for_colonies_and_is_not_failed():
     # A restart of an operator with thousands of processes in flight: their resume reads queued
     # for the Colonies pool past its timeout, and each was failed as an operator bug.

@@ -146,3 +146,43 @@ async def test_a_relist_reads_every_page_and_keeps_the_cached_objects_that_did_n
     assert all(watch.jobs[n] is before[n] for n in ("j0", "j2", "j3", "j4"))
     assert watch.jobs["j1"] is not before["j1"] and watch.jobs["j1"]["status"]["conditions"][0]["type"] == "Complete"
     await watch.stop()
+
+
+def full_job(name, rv, reported=False):
+    body = job(name, rv, done=True)
+    body["metadata"]["annotations"] = {"colonyos.io/process-id": "p" * 64} | (
+        {"colonyos.io/reported": "success"} if reported else {})
+    body["spec"] = {"template": {"spec": {"containers": [{"name": "main", "env": [{"name": "X", "value": "1" * 500}]}]}}}
+    return body
+
+
+def full_pod(name, job_name, phase="Succeeded"):
+    body = pod(name, job_name, phase)
+    body["spec"] = {"containers": [{"name": "main", "env": [{"name": "X", "value": "1" * 500}]}]}
+    body["status"]["containerStatuses"] = [{"name": "main", "state": {"terminated": {"exitCode": 0}}}]
+    return body
+
+
+async def test_a_reported_job_and_its_pods_keep_only_who_made_them_and_whether_they_are_done():
+    """Nothing reads more of a Job once its result is in Colonies, and it stays cached until
+    its TTL removes it: a Job, listed or changed, sheds its spec and its pods' details then."""
+    kube = FakeKube()
+    kube.jobs = [full_job("listed", "1", reported=True), full_job("running", "1")]
+    kube.pods = [full_pod("listed-x", "listed"), full_pod("running-x", "running")]
+    kube.scripts["Job"] = [[{"type": "MODIFIED", "object": full_job("running", "2", reported=True)}]]
+    kube.scripts["Pod"] = [[{"type": "MODIFIED", "object": full_pod("listed-x", "listed") | {
+        "metadata": {"name": "listed-x", "labels": {"batch.kubernetes.io/job-name": "listed"}, "resourceVersion": "3"}}}]]
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    assert "spec" in watch.jobs["running"] and "spec" in watch.pods["running"]["running-x"]
+    kube.go.set()
+    for _ in range(100):
+        if "spec" not in watch.jobs["running"]:
+            break
+        await asyncio.sleep(0.01)
+    for name in ("listed", "running"):
+        job_, pods = watch.state(name)
+        assert job_ == {"metadata": job_["metadata"], "status": {"conditions": ({"type": "Complete", "status": "True"},)}}
+        assert job_["metadata"]["annotations"]["colonyos.io/reported"] == "success"
+        assert [p["status"] for p in pods] == [{"phase": "Succeeded"}] and "spec" not in pods[0]
+    await watch.stop()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from colonies_operator.colonies import errors
 from colonies_operator.colonies.models import Process, ProcessState, parse_time, same_instant
-from colonies_operator.jobs import builder, spec, statuses
+from colonies_operator.jobs import builder, diagnosis, spec
 from colonies_operator.runtime import jobops
 from colonies_operator.runtime.admission import reject, request_of
 from colonies_operator.runtime.context import End, report
@@ -106,7 +107,9 @@ async def _adopt_job(rt: ExecutorRuntime, job: dict[str, Any]) -> Supervisor | N
     ours = process.assignedexecutorid == rt.me.id and same_assignment(job, process)
     if process.state is ProcessState.RUNNING and ours and not meta.get("deletionTimestamp"):
         return _resume(rt, process, job)
-    finished = statuses.true_condition(job, "Complete", "Failed")
+    # the end as the supervisor judged it: by the pods, when the Job controller is behind
+    pods = rt.watch.state(meta["name"])[1]
+    finished = diagnosis.job_outcome(job, pods, now=datetime.now(timezone.utc)) is not diagnosis.Outcome.RUNNING
     if process.state in (ProcessState.SUCCESS, ProcessState.FAILED) and ours and finished:
         outcome = "success" if process.state is ProcessState.SUCCESS else "failed"
         await rt.kube.patch_job(rt.config.namespace, meta["name"],

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from colonies_operator.jobs import builder
+from colonies_operator.runtime.jobops import REPORTED_ANNOTATION
 from colonies_operator.runtime.kube import Gone, KubeApi
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,19 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_frozen(item) if isinstance(item, (dict, list)) else item for item in value)
     return value
+
+
+def reported(job: Mapping[str, Any] | None) -> bool:
+    return bool((((job or {}).get("metadata") or {}).get("annotations") or {}).get(REPORTED_ANNOTATION))
+
+
+def _stub(obj: dict[str, Any]) -> dict[str, Any]:
+    """What is still read of a reported Job, or of a pod of one: who made it, for which
+    process and assignment (its metadata), and whether it is done (conditions, phase). Such
+    a Job stays cached until its TTL removes it (minutes; thousands of Jobs at a steady
+    rate), and its spec and its pods' specs and statuses are most of what it weighs."""
+    status = obj.get("status") or {}
+    return {"metadata": obj.get("metadata") or {}, "status": {k: status[k] for k in ("conditions", "phase") if k in status}}
 
 
 def job_of_pod(pod: Mapping[str, Any]) -> str | None:
@@ -142,7 +156,7 @@ class JobWatch:
                 name = item["metadata"]["name"]
                 old = cached.get(name)
                 unchanged = old is not None and old["metadata"].get("resourceVersion") == item["metadata"].get("resourceVersion")
-                listed[name] = old if unchanged else _slim(item)  # type: ignore[assignment]
+                listed[name] = old if unchanged else self._kept(kind, _slim(item))  # type: ignore[assignment]
             meta = page.get("metadata") or {}
             version, token = str(meta.get("resourceVersion") or version), meta.get("continue")
             if not token:
@@ -201,8 +215,12 @@ class JobWatch:
             if deleted:
                 self._unindex(name, self.jobs.pop(name, None))
             else:
-                self.jobs[name] = dict(obj)
+                self.jobs[name] = self._kept(kind, dict(obj))
                 self._index(name, obj)
+                if reported(obj):
+                    pods = self.pods.get(name) or {}
+                    for pod_name, pod in pods.items():
+                        pods[pod_name] = _stub(pod)
             self._wake(name)
         else:
             job = job_of_pod(obj)
@@ -213,9 +231,14 @@ class JobWatch:
                 if not self.pods.get(job):
                     self.pods.pop(job, None)
             else:
-                self.pods[job][name] = dict(obj)
+                self.pods[job][name] = self._kept(kind, dict(obj))
             self._wake(job)
         return version
+
+    def _kept(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """`obj` as the cache keeps it: whole, or a stub once its Job is reported."""
+        job = obj if kind == "Job" else self.jobs.get(job_of_pod(obj) or "")
+        return _stub(obj) if reported(job) else obj
 
     def _index(self, name: str, job: Mapping[str, Any]) -> None:
         process = (job.get("metadata", {}).get("labels") or {}).get(builder.PROCESS_LABEL)
