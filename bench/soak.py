@@ -102,12 +102,16 @@ def verdict(submitted: list[str], processes: dict[str, Any], explained: Explaine
             unexplained.append((pid[:12], "FAILED", (p.errors or ["(no error)"])[0][:200]))
     succeeded = [p for p in submitted if p in processes and processes[p].state is ProcessState.SUCCESS]
     lost = duplicated = not_exact = 0
+    inexact: list[tuple[str, int, int, int]] = []  # (process, lines lost, duplicated, lines read back)
     for pid in succeeded:
         want, got = expected_lines[pid], logs.get(pid, [])
         have = Counter(got)
-        lost += sum(1 for line in want if have[line] == 0)
-        duplicated += sum(max(0, have[line] - 1) for line in want)
-        not_exact += int(got != want)
+        missing = sum(1 for line in want if have[line] == 0)
+        twice = sum(max(0, have[line] - 1) for line in want)
+        lost, duplicated = lost + missing, duplicated + twice
+        if got != want:
+            not_exact += 1
+            inexact.append((pid, missing, twice, len(got)))
     return {
         "submitted": len(submitted),
         "states": dict(states),
@@ -122,6 +126,7 @@ def verdict(submitted: list[str], processes: dict[str, Any], explained: Explaine
         "log_lines_lost": lost,
         "log_lines_duplicated": duplicated,
         "processes_with_log_not_exact": not_exact,
+        "log_not_exact_first": inexact[:5],
     }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import colonies_operator
 from colonies_operator import config as cfg
+from colonies_operator import memory
 
 if TYPE_CHECKING:
     from colonies_operator import leadership
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return checks.main(os.environ, checks.Scope(tuple(args.namespace), args.all_namespaces, args.kubeconfig,
                                                     _own_namespace()))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    memory.keep_large_blocks_returnable()  # before any connection is opened
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     for noisy in ("httpx", "httpcore", "aiohttp", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

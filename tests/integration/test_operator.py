@@ -224,28 +224,28 @@ async def test_a_walltime_shorter_than_the_run_fails_with_deadline_exceeded(exec
 
 
 async def test_capacity_for_one_job_runs_two_processes_one_after_the_other(api, colonies, namespace, stack, operator):
+    """Counted by pods: the first process ends when its pod has succeeded, before the Job
+    controller marks its Job Complete, and the second Job may be created in between."""
     ex = await start_executor(api, colonies, namespace, stack, capacity={"cpu": "1", "memory": "4Gi"})
     active: set[str] = set()
     most = 0
     seen_done: set[str] = set()
 
-    async def follow_jobs() -> None:
+    async def follow_pods() -> None:
         nonlocal most
         async with watch.Watch() as w:
-            async for event in w.stream(client.BatchV1Api(api).list_namespaced_job, namespace, timeout_seconds=120):
-                job = event["object"]
-                finished = any(c.type in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget") and c.status == "True"
-                               for c in job.status.conditions or [])
-                if event["type"] == "DELETED" or finished:
-                    active.discard(job.metadata.name)
-                    seen_done.add(job.metadata.name)
+            async for event in w.stream(client.CoreV1Api(api).list_namespaced_pod, namespace, timeout_seconds=120):
+                pod = event["object"]
+                if event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed"):
+                    active.discard(pod.metadata.name)
+                    seen_done.add(pod.metadata.name)
                 else:
-                    active.add(job.metadata.name)
+                    active.add(pod.metadata.name)
                 most = max(most, len(active))
                 if len(seen_done) == 2:
                     return
 
-    watcher = asyncio.create_task(follow_jobs())
+    watcher = asyncio.create_task(follow_pods())
     # "1000m", not "1": Colonies stores a cpu without the "m" as 0m
     first = await ex.submit(conditions={"cpu": "1000m"}, env={"KWOK_RUN_FOR": "3s"})
     second = await ex.submit(conditions={"cpu": "1000m"}, env={"KWOK_RUN_FOR": "3s"})
