@@ -16,6 +16,7 @@ import kopf
 from aiohttp import web
 
 from colonies_operator import config as cfg
+from colonies_operator import memory
 from colonies_operator.metrics import Metrics
 from colonies_operator.runtime.kube import KubeApi
 from colonies_operator.runtime.resource import ExecutorResource
@@ -48,7 +49,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # for right then, not only after cancellation_backoff.
     settings.background.instant_exit_timeout = 2.0
     memo.shared = Shared(kube=await KubeApi.connect(memo.get("kubeconfig")), settings=operator_settings)
-    memo.background = [asyncio.create_task(memo.shared.metrics.measure_loop_lag(), name="loop-lag")]
+    memo.background = [asyncio.create_task(memo.shared.metrics.measure_loop_lag(), name="loop-lag"),
+                       asyncio.create_task(memory.give_back_regularly(), name="malloc-trim")]
     if operator_settings.metrics_port:
         memo.metrics_server = await serve_metrics(memo.shared.metrics, operator_settings.metrics_port)
 

@@ -39,3 +39,31 @@ def test_large_blocks_freed_after_the_first_ones_go_back_to_the_system(mode, ret
                                  text=True).stdout)
     # 60 × 256 KiB = 15 MiB: given back whole, or kept by the heap when the threshold moved
     assert (freed > 12) is returned, freed
+
+
+# Small blocks freed between objects that live on, as TLS state is when streams reconnect.
+FRAGMENTED = textwrap.dedent("""
+    import gc, os, sys
+    from colonies_operator import memory
+    def rss_mib():
+        return int(open(f"/proc/{os.getpid()}/statm").read().split()[1]) * 4096 / 2**20
+    kept, freed = [], []
+    for _ in range(4000):
+        freed.append(bytearray(8 * 1024))
+        kept.append(bytearray(1024))
+    del freed
+    gc.collect()
+    before = rss_mib()
+    if sys.argv[1] == "trimmed":
+        assert memory.give_back_free_pages()
+    print(before - rss_mib())
+""")
+
+
+@pytest.mark.parametrize("mode, returned", [("trimmed", True), ("left alone", False)])
+def test_free_pages_between_live_objects_go_back_when_trimmed(mode, returned):
+    freed = float(subprocess.run([sys.executable, "-c", FRAGMENTED, mode], check=True, capture_output=True,
+                                 text=True).stdout)
+    # 4,000 × 8 KiB = 31 MiB freed in holes between live 1 KiB blocks; a trim gives back the
+    # whole pages inside each hole, about half of it
+    assert (freed > 10) is returned, freed
