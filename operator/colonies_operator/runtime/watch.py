@@ -143,7 +143,7 @@ class JobWatch:
     async def _list(self, kind: str) -> str:
         """LIST in pages, and swap the cache in whole at the end. A relist after an apiserver
         restart or a 410 finds most objects unchanged: the cached object is kept for those, so
-        the relist allocates little beyond one page, and the operator's memory stays flat."""
+        the relist allocates little beyond one page."""
         cached = self.jobs if kind == "Job" else {n: p for pods in self.pods.values() for n, p in pods.items()}
         listed: dict[str, dict[str, Any]] = {}
         version, token = "", None
