@@ -33,10 +33,16 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
+def freed_mib(program: str, mode: str) -> float:
+    """Run `program` in a fresh interpreter (allocator settings are for the whole process);
+    it prints how many MiB of RSS went back to the system."""
+    return float(subprocess.run([sys.executable, "-c", program, mode], check=True, capture_output=True,
+                                text=True).stdout)
+
+
 @pytest.mark.parametrize("mode, returned", [("fixed", True), ("glibc's default", False)])
 def test_large_blocks_freed_after_the_first_ones_go_back_to_the_system(mode, returned):
-    freed = float(subprocess.run([sys.executable, "-c", PROGRAM, mode], check=True, capture_output=True,
-                                 text=True).stdout)
+    freed = freed_mib(PROGRAM, mode)
     # 60 × 256 KiB = 15 MiB: given back whole, or kept by the heap when the threshold moved
     assert (freed > 12) is returned, freed
 
@@ -62,8 +68,7 @@ FRAGMENTED = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode, returned", [("trimmed", True), ("left alone", False)])
 def test_free_pages_between_live_objects_go_back_when_trimmed(mode, returned):
-    freed = float(subprocess.run([sys.executable, "-c", FRAGMENTED, mode], check=True, capture_output=True,
-                                 text=True).stdout)
+    freed = freed_mib(FRAGMENTED, mode)
     # 4,000 × 8 KiB = 31 MiB freed in holes between live 1 KiB blocks; a trim gives back the
     # whole pages inside each hole, about half of it
     assert (freed > 10) is returned, freed
