@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 
 import httpx
 import pytest
@@ -221,6 +222,35 @@ async def test_a_walltime_shorter_than_the_run_fails_with_deadline_exceeded(exec
     done = await executor_cr.final(process.processid)
     assert done.state is ProcessState.FAILED
     assert done.errors[0].startswith("DeadlineExceeded(walltime 2s)")
+
+
+async def test_a_process_ends_by_its_pod_while_the_job_controller_is_stopped(api, colonies, namespace, stack, operator):
+    """The Job controller marks a Job Complete a batch period after its pod ends; the operator
+    reads the end from the pod. With the controller-manager stopped the process still
+    succeeds, with its log, and its Job is marked reported, while it has no terminal condition."""
+    ex = await start_executor(api, colonies, namespace, stack)
+    process = await ex.submit(env={"KWOK_RUN_FOR": "3s", "KWOK_LOG_LINES": "3"})
+    core = client.CoreV1Api(api)
+
+    async def pod_running() -> bool:
+        pods = (await core.list_namespaced_pod(namespace, label_selector=f"colonyos.io/process={process.processid[:20]}")).items
+        return bool(pods) and pods[0].status.phase == "Running"
+
+    await wait_for(pod_running, 60, "the pod to run")
+    controller_manager = stack.pids["kube-controller-manager"]
+    os.kill(controller_manager, signal.SIGSTOP)
+    try:
+        done = await ex.final(process.processid, timeout=60)
+
+        async def marked() -> bool:
+            return all((j.metadata.annotations or {}).get("colonyos.io/reported") for j in await ex.jobs())
+        await wait_for(marked, 30, "the Job to be marked reported")
+        jobs = await ex.jobs()
+    finally:
+        os.kill(controller_manager, signal.SIGCONT)
+    assert done.state is ProcessState.SUCCESS, done.errors
+    assert await ex.log_lines(process.processid) == ["line 1", "line 2", "line 3"]
+    assert len(jobs) == 1 and not any(c.status == "True" for c in jobs[0].status.conditions or [])
 
 
 async def test_capacity_for_one_job_runs_two_processes_one_after_the_other(api, colonies, namespace, stack, operator):

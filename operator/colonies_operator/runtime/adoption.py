@@ -19,7 +19,6 @@ from colonies_operator.jobs import builder, diagnosis, spec
 from colonies_operator.runtime import jobops
 from colonies_operator.runtime.admission import reject, request_of
 from colonies_operator.runtime.context import End, report
-from colonies_operator.runtime.jobops import REPORTED_ANNOTATION
 from colonies_operator.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -72,7 +71,7 @@ async def retire_earlier_identities(rt: ExecutorRuntime) -> None:
     again, and their Jobs are stopped. Nothing is stranded; they run from the start."""
     stale = [j for j in _of_this_resource(rt)
              if (j["metadata"].get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) not in (None, rt.me.id)
-             and not (j["metadata"].get("annotations") or {}).get(REPORTED_ANNOTATION)]
+             and not jobops.reported(j)]
     identities = {(j["metadata"]["annotations"].get(builder.EXECUTOR_NAME_ANNOTATION, ""),
                    j["metadata"]["annotations"][builder.EXECUTOR_ID_ANNOTATION]) for j in stale}
     for name, executor_id in identities:
@@ -97,7 +96,7 @@ async def _adopt_job(rt: ExecutorRuntime, job: dict[str, Any]) -> Supervisor | N
     meta = job.get("metadata", {})
     annotations = meta.get("annotations") or {}
     pid = annotations.get(builder.PROCESS_ID_ANNOTATION)
-    if not pid or annotations.get(REPORTED_ANNOTATION) or pid in rt.supervisors:
+    if not pid or jobops.reported(job) or pid in rt.supervisors:
         return None
     try:
         process = await rt.me.get_process(pid)
@@ -138,7 +137,7 @@ async def take_orphan(rt: ExecutorRuntime, process: Process) -> End:
     job = next((j for j in rt.watch.jobs_of_process(pid)
                 if (j["metadata"].get("annotations") or {}).get(builder.EXECUTOR_ID_ANNOTATION) == rt.me.id
                 and same_assignment(j, process) and not j["metadata"].get("deletionTimestamp")), None)
-    if job is not None and not (job["metadata"].get("annotations") or {}).get(REPORTED_ANNOTATION):
+    if job is not None and not jobops.reported(job):
         supervisor = _resume(rt, process, job)
         if supervisor is not None:
             rt.supervise(supervisor)

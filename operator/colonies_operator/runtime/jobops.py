@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 KUBE_PATIENCE = 60.0  # how long a best-effort call waits for an apiserver that cannot be reached
 
 REPORTED_ANNOTATION = "colonyos.io/reported"
+
+
+def reported(job: Mapping[str, Any] | None) -> bool:
+    """Whether the Job's result is in Colonies (it carries the mark)."""
+    return bool((((job or {}).get("metadata") or {}).get("annotations") or {}).get(REPORTED_ANNOTATION))
 
 
 def reported_patch(how: str, ttl_seconds: int | None) -> dict[str, Any]:

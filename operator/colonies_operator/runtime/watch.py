@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from colonies_operator.jobs import builder
-from colonies_operator.runtime.jobops import REPORTED_ANNOTATION
+from colonies_operator.runtime.jobops import reported
 from colonies_operator.runtime.kube import Gone, KubeApi
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_frozen(item) if isinstance(item, (dict, list)) else item for item in value)
     return value
-
-
-def reported(job: Mapping[str, Any] | None) -> bool:
-    return bool((((job or {}).get("metadata") or {}).get("annotations") or {}).get(REPORTED_ANNOTATION))
 
 
 def _stub(obj: dict[str, Any]) -> dict[str, Any]:
