@@ -533,8 +533,8 @@ async def real(b: Bench) -> None:
                            "cpu": "100m", "mem": "32Mi"},
             "kwargs": {"docker-image": "busybox:1.36", "cmd": "echo", "args": ["running"]}}
 
-    async def launch(count: int) -> list[float]:
-        submitted = await b.submit(spec, count)
+    async def launch(count: int, with_env: bool = False) -> list[float]:
+        submitted = await b.submit(spec | {"env": {"BENCH_REAL": "1"}} if with_env else spec, count)
         done = await b.wait_final(list(submitted), 300, "real launches")
         return [t for pid, p in done.items() if p.state is ProcessState.SUCCESS and p.starttime
                 for t in [env.first_line_time(b.state, ns, pid) - p.starttime.timestamp()] if t is not None]
@@ -543,8 +543,16 @@ async def real(b: Bench) -> None:
     one = [t for _ in range(n) for t in await launch(1)]
     await b.settle(f"P6 real launches, {batch} at once")
     many = [t for _ in range(max(1, n // batch)) for t in await launch(batch)]
+    # The same with an env: a process that arrives with none is read again before its Job is
+    # built (runtime/settling.py, up to env_settle_seconds), one with any env is not.
+    await b.settle("P6 real launches with an env, one at a time")
+    one_env = [t for _ in range(n) for t in await launch(1, with_env=True)]
+    await b.settle(f"P6 real launches with an env, {batch} at once")
+    many_env = [t for _ in range(max(1, n // batch)) for t in await launch(batch, with_env=True)]
     out["assigned_to_container_running_s"] = summary(one)
     out[f"assigned_to_container_running_{batch}_at_once_s"] = summary(many)
+    out["with_env"] = {"assigned_to_container_running_s": summary(one_env),
+                       f"assigned_to_container_running_{batch}_at_once_s": summary(many_env)}
     b.series["latency_real_one"], b.series["latency_real_batch"] = one, many
 
 
