@@ -150,22 +150,34 @@ async def test_a_relist_reads_every_page_and_keeps_the_cached_objects_that_did_n
 
 def full_job(name, rv, reported=False):
     body = job(name, rv, done=True)
-    body["metadata"]["annotations"] = {"colonyos.io/process-id": "p" * 64} | (
+    body["metadata"] |= {"namespace": "ns", "uid": f"uid-{name}", "creationTimestamp": "2026-12-01T00:00:00Z",
+                         "generation": 1, "managedFields": [{"manager": "kube-controller-manager"}]}
+    body["metadata"]["labels"] = {"colonyos.io/process": "p" * 20, "app.kubernetes.io/managed-by": "colonies-operator",
+                                  "team": "a", "batch.kubernetes.io/controller-uid": "u"}
+    body["metadata"]["annotations"] = {"colonyos.io/process-id": "p" * 64, "note": "n" * 500} | (
         {"colonyos.io/reported": "success"} if reported else {})
     body["spec"] = {"template": {"spec": {"containers": [{"name": "main", "env": [{"name": "X", "value": "1" * 500}]}]}}}
+    body["status"]["conditions"] = [{"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                                     "message": "Reached expected number of succeeded pods",
+                                     "lastTransitionTime": "2026-12-01T00:00:05Z"}]
+    body["status"]["startTime"] = "2026-12-01T00:00:01Z"
     return body
 
 
 def full_pod(name, job_name, phase="Succeeded"):
     body = pod(name, job_name, phase)
+    body["metadata"] |= {"uid": f"uid-{name}", "ownerReferences": [{"kind": "Job", "name": job_name}]}
+    body["metadata"]["labels"] |= {"job-name": job_name, "batch.kubernetes.io/controller-uid": "u"}
     body["spec"] = {"containers": [{"name": "main", "env": [{"name": "X", "value": "1" * 500}]}]}
     body["status"]["containerStatuses"] = [{"name": "main", "state": {"terminated": {"exitCode": 0}}}]
+    body["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "PodCompleted"}]
     return body
 
 
 async def test_a_reported_job_and_its_pods_keep_only_who_made_them_and_whether_they_are_done():
     """Nothing reads more of a Job once its result is in Colonies, and it stays cached until
-    its TTL removes it: a Job, listed or changed, sheds its spec and its pods' details then."""
+    its TTL removes it: a Job, listed or changed, keeps its name, uid, our labels and
+    annotations and its conditions' words then; its pods, their Job's name and their phase."""
     kube = FakeKube()
     kube.jobs = [full_job("listed", "1", reported=True), full_job("running", "1")]
     kube.pods = [full_pod("listed-x", "listed"), full_pod("running-x", "running")]
@@ -180,9 +192,50 @@ async def test_a_reported_job_and_its_pods_keep_only_who_made_them_and_whether_t
         if "spec" not in watch.jobs["running"]:
             break
         await asyncio.sleep(0.01)
-    for name in ("listed", "running"):
+    for name, rv in (("listed", "1"), ("running", "2")):
         job_, pods = watch.state(name)
-        assert job_ == {"metadata": job_["metadata"], "status": {"conditions": ({"type": "Complete", "status": "True"},)}}
-        assert job_["metadata"]["annotations"]["colonyos.io/reported"] == "success"
-        assert [p["status"] for p in pods] == [{"phase": "Succeeded"}] and "spec" not in pods[0]
+        assert job_ == {
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv,
+                         "creationTimestamp": "2026-12-01T00:00:00Z",
+                         "labels": {"colonyos.io/process": "p" * 20, "app.kubernetes.io/managed-by": "colonies-operator"},
+                         "annotations": {"colonyos.io/process-id": "p" * 64, "colonyos.io/reported": "success"}},
+            "status": {"conditions": ({"type": "Complete", "status": "True", "reason": "CompletionsReached"},)}}
+        assert [p["status"] for p in pods] == [{"phase": "Succeeded"}]
+    assert watch.pods["running"]["running-x"]["metadata"] == {
+        "name": "running-x", "uid": "uid-running-x",
+        "labels": {"batch.kubernetes.io/job-name": "running", "job-name": "running"}}
+    await watch.stop()
+
+
+async def test_a_stub_of_a_pod_without_the_job_name_labels_keeps_its_owner():
+    kube = FakeKube()
+    kube.jobs = [full_job("j", "1", reported=True)]
+    orphan = full_pod("j-x", "j")
+    orphan["metadata"]["labels"] = {}
+    kube.pods = [orphan]
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    assert [p["metadata"]["ownerReferences"] for p in watch.state("j")[1]] == [({"kind": "Job", "name": "j"},)]
+    await watch.stop()
+
+
+async def test_jobs_and_pods_relist_one_kind_at_a_time():
+    """The two relists after an apiserver restart take turns: the largest transient sets the
+    operator's memory for good (see JobWatch._list)."""
+    kube = FakeKube()
+    busy, overlapped = set(), []
+    for kind, method in (("Job", "list_jobs"), ("Pod", "list_pods")):
+        listing = getattr(kube, method)
+
+        async def slow(*args, _kind=kind, _listing=listing, **kwargs):
+            busy.add(_kind)
+            overlapped.append(len(busy) > 1)
+            await asyncio.sleep(0.05)
+            busy.discard(_kind)
+            return await _listing(*args, **kwargs)
+
+        setattr(kube, method, slow)
+    watch = JobWatch(kube, "ns")
+    await asyncio.wait_for(watch.start(), 1)
+    assert len(overlapped) == 2 and not any(overlapped)
     await watch.stop()
