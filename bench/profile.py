@@ -55,7 +55,8 @@ def start(b: Bench, name: str) -> Spy | None:
     return Spy(name, proc, raw, time.time())
 
 
-def stop(b: Bench, spy: Spy) -> dict[str, Any]:
+def stop(b: Bench, spy: Spy, *, publish: bool = True) -> dict[str, Any]:
+    """Stop sampling and summarise; with `publish`, the summary also goes to bench/profiles/."""
     seconds = time.time() - spy.started
     if spy.proc.poll() is None:
         spy.proc.send_signal(signal.SIGINT)
@@ -69,9 +70,17 @@ def stop(b: Bench, spy: Spy) -> dict[str, Any]:
         return {"error": f"py-spy wrote nothing (see logs/py-spy-{spy.name}.log)"}
     text, top = summarise(spy.raw.read_text(), seconds, spy.name)
     (b.out / "profiles" / f"{spy.name}.txt").write_text(text)
+    if not publish:
+        return top | {"summary": str(b.out / "profiles" / f"{spy.name}.txt")}
+    return top | {"summary": str(publish_as(text, spy.name))}
+
+
+def publish_as(text: str, name: str) -> Path:
+    """Keep a summary in bench/profiles/ (committed with a reference run)."""
     PROFILES.mkdir(exist_ok=True)
-    (PROFILES / f"{spy.name}.txt").write_text(text)
-    return top | {"summary": str(PROFILES / f"{spy.name}.txt")}
+    path = PROFILES / f"{name}.txt"
+    path.write_text(text)
+    return path
 
 
 def _parse(frame: str) -> tuple[str, str]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import profile
 from bench.env import say
 from bench.figures import summary
 from bench.observe import Observer
@@ -46,11 +48,16 @@ def _latencies(obs: Observer, due: dict[str, float]) -> list[float]:
 
 
 async def _climb(b: Bench, who: str, rates: list[float], seconds: float, obs: Observer,
-                 offer: Any) -> list[dict[str, Any]]:
-    """Step up through `rates`; `offer(rate)` offers one step and returns process id → due time."""
+                 offer: Any, profiled: bool = False) -> list[dict[str, Any]]:
+    """Step up through `rates`; `offer(rate)` offers one step and returns process id → due time.
+
+    `profiled`: py-spy samples the operator through each step; the profile of the first step
+    that misses is kept in bench/profiles/ as p1-steps-first-miss.txt: where the operator's
+    CPU went when it could no longer keep up."""
     climbed = []
     for rate in rates:
         await b.settle(f"P1 steps, {who} at {rate:g}/s")
+        spy = profile.start(b, f"p1-steps-{rate:g}-per-s") if profiled and b.args.profile else None
         due = await offer(rate)
         deadline = time.monotonic() + 120
         while sum(j.process_id in due for j in obs.jobs.values()) < len(due) and time.monotonic() < deadline:
@@ -60,7 +67,15 @@ async def _climb(b: Bench, who: str, rates: list[float], seconds: float, obs: Ob
         p99 = (step["submitted_to_job_created_s"] or {}).get("p99")
         say(f"P1 steps, {who} at {rate:g}/s: p99 submitted → Job created "
             f"{'—' if p99 is None else f'{p99 * 1000:.0f} ms'}")
-        if p99 is None or p99 > P99_LIMIT_S or step["launched"] < len(due):
+        missed = p99 is None or p99 > P99_LIMIT_S or step["launched"] < len(due)
+        if spy:
+            step["profile"] = profile.stop(b, spy, publish=False)
+            if missed and "error" not in step["profile"]:
+                text = Path(step["profile"]["summary"]).read_text()
+                step["profile"]["summary"] = str(profile.publish_as(
+                    f"first step that missed: {rate:g}/s, p99 submitted → Job created > {P99_LIMIT_S:g} s\n" + text,
+                    "p1-steps-first-miss"))
+        if missed:
             break
         await asyncio.sleep(float(b.args.run_for.rstrip("s")) + 2)  # its pods end before the next step
     return climbed
@@ -76,7 +91,7 @@ async def _operator(b: Bench, rates: list[float], seconds: float) -> list[dict[s
     try:
         async def offer(rate: float) -> dict[str, float]:
             return await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), rate, seconds)
-        return await _climb(b, "operator", rates, seconds, obs, offer)
+        return await _climb(b, "operator", rates, seconds, obs, offer, profiled=True)
     finally:
         await obs.stop()
 
