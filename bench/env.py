@@ -106,6 +106,18 @@ def make_namespace(state: StackState, name: str) -> None:
             "stringData": {"colonyPrvKey": state.colonies.colony_prvkey}}, exist_ok=True)
 
 
+def delete_namespaces(state: StackState, prefix: str, suffix: str, keep: str, timeout: float = 900) -> list[str]:
+    """Delete the namespaces named `prefix`…`suffix` but `keep`, and wait until they are gone."""
+    with api(state).client() as c:
+        names = [n["metadata"]["name"] for n in c.get("/api/v1/namespaces").json().get("items") or []]
+        doomed = [n for n in names if n.startswith(prefix) and n.endswith(suffix) and n != keep]
+        for name in doomed:
+            c.delete(f"/api/v1/namespaces/{name}")
+        procs.wait_until(lambda: all(c.get(f"/api/v1/namespaces/{n}").status_code == 404 for n in doomed),
+                         timeout=timeout, what=f"the deletion of {len(doomed)} namespaces")
+    return doomed
+
+
 def create_executor(state: StackState, namespace: str, name: str, executor_type: str, **spec: Any) -> None:
     body: dict[str, Any] = {"colonyName": state.colonies.colony_name, "executorType": executor_type,
                             "colonyKeySecretRef": {"name": "colony-key"}}

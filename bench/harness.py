@@ -110,8 +110,10 @@ class Bench:
         env.make_namespace(self.state, name)
         return name
 
-    def start_operator(self, name: str) -> env.Operator:
-        op = env.start_operator(self.state, [f"bench-*-{self.run_id}"], f"{name}-{self.run_id}", self.out / "logs")
+    def start_operator(self, name: str, namespaces: list[str] | None = None) -> env.Operator:
+        """The operator under test, watching every namespace of this run (or `namespaces`)."""
+        op = env.start_operator(self.state, namespaces or [f"bench-*-{self.run_id}"], f"{name}-{self.run_id}",
+                                self.out / "logs")
         self.cpu.track("operator", op.pid)
         self.operator = op
         return op

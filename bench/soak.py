@@ -34,6 +34,7 @@ from teststack import colonies_server, procs
 from teststack import kube as stack_kube
 from teststack.state import StackState
 
+from bench import env
 from bench.observe import Observer
 
 if TYPE_CHECKING:
@@ -343,8 +344,9 @@ async def _stopped(pid: int, seconds: float, what: str) -> str:
 class _BenchOperator:
     """The bench's operator subprocess, as the soak kills and restarts it."""
 
-    def __init__(self, b: Bench) -> None:
+    def __init__(self, b: Bench, namespace: str) -> None:
         self.b = b
+        self.namespace = namespace
 
     @property
     def pid(self) -> int:
@@ -357,23 +359,28 @@ class _BenchOperator:
         os.kill(old.pid, signal.SIGKILL)
         procs.stop(old.proc)
         self.b.operator = None
-        self.b.start_operator("operator-soak")
+        self.b.start_operator("operator-soak", [self.namespace])
 
 
 async def phase(b: Bench) -> None:
+    """The soak, on a stack cleared of the earlier phases' namespaces (thousands of Jobs and
+    pods would weigh on every component and on the operator's cache and RSS), with an operator
+    of its own that watches the soak's namespace only."""
     a = b.args
     settings = SoakSettings(seconds=a.soak_seconds, rate=a.soak_rate, fault_every=a.fault_every, seed=a.soak_seed)
     out: dict[str, Any] = {}
     b.results["soak"] = out
-    if b.operator is None:
-        b.start_operator("operator")
+    b.stop_operator()
+    ns = f"bench-soak-{b.run_id}"
+    out["namespaces_cleared"] = len(await asyncio.to_thread(env.delete_namespaces, b.state, "bench-", f"-{b.run_id}", ns))
     ns = b.namespace("soak")
+    b.start_operator("operator-soak", [ns])
     etype = f"bench-soak-{b.run_id}"
     await b.ready_executor(ns, "soak", etype, capacity={"cpu": "100000", "memory": "100000Gi",
                                                         "maxConcurrentJobs": 2000},
                            assignTimeoutSeconds=5, logs={"flushSeconds": 0.5})
     await b.settle("soak")
-    soak = Soak(b.state, b.user, b.kube, namespace=ns, executor_type=etype, operator=_BenchOperator(b),
+    soak = Soak(b.state, b.user, b.kube, namespace=ns, executor_type=etype, operator=_BenchOperator(b, ns),
                 settings=settings, say=lambda text: print(text, flush=True))
     try:
         out.update(await soak.run())

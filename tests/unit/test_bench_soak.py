@@ -76,6 +76,6 @@ def test_the_rss_sampler_reads_no_pid_while_the_operator_restarts():
     # The sampler died at the soak's first operator restart, when the bench's operator was None
     # for a moment: the RSS figure then covered the first 2 minutes of 20.
     bench = SimpleNamespace(operator=None)
-    assert soak._BenchOperator(bench).pid == 0
+    assert soak._BenchOperator(bench, "bench-soak-x").pid == 0
     bench.operator = SimpleNamespace(pid=4242)
-    assert soak._BenchOperator(bench).pid == 4242
+    assert soak._BenchOperator(bench, "bench-soak-x").pid == 4242
