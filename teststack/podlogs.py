@@ -33,6 +33,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -154,6 +155,24 @@ def _grow(path: Path, lines: list[str], every_ms: int) -> None:
 
 # ---- the watcher -------------------------------------------------------------------------
 
+PATIENCE_S = 120.0  # how long one set-up step is retried
+
+
+def _patiently(step: Callable[[], None]) -> Exception | None:
+    """Run `step` until it succeeds, with backoff, for up to PATIENCE_S; the last error if not."""
+    deadline = time.monotonic() + PATIENCE_S
+    attempt = 0
+    while True:
+        try:
+            step()
+            return None
+        except Exception as e:  # noqa: BLE001 - one bad pod must not stop the others
+            if time.monotonic() >= deadline:
+                return e
+        time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        attempt += 1
+
+
 class PodLogs:
     def __init__(self, api: kubeapi.KubeAPI, out: Path, workers: int = 8):
         self.api = api
@@ -192,34 +211,28 @@ class PodLogs:
     def _set_up(self, pod: dict) -> None:
         """Log files, then the Logs object, then the annotation that lets the pod run.
 
-        Retried with backoff; if the Logs object still cannot be made, the pod is released
-        anyway: a pod without logs fails a test more clearly than a pod stuck in Pending.
+        Each step is retried for PATIENCE_S: an apiserver restart under load takes up to half
+        a minute, and a pod released without its Logs object has lost its whole log as far
+        as any reader can tell. If a step still fails, the pod is released anyway: a pod
+        without logs fails a test more clearly than a pod stuck in Pending.
         """
         meta = pod["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        err: Exception | None = None
-        for attempt in range(8):
-            try:
-                self._write_logs_object(pod, self._write_files(pod))
-                break
-            except Exception as e:  # noqa: BLE001 - one bad pod must not stop the others
-                err = e
-                time.sleep(min(0.1 * 2 ** attempt, 2.0))
-        else:
+        entries = self._write_files(pod)
+        err = _patiently(lambda: self._write_logs_object(pod, entries))
+        if err is not None:
             print(f"podlogs: {ns}/{name}: no Logs object: {err}", file=sys.stderr, flush=True)
-        for attempt in range(8):
-            try:
-                kubeapi.merge_patch(self._client(), f"/api/v1/namespaces/{ns}/pods/{name}",
-                                    {"metadata": {"annotations": {READY_ANNOTATION: "true"}}})
-                return
-            except kubeapi.ApiError as e:
-                if e.status == 404:  # the pod is gone already
-                    return
-                err = e
-            except httpx.HTTPError as e:
-                err = e
-            time.sleep(min(0.1 * 2 ** attempt, 2.0))
-        print(f"podlogs: {ns}/{name}: could not annotate: {err}", file=sys.stderr, flush=True)
+        err = _patiently(lambda: self._annotate(ns, name))
+        if err is not None:
+            print(f"podlogs: {ns}/{name}: could not annotate: {err}", file=sys.stderr, flush=True)
+
+    def _annotate(self, ns: str, name: str) -> None:
+        try:
+            kubeapi.merge_patch(self._client(), f"/api/v1/namespaces/{ns}/pods/{name}",
+                                {"metadata": {"annotations": {READY_ANNOTATION: "true"}}})
+        except kubeapi.ApiError as e:
+            if e.status != 404:  # 404: the pod is gone already
+                raise
 
     def _write_files(self, pod: dict) -> list[dict]:
         meta, spec = pod["metadata"], pod.get("spec", {})

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
+
+from teststack import podlogs
 from teststack.podlogs import container_output, cri_lines
 
 
@@ -47,3 +50,38 @@ def test_a_log_interval_makes_the_file_grow_line_by_line(tmp_path):
     _grow(f, ["one", "two"], 1)
     lines = f.read_text().splitlines()
     assert [line.split(" stdout F ")[1] for line in lines] == ["one", "two"]
+
+
+class FakeClock:
+    """podlogs' `time`: sleeping advances it, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_pod_gets_its_logs_object_when_the_apiserver_is_away_for_half_a_minute(tmp_path, monkeypatch):
+    """An apiserver restart under load took ~27 s in the soak; the pod was released without
+    its Logs object after ~9 s of tries, and kwok then served none of its 100 lines."""
+    clock = FakeClock()
+    monkeypatch.setattr(podlogs, "time", clock)
+    logs = podlogs.PodLogs(api=None, out=tmp_path, workers=1)
+    steps = []
+
+    def logs_object(pod, entries):
+        if clock.now < 30:
+            raise httpx.ConnectError("connection refused")
+        steps.append(("Logs", [e["containers"] for e in entries]))
+
+    monkeypatch.setattr(logs, "_write_logs_object", logs_object)
+    monkeypatch.setattr(logs, "_annotate", lambda ns, name: steps.append(("ready", name)))
+    pod = {"metadata": {"namespace": "ns", "name": "p", "uid": "0123456789"},
+           "spec": {"containers": [{"name": "main", "command": ["echo", "hi"]}]}}
+    logs._set_up(pod)
+    assert steps == [("Logs", [["main"]]), ("ready", "p")]
+    assert (tmp_path / "ns" / "p-01234567" / "main.log").read_text().endswith(" stdout F hi\n")
