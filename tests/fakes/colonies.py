@@ -14,7 +14,7 @@ Test knobs (not RPCs): `add_colony`, `add_user`, `add_executor` (set up without 
 `unassign` / `sweep_timeouts` (maxexectime and maxwaittime passing), `cleanup_stale_executors`,
 `pause_assignments` / `resume_assignments`, `expire_waits` (every long poll and subscription
 ends now, as if its timeout passed), `set_subscriptions_down`, `fail_next`,
-`lose_next_assign_reply`, `calls`, `lastheard`, `process`.
+`lose_next_assign_reply`, `lose_next_reply`, `calls`, `lastheard`, `process`.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class FakeColoniesServer:
         self._expiry = asyncio.Event()
         self.subscriptions_down = False
         self._lose_assign_replies = 0
+        self._lost_replies: Counter[str] = Counter()  # client method → replies still to lose
         self.env_lands_late = False                            # submits store env only at land_env()
         self.late_env: dict[str, dict[str, str]] = {}          # process id → env not stored yet
         self._last_ns = 0
@@ -117,6 +118,11 @@ class FakeColoniesServer:
     def lose_next_assign_reply(self) -> None:
         """The next assign is processed (a process may be assigned) but its reply is lost."""
         self._lose_assign_replies += 1
+
+    def lose_next_reply(self, method: str) -> None:
+        """The next call of `method` is processed, then fails as a request whose answer never
+        came (a read timeout): the client cannot tell whether it was done."""
+        self._lost_replies[METHODS.get(method, method)] += 1
 
     def land_env(self) -> None:
         """Store the env of every process submitted while `env_lands_late` was set.
@@ -266,6 +272,9 @@ class FakeColoniesServer:
         if msgtype == "assignprocessmsg" and self._lose_assign_replies:
             self._lose_assign_replies -= 1
             raise errors.ColoniesUnreachable("http://colonies.fake", 1, 0.0, "the reply was lost")
+        if self._lost_replies[method]:
+            self._lost_replies[method] -= 1
+            raise errors.ColoniesUnreachable("http://colonies.fake", 1, 30.0, "ReadTimeout", maybe_delivered=True)
         if isinstance(result, Reply):
             raise errors.error_for(result.status, result.message, msgtype)
         return go.decode(json.dumps(result))

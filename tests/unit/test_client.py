@@ -170,3 +170,19 @@ async def test_the_servers_500_is_nil_for_an_unknown_object_is_not_found_and_not
         with pytest.raises(errors.NotFound, match="executor is nil"):
             await conn.client(KEY).get_executor("dev", "nobody")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(("failure", "maybe_delivered"), [
+    (httpx.ReadTimeout, True), (httpx.ReadError, True), (httpx.RemoteProtocolError, True),
+    (httpx.ConnectError, False), (httpx.ConnectTimeout, False),
+])
+async def test_an_unanswered_log_batch_says_whether_it_may_have_reached_the_server(failure, maybe_delivered):
+    """addlogmsg is not retried blindly: once the request went out, the shipper reads the log
+    back before sending again (runtime/logs.py)."""
+    def handler(request):
+        raise failure("no answer", request=request)
+
+    async with connection(handler, retry=RetryPolicy(attempts=1)) as conn:
+        with pytest.raises(errors.ColoniesUnreachable) as info:
+            await conn.client(KEY).add_log("p", "a\n")
+    assert info.value.maybe_delivered is maybe_delivered

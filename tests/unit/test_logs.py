@@ -221,3 +221,101 @@ async def test_a_long_line_whose_stream_broke_part_way_is_resumed_from_the_piece
     pieces = "".join(sink.sent).split("\n")[:-1]
     assert "".join(pieces) == text.decode()
     assert len(pieces) == 5  # each piece once
+
+
+class Server:
+    """Colonies' log of one process: `addlogmsg` stores, then the answer may be lost."""
+
+    def __init__(self, held_before: str = "") -> None:
+        self.log = held_before
+        self.lose_answers = 0   # store the batch, then fail as if the answer never came
+        self.drop_requests = 0  # fail after sending, before the server stored anything
+        self.reads = 0
+
+    async def add(self, text: str) -> None:
+        if self.drop_requests:
+            self.drop_requests -= 1
+            raise errors.ColoniesUnreachable("http://x", 1, 30.0, "ReadError", maybe_delivered=True)
+        self.log += text
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise errors.ColoniesUnreachable("http://x", 1, 30.0, "ReadTimeout", maybe_delivered=True)
+
+    async def lines_held(self) -> int:
+        self.reads += 1
+        return self.log.count("\n")
+
+
+async def test_a_batch_whose_answer_was_lost_after_it_was_stored_is_not_sent_again():
+    """The soak stopped the operator for 30 s while an addlogmsg was in flight: on waking, its
+    read timeout had passed though the server had stored the lines, and the batch went again."""
+    server = Server()
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    shipper.add("a")
+    shipper.add("b")
+    server.lose_answers = 1
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    shipper.add("c")
+    await shipper.flush()
+    assert server.log == "a\nb\nc\n" and server.reads == 1
+    assert shipper.shipped_lines == 3
+
+
+async def test_a_batch_that_may_not_have_arrived_is_sent_again_once_the_log_shows_it_did_not():
+    server = Server()
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    shipper.add("a")
+    server.drop_requests = 1
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    await shipper.flush()
+    assert server.log == "a\n" and server.reads == 1
+
+
+async def test_after_a_restart_the_lines_shipped_before_count_toward_what_the_log_should_hold():
+    server = Server(held_before="x\ny\n")
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    shipper.resume(4, False, lines=2)
+    shipper.add("a")
+    server.lose_answers = 1
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    await shipper.flush()
+    assert server.log == "x\ny\na\n"
+
+
+async def test_a_request_that_never_left_is_sent_again_without_reading_the_log_back():
+    sink = Sink(fail_times=1)  # ColoniesUnreachable of a connect error: nothing was sent
+    reads = []
+
+    async def lines_held() -> int:
+        reads.append(1)
+        return 0
+
+    shipper = LogShipper(sink, lines_held=lines_held)
+    shipper.add("a")
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    await shipper.flush()
+    assert sink.sent == ["a\n"] and reads == []
+
+
+async def test_a_batch_in_doubt_stays_in_doubt_while_the_log_cannot_be_read_back():
+    server = Server()
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    shipper.add("a")
+    server.lose_answers = 1
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    real_read = server.lines_held
+
+    async def unreachable() -> int:
+        raise errors.ColoniesUnreachable("http://x", 1, 0.0, "ConnectError")
+
+    shipper._lines_held = unreachable
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    shipper._lines_held = real_read
+    await shipper.flush()
+    assert server.log == "a\n"

@@ -205,3 +205,21 @@ async def test_a_key_edited_while_the_operator_was_down_strands_nothing():
         kube.succeed(new_job["metadata"]["name"])
         done = await after.ended(process.processid)
         assert done.state is ProcessState.SUCCESS and done.assignedexecutorid == after.runtime.executor_id
+
+
+async def test_log_lines_whose_answer_was_lost_after_they_were_stored_are_in_colonies_once():
+    """The soak stopped the operator for 30 s with an addlogmsg in flight: the server stored the
+    lines, the operator woke to a read timeout and sent them again."""
+    server, kube = FakeColoniesServer(timeout_scale=0.05), FakeKube()
+    async with running(server=server, kube=kube) as h:
+        process = await h.submit()
+        job = await h.job_of(process.processid)
+        kube.start(job)
+        server.lose_next_reply("add_log")
+        kube.log(job, ["one", "two"])
+        await eventually(lambda: server.logs, "the first batch to be stored")
+        kube.log(job, ["three"])
+        kube.succeed(job)
+        assert (await h.ended(process.processid)).state is ProcessState.SUCCESS
+        logs = "".join(e.message for e in await h.user.get_all_logs("dev", process.processid))
+        assert logs == "one\ntwo\nthree\n"

@@ -218,7 +218,8 @@ class Connection:
             if not retriable or attempt >= policy.attempts or elapsed + pause > policy.deadline:
                 if isinstance(failure, errors.ColoniesError):
                     raise failure
-                raise errors.ColoniesUnreachable(self.address.base_url, attempt, elapsed, failure) from failure
+                raise errors.ColoniesUnreachable(self.address.base_url, attempt, elapsed, failure,
+                                                 maybe_delivered=not isinstance(failure, _SENT_NOTHING)) from failure
             await asyncio.sleep(pause)
 
     async def server_info(self) -> dict[str, Any]:

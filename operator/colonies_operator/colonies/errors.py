@@ -27,8 +27,13 @@ class ColoniesError(Exception):
 
 
 class ColoniesUnreachable(ColoniesError):
-    def __init__(self, url: str, attempts: int, elapsed: float, cause: BaseException | str) -> None:
+    """`maybe_delivered`: the request went out and no answer came back (a reset, a read timeout),
+    so the server may have done it. Only then is a non-idempotent call in doubt."""
+
+    def __init__(self, url: str, attempts: int, elapsed: float, cause: BaseException | str, *,
+                 maybe_delivered: bool = False) -> None:
         self.url, self.attempts, self.elapsed = url, attempts, elapsed
+        self.maybe_delivered = maybe_delivered
         super().__init__(
             f"Colonies server at {url} is unreachable after {attempts} attempt(s) over {elapsed:.1f}s: "
             f"{cause if isinstance(cause, str) else type(cause).__name__ + ': ' + str(cause)}"

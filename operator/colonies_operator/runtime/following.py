@@ -67,10 +67,10 @@ class LogFollower:
     async def load_resume_point(self, colonies: ColoniesClient, colony: str, process_id: str) -> None:
         """After a restart, Colonies is the record of what was shipped: count its lines per
         container, so each follower skips exactly those and nothing is lost or sent twice."""
-        entries = await colonies.get_all_logs(colony, process_id)
-        counts, size, truncated = logs.shipped_so_far([e.message for e in entries], all_prefixes(self.run))
+        messages = [e.message for e in await colonies.get_all_logs(colony, process_id)]
+        counts, size, truncated = logs.shipped_so_far(messages, all_prefixes(self.run))
         self._resume_counts = counts
-        self.shipper.resume(size, truncated)
+        self.shipper.resume(size, truncated, lines=sum(m.count("\n") for m in messages))
 
     def follow(self, pods: list[dict[str, Any]]) -> None:
         """Follow running containers; once a container or its pod has ended, replace its

@@ -99,8 +99,12 @@ class LogShipper:
         self, send: Callable[[str], Awaitable[None]], *, batch_bytes: int = 65536, flush_seconds: float = 1.0,
         max_bytes: int = 100 * 1024 * 1024, tail_lines: int = 20,
         on_shipped: Callable[[int, int], None] = lambda lines, size: None,
+        lines_held: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._send = send
+        self._lines_held = lines_held  # how many lines Colonies holds of this log (read back)
+        self._resumed_lines = 0         # lines an earlier run shipped
+        self._in_doubt = 0              # lines at the front whose send may have landed
         self._on_shipped = on_shipped
         self.batch_bytes = batch_bytes
         self.flush_seconds = flush_seconds
@@ -135,27 +139,50 @@ class LogShipper:
         if self._pending_bytes >= self.batch_bytes:
             self._wake.set()  # a full batch goes at once
 
-    def resume(self, shipped_bytes: int, truncated: bool) -> None:
-        """Continue counting toward the cap from what an earlier run shipped."""
+    def resume(self, shipped_bytes: int, truncated: bool, lines: int = 0) -> None:
+        """Continue counting toward the cap from what an earlier run shipped (`lines` of it)."""
         self._accepted_bytes = shipped_bytes
         self.truncated = truncated
+        self._resumed_lines = lines
 
     async def flush(self) -> None:
         """Send everything queued. Forbidden propagates (the process is no longer ours);
         a transient failure keeps the lines for the next flush, so nothing is dropped."""
         async with self._lock:
             while self._pending:
-                batch = self._take()
+                batch = self._take(self._in_doubt)
+                if self._in_doubt:
+                    try:
+                        landed = await self._landed(batch)
+                    except errors.ColoniesError:
+                        self._put_back(batch)  # still in doubt: read back again next time
+                        raise
+                    self._in_doubt = 0
+                    if landed:
+                        self._shipped(batch)
+                        continue
                 try:
                     await self._send("".join(line.text for line in batch))
                 except errors.ColoniesRejected as exc:
                     if _not_ours(exc):
                         raise
                     await self._one_by_one(batch, exc)
-                except errors.ColoniesError:
+                except errors.ColoniesError as exc:
                     self._put_back(batch)
+                    if isinstance(exc, errors.ColoniesUnreachable) and exc.maybe_delivered and self._lines_held:
+                        self._in_doubt = len(batch)
                     raise
                 self._shipped(batch)
+
+    async def _landed(self, batch: list[_Line]) -> bool:
+        """Whether a batch whose answer never came is in Colonies: `addlogmsg` is not
+        idempotent, so it is read back before being sent again (a lost answer is rare: the
+        server died after storing it, or the operator was stopped longer than the timeout)."""
+        held = await self._lines_held()  # type: ignore[misc]
+        landed = held >= self._resumed_lines + self.shipped_lines + len(batch)
+        log.info("a log batch of %d lines whose answer was lost is %s", len(batch),
+                 "in Colonies already" if landed else "not in Colonies: sending it again")
+        return landed
 
     async def _one_by_one(self, batch: list[_Line], refusal: errors.ColoniesRejected) -> None:
         """The server refused `batch` for its content: send each line alone, and a marker for
@@ -178,10 +205,12 @@ class LogShipper:
                 self._put_back(batch[i:])
                 raise
 
-    def _take(self) -> list[_Line]:
+    def _take(self, count: int = 0) -> list[_Line]:
+        """The next batch: up to batch_bytes, or exactly `count` lines (a batch in doubt)."""
         taken: list[_Line] = []
         size = 0
-        while self._pending and (not taken or size + self._pending[0].size <= self.batch_bytes):
+        while self._pending and (len(taken) < count if count else
+                                 not taken or size + self._pending[0].size <= self.batch_bytes):
             line = self._pending.popleft()
             taken.append(line)
             size += line.size

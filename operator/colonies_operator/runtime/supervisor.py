@@ -61,7 +61,7 @@ class Supervisor(Ending):
         self.shipper = logs.LogShipper(
             lambda text: ctx.colonies.add_log(process.processid, text),
             batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
-            on_shipped=ctx.metrics.shipped,
+            on_shipped=ctx.metrics.shipped, lines_held=self._lines_in_colonies,
         )
         self.follower = LogFollower(ctx.kube, self.namespace, run, self.shipper)
         self._fenced: str | None = None
@@ -72,6 +72,10 @@ class Supervisor(Ending):
     @property
     def pid(self) -> str:
         return self.process.processid
+
+    async def _lines_in_colonies(self) -> int:
+        entries = await self.ctx.colonies.get_all_logs(self.ctx.job_settings.colony_name, self.pid)
+        return sum(entry.message.count("\n") for entry in entries)
 
     @property
     def fenced(self) -> bool:
