@@ -230,9 +230,15 @@ class Server:
         self.log = held_before
         self.lose_answers = 0   # store the batch, then fail as if the answer never came
         self.drop_requests = 0  # fail after sending, before the server stored anything
+        self.unreachable_on = ""  # this text fails once to connect (nothing was sent)
         self.reads = 0
 
     async def add(self, text: str) -> None:
+        if text == self.unreachable_on:
+            self.unreachable_on = ""
+            raise errors.ColoniesUnreachable("http://x", 1, 0.0, "ConnectError")
+        if "bad" in text:
+            raise errors.BadRequest(400, "Failed to add log", "addlogmsg")
         if self.drop_requests:
             self.drop_requests -= 1
             raise errors.ColoniesUnreachable("http://x", 1, 30.0, "ReadError", maybe_delivered=True)
@@ -319,3 +325,37 @@ async def test_a_batch_in_doubt_stays_in_doubt_while_the_log_cannot_be_read_back
     shipper._lines_held = real_read
     await shipper.flush()
     assert server.log == "a\n"
+
+
+MARKER = "[colonies-operator: Colonies refused this log line: Failed to add log]\n"
+
+
+async def test_a_line_sent_alone_after_a_refusal_whose_answer_was_lost_is_not_sent_again():
+    server = Server()
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    for line in ["one", "bad", "two"]:
+        shipper.add(line)
+    server.lose_answers = 1  # the first store is "one" alone: the whole batch was refused
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    await shipper.flush()
+    assert server.log == "one\n" + MARKER + "two\n" and server.reads == 1
+    assert shipper.shipped_lines == 3
+
+
+async def test_lines_shipped_one_by_one_before_a_failure_count_toward_what_the_log_should_hold():
+    """Had "one" and the marker not been counted as shipped, the read-back would find two lines
+    where it expects the two in doubt, and "two" and "three" would never be sent."""
+    server = Server()
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    for line in ["one", "bad", "two"]:
+        shipper.add(line)
+    server.unreachable_on = "two\n"
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    shipper.add("three")
+    server.drop_requests = 1  # "two" and "three" go out, nothing is stored, no answer
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    await shipper.flush()
+    assert server.log == "one\n" + MARKER + "two\nthree\n" and server.reads == 1

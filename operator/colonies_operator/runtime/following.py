@@ -70,7 +70,7 @@ class LogFollower:
         messages = [e.message for e in await colonies.get_all_logs(colony, process_id)]
         counts, size, truncated = logs.shipped_so_far(messages, all_prefixes(self.run))
         self._resume_counts = counts
-        self.shipper.resume(size, truncated, lines=sum(m.count("\n") for m in messages))
+        self.shipper.resume(size, truncated, lines=logs.lines_in(messages))
 
     def follow(self, pods: list[dict[str, Any]]) -> None:
         """Follow running containers; once a container or its pod has ended, replace its

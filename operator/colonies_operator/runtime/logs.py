@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -150,8 +150,8 @@ class LogShipper:
         a transient failure keeps the lines for the next flush, so nothing is dropped."""
         async with self._lock:
             while self._pending:
-                batch = self._take(self._in_doubt)
                 if self._in_doubt:
+                    batch = self._take_exactly(self._in_doubt)
                     try:
                         landed = await self._landed(batch)
                     except errors.ColoniesError:
@@ -161,16 +161,17 @@ class LogShipper:
                     if landed:
                         self._shipped(batch)
                         continue
+                else:
+                    batch = self._take()
                 try:
                     await self._send("".join(line.text for line in batch))
                 except errors.ColoniesRejected as exc:
                     if _not_ours(exc):
                         raise
                     await self._one_by_one(batch, exc)
+                    continue
                 except errors.ColoniesError as exc:
-                    self._put_back(batch)
-                    if isinstance(exc, errors.ColoniesUnreachable) and exc.maybe_delivered and self._lines_held:
-                        self._in_doubt = len(batch)
+                    self._unsent(batch, exc, sent=len(batch))
                     raise
                 self._shipped(batch)
 
@@ -186,7 +187,8 @@ class LogShipper:
 
     async def _one_by_one(self, batch: list[_Line], refusal: errors.ColoniesRejected) -> None:
         """The server refused `batch` for its content: send each line alone, and a marker for
-        each line it refuses alone."""
+        each line it refuses alone. Each line counts as shipped once sent, so a failure part
+        way leaves exactly the rest queued."""
         log.warning("Colonies refused a batch of %d log lines (%s); sending them one by one", len(batch), refusal)
         for i, line in enumerate(batch):
             try:
@@ -201,21 +203,33 @@ class LogShipper:
                 if _not_ours(exc):
                     raise
                 log.warning("Colonies refused even the marker line: %s", exc)
-            except errors.ColoniesError:
-                self._put_back(batch[i:])
+            except errors.ColoniesError as exc:
+                self._unsent(batch[i:], exc, sent=1)
                 raise
+            self._shipped([line])
 
-    def _take(self, count: int = 0) -> list[_Line]:
-        """The next batch: up to batch_bytes, or exactly `count` lines (a batch in doubt)."""
-        taken: list[_Line] = []
-        size = 0
-        while self._pending and (len(taken) < count if count else
-                                 not taken or size + self._pending[0].size <= self.batch_bytes):
-            line = self._pending.popleft()
-            taken.append(line)
-            size += line.size
+    def _take(self) -> list[_Line]:
+        """The next batch: as many lines as fit in batch_bytes, and at least one."""
+        taken = [self._pending.popleft()]
+        size = taken[0].size
+        while self._pending and size + self._pending[0].size <= self.batch_bytes:
+            taken.append(self._pending.popleft())
+            size += taken[-1].size
         self._pending_bytes -= size
         return taken
+
+    def _take_exactly(self, count: int) -> list[_Line]:
+        """The first `count` lines: the batch whose send is in doubt, whatever its size."""
+        taken = [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        self._pending_bytes -= sum(line.size for line in taken)
+        return taken
+
+    def _unsent(self, lines: list[_Line], exc: errors.ColoniesError, sent: int) -> None:
+        """Queue `lines` again at the front. If the request (of the first `sent` of them) went
+        out and its answer was lost, those lines are in doubt until read back."""
+        self._put_back(lines)
+        if isinstance(exc, errors.ColoniesUnreachable) and exc.maybe_delivered and self._lines_held:
+            self._in_doubt = sent
 
     def _put_back(self, lines: list[_Line]) -> None:
         for line in reversed(lines):
@@ -297,6 +311,11 @@ async def ship_container_log(
             cursor.skip -= 1  # shipped before the operator restarted
             continue
         shipper.add(text, prefix)
+
+
+def lines_in(messages: Iterable[str]) -> int:
+    """How many lines a process's log messages hold: every line shipped ends with a newline."""
+    return sum(message.count("\n") for message in messages)
 
 
 def shipped_so_far(messages: list[str], prefixes: list[str]) -> tuple[dict[str, int], int, bool]:

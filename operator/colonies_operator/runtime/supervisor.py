@@ -75,7 +75,7 @@ class Supervisor(Ending):
 
     async def _lines_in_colonies(self) -> int:
         entries = await self.ctx.colonies.get_all_logs(self.ctx.job_settings.colony_name, self.pid)
-        return sum(entry.message.count("\n") for entry in entries)
+        return logs.lines_in(entry.message for entry in entries)
 
     @property
     def fenced(self) -> bool:
