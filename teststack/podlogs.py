@@ -159,7 +159,8 @@ PATIENCE_S = 120.0  # how long one set-up step is retried
 
 
 def _patiently(step: Callable[[], None]) -> Exception | None:
-    """Run `step` until it succeeds, with backoff, for up to PATIENCE_S; the last error if not."""
+    """Run `step` until it succeeds, with backoff, for up to PATIENCE_S; the last error if not.
+    A refusal no retry can change ends it at once, so it holds a set-up worker no longer."""
     deadline = time.monotonic() + PATIENCE_S
     attempt = 0
     while True:
@@ -167,10 +168,19 @@ def _patiently(step: Callable[[], None]) -> Exception | None:
             step()
             return None
         except Exception as e:  # noqa: BLE001 - one bad pod must not stop the others
-            if time.monotonic() >= deadline:
+            if _refused_for_good(e) or time.monotonic() >= deadline:
                 return e
         time.sleep(min(0.1 * 2 ** attempt, 2.0))
         attempt += 1
+
+
+def _refused_for_good(e: Exception) -> bool:
+    """400 and 422: the request itself is wrong; 403 for a namespace being deleted. Other
+    4xx are retried: a restarting apiserver answers 404 for the Logs kind until its CRD is
+    served again, 403 until its RBAC is loaded, and 429 under load."""
+    if not isinstance(e, kubeapi.ApiError):
+        return False
+    return e.status in (400, 422) or (e.status == 403 and "being terminated" in e.body)
 
 
 class PodLogs:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import httpx
+import pytest
 
-from teststack import podlogs
+from teststack import kubeapi, podlogs
 from teststack.podlogs import container_output, cri_lines
 
 
@@ -65,11 +66,20 @@ class FakeClock:
         self.now += seconds
 
 
-def test_a_pod_gets_its_logs_object_when_the_apiserver_is_away_for_half_a_minute(tmp_path, monkeypatch):
-    """An apiserver restart under load took ~27 s in the soak; the pod was released without
-    its Logs object after ~9 s of tries, and kwok then served none of its 100 lines."""
+POD = {"metadata": {"namespace": "ns", "name": "p", "uid": "0123456789"},
+       "spec": {"containers": [{"name": "main", "command": ["echo", "hi"]}]}}
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
     clock = FakeClock()
     monkeypatch.setattr(podlogs, "time", clock)
+    return clock
+
+
+def test_a_pod_gets_its_logs_object_when_the_apiserver_is_away_for_half_a_minute(tmp_path, monkeypatch, clock):
+    """An apiserver restart under load took ~27 s in the soak; the pod was released without
+    its Logs object after ~9 s of tries, and kwok then served none of its 100 lines."""
     logs = podlogs.PodLogs(api=None, out=tmp_path, workers=1)
     steps = []
 
@@ -80,8 +90,39 @@ def test_a_pod_gets_its_logs_object_when_the_apiserver_is_away_for_half_a_minute
 
     monkeypatch.setattr(logs, "_write_logs_object", logs_object)
     monkeypatch.setattr(logs, "_annotate", lambda ns, name: steps.append(("ready", name)))
-    pod = {"metadata": {"namespace": "ns", "name": "p", "uid": "0123456789"},
-           "spec": {"containers": [{"name": "main", "command": ["echo", "hi"]}]}}
-    logs._set_up(pod)
+    logs._set_up(POD)
     assert steps == [("Logs", [["main"]]), ("ready", "p")]
     assert (tmp_path / "ns" / "p-01234567" / "main.log").read_text().endswith(" stdout F hi\n")
+
+
+def test_a_refusal_no_retry_can_change_ends_the_tries_at_once(tmp_path, monkeypatch, clock):
+    """A pod whose namespace is being deleted would otherwise hold one of the set-up workers
+    for the whole PATIENCE_S; the pod is still released."""
+    logs = podlogs.PodLogs(api=None, out=tmp_path, workers=1)
+    tries, steps = [], []
+
+    def logs_object(pod, entries):
+        tries.append(clock.now)
+        raise kubeapi.ApiError(403, 'logs "p" is forbidden: unable to create new content in namespace ns '
+                                    'because it is being terminated', "POST logs")
+
+    monkeypatch.setattr(logs, "_write_logs_object", logs_object)
+    monkeypatch.setattr(logs, "_annotate", lambda ns, name: steps.append(("ready", name)))
+    logs._set_up(POD)
+    assert tries == [0.0] and steps == [("ready", "p")]
+
+
+@pytest.mark.parametrize("status", [404, 403, 429])
+def test_refusals_a_restarting_apiserver_gives_are_tried_again(tmp_path, monkeypatch, clock, status):
+    logs = podlogs.PodLogs(api=None, out=tmp_path, workers=1)
+    steps = []
+
+    def logs_object(pod, entries):
+        if clock.now < 10:
+            raise kubeapi.ApiError(status, "the server could not find the requested resource", "POST logs")
+        steps.append("Logs")
+
+    monkeypatch.setattr(logs, "_write_logs_object", logs_object)
+    monkeypatch.setattr(logs, "_annotate", lambda ns, name: steps.append("ready"))
+    logs._set_up(POD)
+    assert steps == ["Logs", "ready"]
