@@ -55,8 +55,9 @@ def start(b: Bench, name: str) -> Spy | None:
     return Spy(name, proc, raw, time.time())
 
 
-def stop(b: Bench, spy: Spy, *, publish: bool = True) -> dict[str, Any]:
-    """Stop sampling and summarise; with `publish`, the summary also goes to bench/profiles/."""
+def stop(b: Bench, spy: Spy, *, published_as: str = "", header: str = "") -> dict[str, Any]:
+    """Stop sampling and summarise; the summary, `header` first, also goes to bench/profiles/
+    as `published_as` (default: the sampler's name), to be committed with a reference run."""
     seconds = time.time() - spy.started
     if spy.proc.poll() is None:
         spy.proc.send_signal(signal.SIGINT)
@@ -69,18 +70,12 @@ def stop(b: Bench, spy: Spy, *, publish: bool = True) -> dict[str, Any]:
     if not spy.raw.exists():
         return {"error": f"py-spy wrote nothing (see logs/py-spy-{spy.name}.log)"}
     text, top = summarise(spy.raw.read_text(), seconds, spy.name)
+    text = header + text
     (b.out / "profiles" / f"{spy.name}.txt").write_text(text)
-    if not publish:
-        return top | {"summary": str(b.out / "profiles" / f"{spy.name}.txt")}
-    return top | {"summary": str(publish_as(text, spy.name))}
-
-
-def publish_as(text: str, name: str) -> Path:
-    """Keep a summary in bench/profiles/ (committed with a reference run)."""
     PROFILES.mkdir(exist_ok=True)
-    path = PROFILES / f"{name}.txt"
-    path.write_text(text)
-    return path
+    published = PROFILES / f"{published_as or spy.name}.txt"
+    published.write_text(text)
+    return top | {"summary": str(published)}
 
 
 def _parse(frame: str) -> tuple[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import profile
@@ -93,16 +92,13 @@ async def _profile_first_miss(b: Bench, climbed: list[dict[str, Any]], obs: Obse
     if spy is None:
         return None
     step = await _offer_step(b, rate, obs, offer)
-    top = profile.stop(b, spy, publish=False)
-    if "error" not in top:
-        p99 = (step["submitted_to_job_created_s"] or {}).get("p99")
-        header = (f"the first step that missed, offered again: {rate:g}/s; p99 submitted → Job created "
-                  f"{'—' if p99 is None else f'{p99 * 1000:.0f} ms'} with the sampler on\n")
-        top["summary"] = str(profile.publish_as(header + Path(top["summary"]).read_text(), "p1-steps-first-miss"))
-    return {"step": step, "profile": top}
+    p99 = (step["submitted_to_job_created_s"] or {}).get("p99")
+    header = (f"the first step that missed, offered again: {rate:g}/s; p99 submitted → Job created "
+              f"{'—' if p99 is None else f'{p99 * 1000:.0f} ms'} with the sampler on\n")
+    return {"step": step, "profile": profile.stop(b, spy, published_as="p1-steps-first-miss", header=header)}
 
 
-async def _operator(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+async def _operator(b: Bench, rates: list[float], seconds: float) -> dict[str, Any]:
     if b.operator is None:
         b.start_operator("operator")
     ns = b.namespace("steps")
@@ -113,13 +109,12 @@ async def _operator(b: Bench, rates: list[float], seconds: float) -> list[dict[s
         async def offer(rate: float) -> dict[str, float]:
             return await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), rate, seconds)
         climbed = await _climb(b, "operator", rates, seconds, obs, offer)
-        b.results["p1_steps"]["operator_first_miss_profiled"] = await _profile_first_miss(b, climbed, obs, offer)
-        return climbed
+        return {"steps": climbed, "first_miss_profiled": await _profile_first_miss(b, climbed, obs, offer)}
     finally:
         await obs.stop()
 
 
-async def _kube(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+async def _kube(b: Bench, rates: list[float], seconds: float) -> dict[str, Any]:
     ns = b.namespace("steps-kube")
     obs = await b.observer(ns)
     try:
@@ -129,12 +124,12 @@ async def _kube(b: Bench, rates: list[float], seconds: float) -> list[dict[str, 
                                                seconds + 120, rate=rate)
             await b.wait_proc(proc, seconds + 150)
             return json.loads(result.read_text())["scheduled"] if result.exists() else {}
-        return await _climb(b, "baseline 0", rates, seconds, obs, offer)
+        return {"steps": await _climb(b, "baseline 0", rates, seconds, obs, offer)}
     finally:
         await obs.stop()
 
 
-async def _naive(b: Bench, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+async def _naive(b: Bench, rates: list[float], seconds: float) -> dict[str, Any]:
     ns = b.namespace("steps-naive")
     etype = f"bench-steps-naive-{b.run_id}"
     obs = await b.observer(ns)
@@ -145,7 +140,7 @@ async def _naive(b: Bench, rates: list[float], seconds: float) -> list[dict[str,
 
         async def offer(rate: float) -> dict[str, float]:
             return await b.submit_at_rate(b.spec(etype, b.args.run_for, 5), rate, seconds)
-        return await _climb(b, "baseline 2", rates, seconds, obs, offer)
+        return {"steps": await _climb(b, "baseline 2", rates, seconds, obs, offer)}
     finally:
         procs.stop(proc)
         await obs.stop()
@@ -162,4 +157,4 @@ async def steps(b: Bench) -> None:
         if who != "operator" and who not in b.args.executors:
             continue
         climbed = await climb(b, rates, seconds)
-        out[key] = {"steps": climbed, "highest_rate_held": held(climbed)}
+        out[key] = climbed | {"highest_rate_held": held(climbed["steps"])}
