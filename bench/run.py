@@ -561,7 +561,19 @@ PHASES = {"burst": burst, "light": light, "sustained": sustained, "steps": steps
 DEFAULT_PHASES = [p for p in PHASES if p != "soak"]  # the soak (20 minutes of faults) runs when named
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _stop_on_signals() -> None:
+    """In the event loop a signal cancels the run, so every `finally` of the phase runs."""
+    loop, run = asyncio.get_running_loop(), asyncio.current_task()
+    assert run is not None
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, run.cancel)
+
+
 async def main_async(args: argparse.Namespace, state: StackState, out: Path) -> dict[str, Any]:
+    _stop_on_signals()
     env.install_crd(state)
     env.add_nodes(state, args.nodes)
     c = state.colonies
@@ -631,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a run's JSON (e.g. bench/results/reference/*.json): print every figure next to it")
     args = ap.parse_args(argv)
     args.phases = [p for p in PHASES if p in args.phases.split(",")]
+    # SIGTERM and SIGINT stop the run with the operator, the baselines and the stack stopped on
+    # the way out. Python's default SIGTERM ends the process at once and leaves them running,
+    # and a shell starts a background job with SIGINT ignored.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = Path(args.results)
     out = results_dir / stamp
@@ -638,7 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     wanted = 2 * max(args.in_flight, args.recovery, args.burst) + 1000
     with env.inotify_instances(wanted) as inotify, env.bench_stack(args.stack_dir, keep=args.keep_stack) as state:
-        data = asyncio.run(main_async(args, state, out))
+        try:
+            data = asyncio.run(main_async(args, state, out))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            partial = out / "partial.json"
+            say("stopped by a signal" + (f"; what was measured so far: {partial}" if partial.exists() else ""))
+            return 130
     data["meta"] = {"started": started, "seconds": time.time() - started, "args": vars(args),
                     "cpus": os.cpu_count(), "python": sys.version.split()[0], "inotify_max_user_instances": inotify}
     data["series"].pop("burst_scrape", None)
