@@ -5,8 +5,12 @@ re-queued assignments and Jobs that never appear."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
+from typing import Any
 
 import aiohttp
+import pytest
 
 from colonies_operator.colonies.models import ProcessState
 from colonies_operator.jobs import builder
@@ -198,3 +202,31 @@ async def test_a_fenced_jobs_delete_that_meets_an_apiserver_restart_is_tried_aga
         await h.user.cancel(process.processid)
         await eventually(lambda: h.job_name(process.processid) is None, "the cancelled process's Job to be deleted")
         await eventually(lambda: h.runtime.stats.fenced == 1, "the supervisor to end as fenced")
+
+
+@pytest.mark.parametrize("end", ["succeed", "fail"])
+async def test_a_supervisor_that_ended_is_freed_by_reference_counting_alone(monkeypatch, end):
+    """The operator collects cycles rarely (runtime/shared.py `tune_gc`): a supervisor caught in
+    a reference cycle lives on, with its process, shipper and follower, until a full collection,
+    and the soak's RSS grew with them."""
+    made: list[weakref.ref[Any]] = []
+    init = supervisor.Supervisor.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.extend(weakref.ref(o) for o in (self, self.shipper, self.follower, self.process))
+
+    monkeypatch.setattr(supervisor.Supervisor, "__init__", tracked)
+    gc.disable()
+    try:
+        async with running() as h:
+            process = await h.submit()
+            job = await h.job_of(process.processid)
+            h.kube.start(job)
+            h.kube.log(job, ["one", "two"])
+            getattr(h.kube, end)(job)
+            await h.ended(process.processid)
+            await eventually(lambda: made and all(ref() is None for ref in made),
+                             "the supervisor, its shipper, follower and process to be freed")
+    finally:
+        gc.enable()

@@ -15,6 +15,7 @@ rather than leaving it RUNNING with nobody watching.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,11 @@ JOB_APPEAR_SECONDS = 30.0    # a created Job not seen by the watch this long is 
 T = TypeVar("T")
 
 
+async def _lines_in_colonies(ctx: Context, process_id: str) -> int:
+    entries = await ctx.colonies.get_all_logs(ctx.job_settings.colony_name, process_id)
+    return logs.lines_in(entry.message for entry in entries)
+
+
 class Supervisor(Ending):
     def __init__(self, ctx: Context, process: Process, run: spec.RunSpec, request: Resources,
                  assigned_at: float | None = None, job: dict[str, Any] | None = None,
@@ -61,7 +67,10 @@ class Supervisor(Ending):
         self.shipper = logs.LogShipper(
             lambda text: ctx.colonies.add_log(process.processid, text),
             batch_bytes=ctx.logs.batch_bytes, flush_seconds=ctx.logs.flush_seconds, max_bytes=ctx.logs.max_bytes,
-            on_shipped=ctx.metrics.shipped, lines_held=self._lines_in_colonies,
+            on_shipped=ctx.metrics.shipped,
+            # not a bound method: the supervisor holds the shipper, and a cycle would keep both
+            # (and the process) alive until a full collection, which tune_gc makes rare
+            lines_held=functools.partial(_lines_in_colonies, ctx, process.processid),
         )
         self.follower = LogFollower(ctx.kube, self.namespace, run, self.shipper)
         self._fenced: str | None = None
@@ -72,10 +81,6 @@ class Supervisor(Ending):
     @property
     def pid(self) -> str:
         return self.process.processid
-
-    async def _lines_in_colonies(self) -> int:
-        entries = await self.ctx.colonies.get_all_logs(self.ctx.job_settings.colony_name, self.pid)
-        return logs.lines_in(entry.message for entry in entries)
 
     @property
     def fenced(self) -> bool:
