@@ -204,7 +204,22 @@ async def test_a_fenced_jobs_delete_that_meets_an_apiserver_restart_is_tried_aga
         await eventually(lambda: h.runtime.stats.fenced == 1, "the supervisor to end as fenced")
 
 
-@pytest.mark.parametrize("end", ["succeed", "fail"])
+async def succeeds(h, process, job) -> None:
+    h.kube.succeed(job)
+    await h.ended(process.processid)
+
+
+async def fails(h, process, job) -> None:
+    h.kube.fail(job)
+    await h.ended(process.processid)
+
+
+async def is_cancelled(h, process, job) -> None:
+    await h.user.cancel(process.processid)
+    await eventually(lambda: h.runtime.stats.fenced == 1, "the supervisor to end as fenced")
+
+
+@pytest.mark.parametrize("end", [succeeds, fails, is_cancelled])
 async def test_a_supervisor_that_ended_is_freed_by_reference_counting_alone(monkeypatch, end):
     """The operator collects cycles rarely (runtime/shared.py `tune_gc`): a supervisor caught in
     a reference cycle lives on, with its process, shipper and follower, until a full collection,
@@ -224,8 +239,7 @@ async def test_a_supervisor_that_ended_is_freed_by_reference_counting_alone(monk
             job = await h.job_of(process.processid)
             h.kube.start(job)
             h.kube.log(job, ["one", "two"])
-            getattr(h.kube, end)(job)
-            await h.ended(process.processid)
+            await end(h, process, job)
             await eventually(lambda: made and all(ref() is None for ref in made),
                              "the supervisor, its shipper, follower and process to be freed")
     finally:

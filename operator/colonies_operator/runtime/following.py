@@ -102,9 +102,12 @@ class LogFollower:
         await asyncio.gather(*(t for k, t in self._tasks.items() if k in self._drained), return_exceptions=True)
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
+        # let go of the tasks: a cancelled one keeps its CancelledError, whose traceback holds
+        # the follower, a cycle only a full collection (rare, see tune_gc) would free
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _ship(self, key: Key, cursor: logs.Cursor, prefix: str, *, follow: bool, ran: bool = False) -> None:
         """Follow (until cancelled) or drain one container's log, resuming from the cursor
