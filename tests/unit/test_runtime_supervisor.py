@@ -219,7 +219,13 @@ async def is_cancelled(h, process, job) -> None:
     await eventually(lambda: h.runtime.stats.fenced == 1, "the supervisor to end as fenced")
 
 
-@pytest.mark.parametrize("end", [succeeds, fails, is_cancelled])
+async def job_deleted_by_hand(h, process, job) -> None:
+    namespace = next(ns for ns, name in h.kube.objects["Job"] if name == job)
+    await h.kube.delete_job(namespace, job)
+    await h.ended(process.processid)
+
+
+@pytest.mark.parametrize("end", [succeeds, fails, is_cancelled, job_deleted_by_hand])
 async def test_a_supervisor_that_ended_is_freed_by_reference_counting_alone(monkeypatch, end):
     """The operator collects cycles rarely (runtime/shared.py `tune_gc`): a supervisor caught in
     a reference cycle lives on, with its process, shipper and follower, until a full collection,
