@@ -65,7 +65,8 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
     assert container.command == ["/bin/sh", "-c", "echo hello world"]
     assert container.resources.requests == {"cpu": "250m", "memory": "128Mi"} == container.resources.limits
     assert job.spec.backoff_limit == 0
-    succeeded = ("colonies_operator_processes_total", {"outcome": "succeeded"})
+    # this executor's series: another test's executor removed meanwhile takes its own along
+    succeeded = ("colonies_operator_processes_total", {"executor": f"{ex.namespace}/{ex.name}", "outcome": "succeeded"})
     await wait_for(lambda: total(scrape(operator.metrics_url), succeeded[0], **succeeded[1])
                    > total(before, succeeded[0], **succeeded[1]), 30, "the process to be counted")
     after = scrape(operator.metrics_url)
@@ -73,7 +74,7 @@ async def test_hello_world_runs_as_a_job_and_its_logs_and_output_come_back(execu
         ("colonies_operator_colonies_rpcs_total", {"method": "assignprocessmsg", "outcome": "ok"}),
         ("colonies_operator_colonies_rpcs_total", {"method": "closesuccessfulmsg", "outcome": "ok"}),
         ("colonies_operator_kube_requests_total", {"verb": "post", "resource": "jobs", "code": "201"}),
-        ("colonies_operator_processes_total", {"outcome": "succeeded"}),
+        succeeded,
         ("colonies_operator_log_lines_shipped_total", {}),
         ("colonies_operator_assign_roundtrip_seconds_count", {}),
         ("colonies_operator_assigned_to_job_created_seconds_count", {}),
