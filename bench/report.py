@@ -55,8 +55,10 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
     sk, sh = r.get("soak", {}), r.get("p1_shared", {})
     cores = (data.get("meta") or {}).get("cpus") or 2
     split = " / ".join(str(v) for v in (sh.get("split") or {}).values())
+    warmup = _get(sk, "settings", "warmup")
     soak_run = (f"{_get(sk, 'settings', 'seconds'):.0f} s at {_get(sk, 'settings', 'rate'):g}/s, "
-                f"{len(sk.get('faults') or [])} faults" if sk.get("settings") else "")
+                f"{len(sk.get('faults') or [])} faults" + (f", after {warmup:.0f} s of warm-up" if warmup else "")
+                if sk.get("settings") else "")
     at_once = f"assigned_to_container_running_{p6.get('batch')}_at_once_s"
     out = [
         (f"P1 burst launch rate, backlog {b.get('processes')} (Jobs/s)", _get(b, "operator", "jobs_per_second"),
@@ -161,6 +163,8 @@ def rows(data: dict[str, Any]) -> list[tuple[str, Any, Any, Any, str, tuple[str,
          ("<=", 0), "0"),
         ("Soak: operator RSS, last ÷ first window", _get(sk, "rss", "last_over_first"), None, None, "",
          ("<=", 1.1), "≤ 1.1"),
+        ("Soak: the same, the first window from the start (warm-up included)",
+         _get(sk, "rss_warmup_included", "last_over_first"), None, None, "", None, ""),
     ]
     return out
 
@@ -309,6 +313,8 @@ def _plot_soak(ax: Any, rss: list[list[float]], soak: dict[str, Any]) -> None:
         ax.annotate(fault["fault"], (fault["at_s"], 0), xycoords=("data", "axes fraction"), rotation=90,
                     fontsize=6, va="bottom", ha="right")
     settings = soak.get("settings") or {}
+    if settings.get("warmup"):
+        ax.axvspan(0, settings["warmup"], color="tab:gray", alpha=0.15, label="warm-up (no faults, not in the windows)")
     ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s, "
                  f"{len(soak.get('faults') or [])} faults; lost {soak.get('log_lines_lost')} lines, "
                  f"{soak.get('unexplained')} unexplained ends")

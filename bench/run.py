@@ -628,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-batch", type=int, default=20, help="P6: then the same number, this many at once")
     ap.add_argument("--soak-seconds", type=float, default=1200, help="soak: seconds of submissions and faults")
     ap.add_argument("--soak-rate", type=float, default=10, help="soak: submissions per second")
+    ap.add_argument("--soak-warmup", type=float, default=360,
+                    help="soak: seconds of submissions before the first fault and the first RSS window (the "
+                         "Job cache fills for the Jobs' TTL, 300 s, and their run)")
     ap.add_argument("--fault-every", type=float, default=60, help="soak: seconds between faults")
     ap.add_argument("--soak-seed", type=int, default=13, help="soak: the seed of the faults' order and choices")
     ap.add_argument("--nodes", type=int, default=6, help="extra kwok nodes of 1000 pods each")

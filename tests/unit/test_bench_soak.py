@@ -53,6 +53,15 @@ def test_rss_compares_the_first_and_the_last_window():
     assert soak.rss_flatness([(0, 1)], 300) is None
 
 
+def test_the_first_rss_window_begins_after_the_warm_up():
+    # The Job cache fills for the Jobs' TTL after the operator starts on an empty cluster:
+    # 90 → 100 MiB in the warm-up, then flat; the ratio from the start would call that growth.
+    samples = [(t, 90_000 + 10_000 * min(t, 360) // 360) for t in range(0, 1560, 5)]
+    flat = soak.rss_flatness(samples, 300, since=360)
+    assert flat["last_over_first"] == 1.0 and flat["first_from_s"] == 360
+    assert soak.rss_flatness(samples, 300)["last_over_first"] > 1.05
+
+
 def test_a_run_is_compared_with_the_reference_figure_by_figure():
     run = {"results": {"p1_burst": {"processes": 200, "operator": {"jobs_per_second": 45.0}},
                        "soak": {"not_final": 0}}}
