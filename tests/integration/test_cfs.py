@@ -88,14 +88,20 @@ async def test_our_records_are_the_go_tools_records_without_the_keys(cfs: Cfs, t
     assert (tmp_path / "theirs" / "f").read_bytes() == b"ours"
 
 
-@pytest.mark.parametrize("keep_local", [True, False])
-async def test_a_conflict_follows_keeplocal_on_a_pull(cfs: Cfs, tmp_path, keep_local):
+def a_conflict(cfs: Cfs, tmp_path) -> str:
+    """A label whose c.txt says "remote" in the CFS and "local" in tmp_path/local."""
     lbl = label()
     (tmp_path / "remote").mkdir()
     (tmp_path / "remote" / "c.txt").write_text("remote\n")
     cfs.sync(lbl, tmp_path / "remote")
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "c.txt").write_text("local\n")
+    return lbl
+
+
+@pytest.mark.parametrize("keep_local", [True, False])
+async def test_a_conflict_follows_keeplocal_on_a_pull(cfs: Cfs, tmp_path, keep_local):
+    lbl = a_conflict(cfs, tmp_path)
 
     await pull(cfs.syncer, tmp_path / "local", lbl, keep_local=keep_local)
     assert (tmp_path / "local" / "c.txt").read_text() == ("local\n" if keep_local else "remote\n")
@@ -103,12 +109,7 @@ async def test_a_conflict_follows_keeplocal_on_a_pull(cfs: Cfs, tmp_path, keep_l
 
 @pytest.mark.parametrize("keep_local", [True, False])
 async def test_a_conflict_follows_keeplocal_on_a_push_as_the_go_cli_then_sees_it(cfs: Cfs, tmp_path, keep_local):
-    lbl = label()
-    (tmp_path / "remote").mkdir()
-    (tmp_path / "remote" / "c.txt").write_text("remote\n")
-    cfs.sync(lbl, tmp_path / "remote")
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "c.txt").write_text("local\n")
+    lbl = a_conflict(cfs, tmp_path)
 
     await push(cfs.syncer, tmp_path / "local", lbl, keep_local=keep_local)
     cfs.sync(lbl, tmp_path / "check", keep_local=False)

@@ -252,16 +252,30 @@ class Server:
         return self.log.count("\n")
 
 
+async def left_in_doubt(server: Server, *lines: str, stored: bool = True,
+                        shipped_before: tuple[int, int] | None = None) -> LogShipper:
+    """A shipper whose flush of `lines` got no answer: the server stored them and the answer
+    was lost, or (not `stored`) the request never reached it. `shipped_before` is (bytes,
+    lines) shipped by an operator before a restart."""
+    shipper = LogShipper(server.add, lines_held=server.lines_held)
+    if shipped_before:
+        shipper.resume(shipped_before[0], False, lines=shipped_before[1])
+    for line in lines:
+        shipper.add(line)
+    if stored:
+        server.lose_answers = 1
+    else:
+        server.drop_requests = 1
+    with pytest.raises(errors.ColoniesUnreachable):
+        await shipper.flush()
+    return shipper
+
+
 async def test_a_batch_whose_answer_was_lost_after_it_was_stored_is_not_sent_again():
     """The soak stopped the operator for 30 s while an addlogmsg was in flight: on waking, its
     read timeout had passed though the server had stored the lines, and the batch went again."""
     server = Server()
-    shipper = LogShipper(server.add, lines_held=server.lines_held)
-    shipper.add("a")
-    shipper.add("b")
-    server.lose_answers = 1
-    with pytest.raises(errors.ColoniesUnreachable):
-        await shipper.flush()
+    shipper = await left_in_doubt(server, "a", "b")
     shipper.add("c")
     await shipper.flush()
     assert server.log == "a\nb\nc\n" and server.reads == 1
@@ -270,23 +284,14 @@ async def test_a_batch_whose_answer_was_lost_after_it_was_stored_is_not_sent_aga
 
 async def test_a_batch_that_may_not_have_arrived_is_sent_again_once_the_log_shows_it_did_not():
     server = Server()
-    shipper = LogShipper(server.add, lines_held=server.lines_held)
-    shipper.add("a")
-    server.drop_requests = 1
-    with pytest.raises(errors.ColoniesUnreachable):
-        await shipper.flush()
+    shipper = await left_in_doubt(server, "a", stored=False)
     await shipper.flush()
     assert server.log == "a\n" and server.reads == 1
 
 
 async def test_after_a_restart_the_lines_shipped_before_count_toward_what_the_log_should_hold():
     server = Server(held_before="x\ny\n")
-    shipper = LogShipper(server.add, lines_held=server.lines_held)
-    shipper.resume(4, False, lines=2)
-    shipper.add("a")
-    server.lose_answers = 1
-    with pytest.raises(errors.ColoniesUnreachable):
-        await shipper.flush()
+    shipper = await left_in_doubt(server, "a", shipped_before=(4, 2))
     await shipper.flush()
     assert server.log == "x\ny\na\n"
 
@@ -309,11 +314,7 @@ async def test_a_request_that_never_left_is_sent_again_without_reading_the_log_b
 
 async def test_a_batch_in_doubt_stays_in_doubt_while_the_log_cannot_be_read_back():
     server = Server()
-    shipper = LogShipper(server.add, lines_held=server.lines_held)
-    shipper.add("a")
-    server.lose_answers = 1
-    with pytest.raises(errors.ColoniesUnreachable):
-        await shipper.flush()
+    shipper = await left_in_doubt(server, "a")
     real_read = server.lines_held
 
     async def unreachable() -> int:
