@@ -224,6 +224,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = data.get("series", {})
+    if set(series) == {"soak_rss"} and not _get(data, "results", "p1_steps"):  # `--phases soak`
+        fig, ax = plt.subplots(figsize=(14, 5.5))
+        _plot_soak(ax, series["soak_rss"], _get(data, "results", "soak") or {})
+        _save(fig, path)
+        return
     fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
     colors = {"operator": "tab:blue", "kube_ceiling": "tab:purple", "ceiling": "tab:green", "naive": "tab:red"}
     labels = {"operator": "operator", "kube_ceiling": "baseline 0 (the same Jobs, no Colonies)",
@@ -283,6 +288,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
         _plot_soak(ax, series["soak_rss"], _get(data, "results", "soak") or {})
     else:
         _plot_ramp(ax, series.get("scale_ramp") or [], _get(data, "results", "p4_scale", "target"))
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -315,14 +326,15 @@ def _plot_soak(ax: Any, rss: list[list[float]], soak: dict[str, Any]) -> None:
     settings = soak.get("settings") or {}
     if settings.get("warmup"):
         ax.axvspan(0, settings["warmup"], color="tab:gray", alpha=0.15, label="warm-up (no faults, not in the windows)")
-    ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s, "
+    warmup = f" after {settings['warmup']:.0f} s of warm-up" if settings.get("warmup") else ""
+    ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s{warmup}, "
                  f"{len(soak.get('faults') or [])} faults; lost {soak.get('log_lines_lost')} lines, "
                  f"{soak.get('unexplained')} unexplained ends")
     ax.set_xlabel("seconds since the soak began")
     ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)  # between the RSS above and the faults' names below
 
 
 def _plot_ramp(ax: Any, ramp: list[list[float]], target: Any) -> None:

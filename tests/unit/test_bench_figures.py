@@ -77,3 +77,17 @@ def test_a_run_without_sustained_and_scale_plots_its_steps_and_its_soak_in_their
     monkeypatch.undo()
     report.plot(data, tmp_path / "real.png")  # the real panels draw from the same data
     assert (tmp_path / "real.png").stat().st_size > 0
+
+
+def test_a_soak_run_alone_plots_the_soak_alone(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")  # a bench extra
+    from bench import report
+    axes = []
+    monkeypatch.setattr(report, "_plot_soak", lambda ax, *a: axes.append(ax) or ax.plot([1], [1]))
+    data = {"results": {"soak": {"faults": [{"at_s": 60.0, "fault": "kill_operator"}]}},
+            "series": {"soak_rss": [(0.0, 90.0), (5.0, 91.0)]}}
+    report.plot(data, tmp_path / "soak.png")
+    assert len(axes) == 1 and len(axes[0].figure.axes) == 1, "three empty panels next to the soak"
+    monkeypatch.undo()
+    report.plot(data, tmp_path / "real.png")
+    assert (tmp_path / "real.png").stat().st_size > 0
