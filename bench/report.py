@@ -324,10 +324,10 @@ def _plot_soak(ax: Any, rss: list[list[float]], soak: dict[str, Any]) -> None:
         ax.annotate(fault["fault"], (fault["at_s"], 0), xycoords=("data", "axes fraction"), rotation=90,
                     fontsize=6, va="bottom", ha="right")
     settings = soak.get("settings") or {}
-    if settings.get("warmup"):
-        ax.axvspan(0, settings["warmup"], color="tab:gray", alpha=0.15, label="warm-up (no faults, not in the windows)")
-    warmup = f" after {settings['warmup']:.0f} s of warm-up" if settings.get("warmup") else ""
-    ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s{warmup}, "
+    if warmup := settings.get("warmup"):
+        ax.axvspan(0, warmup, color="tab:gray", alpha=0.15, label="warm-up (no faults, not in the windows)")
+    after = f" after {warmup:.0f} s of warm-up" if warmup else ""
+    ax.set_title(f"Soak: {settings.get('seconds', 0):.0f} s at {settings.get('rate')}/s{after}, "
                  f"{len(soak.get('faults') or [])} faults; lost {soak.get('log_lines_lost')} lines, "
                  f"{soak.get('unexplained')} unexplained ends")
     ax.set_xlabel("seconds since the soak began")

@@ -1,8 +1,6 @@
 """The benchmark's new figures: baseline 0 (bench/kube_ceiling.py) and its column, the highest
 sustained rate held (bench/steps.py), and the slot handovers of a capacity-bound drain."""
 
-import pytest
-
 from bench import kube_ceiling, report
 from colonies_operator.jobs import builder
 
@@ -64,8 +62,6 @@ def test_cpu_per_process_sets_the_machines_bound_for_a_burst():
 
 
 def test_a_run_without_sustained_and_scale_plots_its_steps_and_its_soak_in_their_places(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")  # a bench extra
-    from bench import report
     drawn: list[str] = []
     monkeypatch.setattr(report, "_plot_steps", lambda ax, *a: drawn.append("steps") or ax.plot([1], [1]))
     monkeypatch.setattr(report, "_plot_soak", lambda ax, *a: drawn.append("soak") or ax.plot([1], [1]))
@@ -80,8 +76,6 @@ def test_a_run_without_sustained_and_scale_plots_its_steps_and_its_soak_in_their
 
 
 def test_a_soak_run_alone_plots_the_soak_alone(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")  # a bench extra
-    from bench import report
     axes = []
     monkeypatch.setattr(report, "_plot_soak", lambda ax, *a: axes.append(ax) or ax.plot([1], [1]))
     data = {"results": {"soak": {"faults": [{"at_s": 60.0, "fault": "kill_operator"}]}},
